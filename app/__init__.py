@@ -1,0 +1,27 @@
+"""The application factory: configuration, then the service, then the web layer."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from .config import Config
+from .generation import GenerationService
+from .web import init_web
+from .wiring import build_service
+
+SERVICE_KEY = "generation"
+
+
+def create_app(config: Config | None = None, service: GenerationService | None = None) -> Flask:
+    """Build the app. The service is created but not started: the server starts it
+    (gunicorn.conf.py does, after fork) so that CLI commands never run workers."""
+    config = config or Config.from_env()
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=config.max_content_length, SERVICE_CONFIG=config)
+    app.extensions[SERVICE_KEY] = service or build_service(config)
+    init_web(app)
+    return app
+
+
+def get_service(app: Flask) -> GenerationService:
+    return app.extensions[SERVICE_KEY]

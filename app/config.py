@@ -1,0 +1,127 @@
+"""Every setting of the service, read once from the environment.
+
+`Config.from_env()` is the only place that looks at `os.environ`. A `.env` file in the
+working directory is loaded first (python-dotenv) so that gunicorn, which does not read
+`.env` by itself, sees the same settings as `flask` commands. Values already set in the
+environment win over `.env`.
+
+A bad value raises `ConfigError` naming the variable, so a misconfigured deployment fails
+at start instead of misbehaving later. docs/operations.md lists every variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_INSTANCE_DIR = PROJECT_ROOT / "instance"
+
+
+class ConfigError(ValueError):
+    """A setting in the environment is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Config:
+    generation_workers: int = 2
+    generation_queue_size: int = 100
+    web_concurrency: int = 1
+    web_threads: int = 8
+    port: int = 8000
+    database_url: str = f"sqlite:///{DEFAULT_INSTANCE_DIR / 'generation.db'}"
+    results_dir: Path = DEFAULT_INSTANCE_DIR / "results"
+    max_content_length: int = 64 * 1024
+    job_max_attempts: int = 3
+    log_level: str = "INFO"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Config:
+        """Build the configuration from `environ` (default: `os.environ` after `.env`)."""
+        if environ is None:
+            if dotenv:
+                load_dotenv(Path.cwd() / ".env", override=False)
+            environ = os.environ
+        reader = _Reader(environ)
+        config = cls(
+            generation_workers=reader.integer("GENERATION_WORKERS", cls.generation_workers, 1, 64),
+            generation_queue_size=reader.integer(
+                "GENERATION_QUEUE_SIZE", cls.generation_queue_size, 1, 1_000_000
+            ),
+            web_concurrency=reader.integer("WEB_CONCURRENCY", cls.web_concurrency, 1, 64),
+            web_threads=reader.integer("WEB_THREADS", cls.web_threads, 1, 4096),
+            port=reader.integer("PORT", cls.port, 1, 65535),
+            database_url=normalize_database_url(
+                reader.text("DATABASE_URL", cls.database_url), "DATABASE_URL"
+            ),
+            results_dir=Path(reader.text("RESULTS_DIR", str(cls.results_dir))),
+            max_content_length=reader.integer(
+                "MAX_CONTENT_LENGTH", cls.max_content_length, 1024, 100 * 1024 * 1024
+            ),
+            job_max_attempts=reader.integer("JOB_MAX_ATTEMPTS", cls.job_max_attempts, 1, 100),
+            log_level=reader.choice(
+                "LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")
+            ),
+        )
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Reject combinations that would silently misbehave."""
+        if self.web_concurrency > 1:
+            raise ConfigError(
+                "WEB_CONCURRENCY must be 1: each process keeps its own queue index over the "
+                "database, so jobs submitted to one process would wait for that process alone, "
+                "and a restart of one would retry jobs another is still running. "
+                "Use WEB_THREADS to serve more requests."
+            )
+
+
+class _Reader:
+    """Typed access to environment variables, with errors that name the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str, default: str) -> str:
+        value = self._environ.get(name, "").strip()
+        return value or default
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default).upper()
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+
+def normalize_database_url(url: str, name: str = "DATABASE_URL") -> str:
+    """Return a SQLAlchemy URL, accepting the `postgres://` form that Fly.io sets."""
+    if url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url[len("postgres://") :]
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if not (url.startswith("sqlite") or url.startswith("postgresql+psycopg://")):
+        raise ConfigError(
+            f"{name} must be a sqlite:/// or postgres:// URL, got {url.split(':', 1)[0]!r}"
+        )
+    return url

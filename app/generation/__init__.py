@@ -1,0 +1,28 @@
+"""The generation core: jobs, queue, workers, generators, results. Imports no Flask."""
+
+from .errors import (
+    GenerationError,
+    InvalidParamsError,
+    JobCancelled,
+    JobFinishedError,
+    JobNotFoundError,
+    QueueFullError,
+    ServiceStoppedError,
+)
+from .models import Job, JobStatus, Priority
+from .service import ANONYMOUS, GenerationService
+
+__all__ = [
+    "ANONYMOUS",
+    "GenerationError",
+    "GenerationService",
+    "InvalidParamsError",
+    "Job",
+    "JobCancelled",
+    "JobFinishedError",
+    "JobNotFoundError",
+    "JobStatus",
+    "Priority",
+    "QueueFullError",
+    "ServiceStoppedError",
+]

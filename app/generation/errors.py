@@ -1,0 +1,45 @@
+"""Errors of the generation core. The web layer maps each to one HTTP answer."""
+
+from __future__ import annotations
+
+
+class GenerationError(Exception):
+    """Base class of every error the core raises on purpose."""
+
+
+class QueueFullError(GenerationError):
+    def __init__(self, capacity: int, retry_after: int = 5) -> None:
+        super().__init__(f"the queue is full ({capacity} jobs waiting); try again later")
+        self.capacity = capacity
+        self.retry_after = retry_after
+
+
+class ServiceStoppedError(GenerationError):
+    """The service is not accepting work (not started yet, draining or shut down)."""
+
+
+class JobNotFoundError(GenerationError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class JobFinishedError(GenerationError):
+    """The job already reached a terminal status, so it cannot change any more."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"job {job_id} already {status}")
+        self.job_id = job_id
+        self.status = status
+
+
+class InvalidParamsError(GenerationError):
+    """A submission's fields are wrong; `fields` maps each field to what is wrong with it."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("invalid parameters: " + "; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
+class JobCancelled(GenerationError):  # noqa: N818 - a control-flow signal, not a failure
+    """Raised inside a generator at a checkpoint after cancellation was requested."""

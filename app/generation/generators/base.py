@@ -1,0 +1,70 @@
+"""The generator contract: what the service needs from anything that produces files.
+
+A generator validates its parameters (returning field errors, never raising for bad
+input), then `run()`s with a `GeneratorContext` through which it reports progress and
+learns about cancellation. It yields `OutputFile`s; the service writes them into the
+job's ZIP as they come, so a generator never has to hold all its output in memory.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+FieldErrors = dict[str, str]
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One file of a job's result. `name` is chosen by the generator, never by the client."""
+
+    name: str
+    data: bytes
+
+
+class GeneratorContext(Protocol):
+    def progress(
+        self,
+        stage: str,
+        percent: float,
+        message: str = "",
+        *,
+        step: int | None = None,
+        total: int | None = None,
+    ) -> None:
+        """Report how far the job is (0..100, never going back); cheap to call often."""
+
+    def check_cancelled(self) -> None:
+        """Raise `JobCancelled` if the job should stop; call between steps."""
+
+
+class Generator(abc.ABC):
+    """Base class of generators. Subclasses set `name` and implement the two methods."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    # CPU-bound generators hold the GIL while they work; the service may isolate them.
+    cpu_bound: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def validate(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], FieldErrors]:
+        """Return (normalised params, field errors). Normalised params must make `run`
+        deterministic, e.g. by filling in a random seed once, here."""
+
+    @abc.abstractmethod
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterable[OutputFile]:
+        """Produce the job's files from normalised params."""
+
+    def params_schema(self) -> dict[str, Any]:
+        """JSON Schema of `params`, published for clients."""
+        return {"type": "object"}
+
+    def estimate_seconds(self, params: Mapping[str, Any]) -> float | None:
+        """A prior guess of the run time before any run has been measured."""
+        return None
+
+    def manifest_extra(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Fields this generator adds to the result's manifest.json."""
+        return {}

@@ -1,0 +1,224 @@
+"""The job repository: every state change of a job is one SQL statement here.
+
+Writes use SQLAlchemy Core with a `WHERE` that states the transition they expect
+(`status = 'queued'` to claim, `lease_epoch = :epoch` to finish), so two actors racing
+for the same row can never both win: the loser sees `None`/`False` and backs off.
+Each method opens its own short transaction; nothing holds a session between calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+
+from .db import ping
+from .models import Job, JobRow, JobStatus
+
+_table = JobRow.__table__
+_columns = _table.c
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When one finished job was created, started and finished."""
+
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime
+
+
+class JobStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def ping(self) -> None:
+        """Raise if the database cannot answer."""
+        ping(self._engine)
+
+    def insert(self, job: Job) -> Job:
+        """Write a new queued job and return it with its `pk`."""
+        values = {
+            "id": job.id,
+            "owner": job.owner,
+            "generator": job.generator,
+            "params": job.params,
+            "priority": int(job.priority),
+            "status": JobStatus.QUEUED.value,
+            "created_at": job.created_at,
+        }
+        with self._engine.begin() as connection:
+            pk = connection.execute(insert(_table).values(values).returning(_columns.pk))
+            return Job.from_row(_Row(values | {"pk": pk.scalar_one()}))
+
+    def get(self, job_id: str) -> Job | None:
+        with self._engine.connect() as connection:
+            row = connection.execute(select(_table).where(_columns.id == job_id)).first()
+        return Job.from_row(row) if row else None
+
+    def page(
+        self,
+        *,
+        owner: str | None = None,
+        statuses: Sequence[JobStatus] = (),
+        before_pk: int | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Newest first; `before_pk` continues a previous page."""
+        query = select(_table).order_by(_columns.pk.desc()).limit(limit)
+        if owner is not None:
+            query = query.where(_columns.owner == owner)
+        if statuses:
+            query = query.where(_columns.status.in_([s.value for s in statuses]))
+        if before_pk is not None:
+            query = query.where(_columns.pk < before_pk)
+        with self._engine.connect() as connection:
+            return [Job.from_row(row) for row in connection.execute(query)]
+
+    def queued(self) -> list[Job]:
+        """Every queued job, in the order the queue should run them."""
+        query = (
+            select(_table)
+            .where(_columns.status == JobStatus.QUEUED.value)
+            .order_by(_columns.priority, _columns.pk)
+        )
+        with self._engine.connect() as connection:
+            return [Job.from_row(row) for row in connection.execute(query)]
+
+    def claim(self, job_id: str, worker: str, now: datetime) -> Job | None:
+        """Move a queued job to running for `worker`; None if it is no longer queued."""
+        return self._transition(
+            job_id,
+            (_columns.status == JobStatus.QUEUED.value,),
+            status=JobStatus.RUNNING.value,
+            attempts=_columns.attempts + 1,
+            lease_epoch=_columns.lease_epoch + 1,
+            worker=worker,
+            started_at=now,
+            progress_percent=0.0,
+            progress_stage=None,
+            progress_message=None,
+        )
+
+    def record_progress(self, job: Job, progress: dict[str, Any]) -> Job | None:
+        """Store progress of the run that holds `job.lease_epoch`; None if it lost it."""
+        return self._fenced(job, **progress)
+
+    def finish(self, job: Job, status: JobStatus, now: datetime, **outcome: Any) -> Job | None:
+        """Record the outcome of the run that holds `job.lease_epoch`; None if it lost it."""
+        return self._fenced(job, status=status.value, finished_at=now, worker=None, **outcome)
+
+    def requeue(self, job: Job) -> Job | None:
+        """Give a running job back to the queue (a drain that ran out of time)."""
+        return self._fenced(
+            job, status=JobStatus.QUEUED.value, worker=None, started_at=None, cancel_requested=False
+        )
+
+    def cancel_queued(self, job_id: str, now: datetime) -> Job | None:
+        return self._transition(
+            job_id,
+            (_columns.status == JobStatus.QUEUED.value,),
+            status=JobStatus.CANCELLED.value,
+            finished_at=now,
+        )
+
+    def request_cancel(self, job_id: str) -> Job | None:
+        """Flag a running job so its worker stops at the next checkpoint."""
+        return self._transition(
+            job_id, (_columns.status == JobStatus.RUNNING.value,), cancel_requested=True
+        )
+
+    def recover_running(self, max_attempts: int, now: datetime) -> tuple[int, int]:
+        """After a crash: requeue jobs left running, failing those out of attempts.
+
+        Only safe when no other live process can be running jobs on this database.
+        Returns (requeued, failed).
+        """
+        running = _columns.status == JobStatus.RUNNING.value
+        with self._engine.begin() as connection:
+            failed = connection.execute(
+                update(_table)
+                .where(running, _columns.attempts >= max_attempts)
+                .values(
+                    status=JobStatus.FAILED.value,
+                    finished_at=now,
+                    worker=None,
+                    error=f"Interrupted {max_attempts} times by a server crash or restart; "
+                    "giving up (JOB_MAX_ATTEMPTS).",
+                )
+            ).rowcount
+            requeued = connection.execute(
+                update(_table)
+                .where(running)
+                .values(
+                    status=JobStatus.QUEUED.value,
+                    worker=None,
+                    started_at=None,
+                    cancel_requested=False,
+                )
+            ).rowcount
+        return requeued, failed
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        query = select(_columns.status, func.count()).group_by(_columns.status)
+        with self._engine.connect() as connection:
+            counts = {JobStatus(status): n for status, n in connection.execute(query)}
+        return {status: counts.get(status, 0) for status in JobStatus}
+
+    def recent_timings(self, limit: int = 1000) -> list[Timing]:
+        """Timings of the most recently created finished jobs."""
+        query = (
+            select(_columns.created_at, _columns.started_at, _columns.finished_at)
+            .where(_columns.finished_at.is_not(None))
+            .order_by(_columns.pk.desc())
+            .limit(limit)
+        )
+        with self._engine.connect() as connection:
+            return [Timing(*row) for row in connection.execute(query)]
+
+    def _fenced(self, job: Job, **values: Any) -> Job | None:
+        return self._transition(
+            job.id,
+            (
+                _columns.status == JobStatus.RUNNING.value,
+                _columns.lease_epoch == job.lease_epoch,
+            ),
+            **values,
+        )
+
+    def _transition(self, job_id: str, conditions: tuple[Any, ...], **values: Any) -> Job | None:
+        statement = (
+            update(_table)
+            .where(_columns.id == job_id, *conditions)
+            .values(**values)
+            .returning(*_table.c)
+        )
+        with self._engine.begin() as connection:
+            row = connection.execute(statement).first()
+        return Job.from_row(row) if row else None
+
+
+class _Row:
+    """Attribute access over a dict of column values, for `Job.from_row`."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(
+            {
+                "progress_percent": 0.0,
+                "progress_stage": None,
+                "progress_message": None,
+                "error": None,
+                "attempts": 0,
+                "lease_epoch": 0,
+                "worker": None,
+                "cancel_requested": False,
+                "result_bytes": None,
+                "result_files": None,
+                "started_at": None,
+                "finished_at": None,
+            }
+            | values
+        )

@@ -1,0 +1,182 @@
+"""What a job is: its priority and status vocabularies, its table, and its plain record.
+
+The table (`JobRow`) is the source of truth; the in-memory queue is only an index over
+queued rows. Code outside `jobs.py` works with `Job`, an immutable snapshot of one row,
+so no SQLAlchemy session ever leaks across threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, MetaData, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class Priority(IntEnum):
+    """Lower value runs first (HIGH=1, as in the seed)."""
+
+    HIGH = 1
+    NORMAL = 2
+    LOW = 3
+
+    @classmethod
+    def parse(cls, name: str) -> Priority:
+        """Map "high" / "normal" / "low" (any case) to a member; ValueError otherwise."""
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError("priority must be one of: high, normal, low") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite has no time zones; we store UTC there)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=UTC)
+
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[dict[str, Any]]: JSON(),
+    }
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    # `pk` orders jobs (FIFO within a priority, list pagination); `id` is what clients see.
+    pk: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    owner: Mapped[str] = mapped_column(String(64), default="anonymous")
+    generator: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]]
+    priority: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))
+    progress_percent: Mapped[float] = mapped_column(default=0.0)
+    progress_stage: Mapped[str | None] = mapped_column(String(64))
+    progress_message: Mapped[str | None] = mapped_column(String(500))
+    error: Mapped[str | None] = mapped_column(Text)
+    # Each claim bumps `lease_epoch`; every later write of that run names the epoch it
+    # holds, so a run that lost its claim cannot overwrite its successor's outcome.
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_epoch: Mapped[int] = mapped_column(default=0)
+    worker: Mapped[str | None] = mapped_column(String(128))
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    result_bytes: Mapped[int | None]
+    result_files: Mapped[list[dict[str, Any]] | None]
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_jobs_status_priority_pk", "status", "priority", "pk"),
+        Index("ix_jobs_owner_pk", "owner", "pk"),
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    percent: float = 0.0
+    stage: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """An immutable snapshot of one job row."""
+
+    pk: int
+    id: str
+    owner: str
+    generator: str
+    params: dict[str, Any]
+    priority: Priority
+    status: JobStatus
+    created_at: datetime
+    progress: Progress = field(default_factory=Progress)
+    error: str | None = None
+    attempts: int = 0
+    lease_epoch: int = 0
+    worker: str | None = None
+    cancel_requested: bool = False
+    result_bytes: int | None = None
+    result_files: list[dict[str, Any]] | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    # Filled in by the service when it describes a job; not stored.
+    position: int | None = None
+    eta_seconds: float | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        """Build from a `JobRow` or a Core result row with the same column names."""
+        return cls(
+            pk=row.pk,
+            id=row.id,
+            owner=row.owner,
+            generator=row.generator,
+            params=row.params,
+            priority=Priority(row.priority),
+            status=JobStatus(row.status),
+            created_at=row.created_at,
+            progress=Progress(row.progress_percent, row.progress_stage, row.progress_message),
+            error=row.error,
+            attempts=row.attempts,
+            lease_epoch=row.lease_epoch,
+            worker=row.worker,
+            cancel_requested=row.cancel_requested,
+            result_bytes=row.result_bytes,
+            result_files=row.result_files,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )

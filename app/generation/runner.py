@@ -1,0 +1,188 @@
+"""Running one job: claim it, drive its generator, record exactly one outcome.
+
+`JobRunner.run()` is what a worker thread calls for each job id it takes off the queue.
+It never raises: whatever the generator does (raise, return garbage, get cancelled),
+the job ends in a recorded state and the worker thread lives on to take the next job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from .errors import JobCancelled
+from .eta import RunTimeEstimator
+from .events import EventBus
+from .generators import GeneratorRegistry
+from .jobs import JobStore
+from .models import Job, JobStatus
+from .results import ResultStore
+
+log = logging.getLogger(__name__)
+
+PROGRESS_WRITE_INTERVAL = 0.5
+
+
+class CancelToken:
+    """Set once, by a cancel request or a shutdown; `reason` says which."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+class RunContext:
+    """The `GeneratorContext` of one run: progress goes to the bus at once and to the
+    row at most every PROGRESS_WRITE_INTERVAL seconds (stage changes and 100 % always)."""
+
+    def __init__(self, job: Job, store: JobStore, bus: EventBus, token: CancelToken) -> None:
+        self._job = job
+        self._store = store
+        self._bus = bus
+        self._token = token
+        self._percent = 0.0
+        self._stage: str | None = None
+        self._written_at = 0.0
+
+    def progress(
+        self,
+        stage: str,
+        percent: float,
+        message: str = "",
+        *,
+        step: int | None = None,
+        total: int | None = None,
+    ) -> None:
+        self._percent = max(self._percent, min(100.0, max(0.0, float(percent))))
+        fields = {
+            "percent": round(self._percent, 2),
+            "stage": str(stage)[:64],
+            "message": str(message)[:500],
+        }
+        self._bus.publish(self._job.id, "progress", **fields, step=step, total=total)
+        now = time.monotonic()
+        if (
+            stage != self._stage
+            or self._percent >= 100
+            or now - self._written_at >= PROGRESS_WRITE_INTERVAL
+        ):
+            self._stage = stage
+            self._written_at = now
+            self._write(fields)
+
+    def check_cancelled(self) -> None:
+        if self._token.is_set():
+            raise JobCancelled(self._token.reason)
+
+    def _write(self, fields: dict[str, Any]) -> None:
+        row = self._store.record_progress(
+            self._job,
+            {
+                "progress_percent": fields["percent"],
+                "progress_stage": fields["stage"],
+                "progress_message": fields["message"],
+            },
+        )
+        if row is None:
+            self._token.cancel("lease_lost")
+        elif row.cancel_requested:
+            self._token.cancel("cancelled")
+
+
+class JobRunner:
+    def __init__(
+        self,
+        store: JobStore,
+        results: ResultStore,
+        generators: GeneratorRegistry,
+        bus: EventBus,
+        estimator: RunTimeEstimator,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._results = results
+        self._generators = generators
+        self._bus = bus
+        self._estimator = estimator
+        self._clock = clock
+
+    def claim(self, job_id: str, worker: str) -> Job | None:
+        job = self._store.claim(job_id, worker, self._clock())
+        if job is not None:
+            self._bus.publish(job.id, "started", attempt=job.attempts, worker=worker)
+        return job
+
+    def run(self, job: Job, token: CancelToken) -> Job | None:
+        """Run a claimed job to its outcome; returns the final row (None if the claim was lost)."""
+        started = time.monotonic()
+        try:
+            info = self._generate(job, token)
+        except JobCancelled:
+            return self._stop(job, token)
+        except Exception as exc:  # noqa: BLE001 - one bad job must never kill the worker
+            log.exception("job %s (%s) failed", job.id, job.generator)
+            return self._fail(job, f"{type(exc).__name__}: {exc}")
+        self._estimator.record(job.generator, time.monotonic() - started)
+        final = self._store.finish(
+            job,
+            JobStatus.SUCCEEDED,
+            self._clock(),
+            result_bytes=info.bytes,
+            result_files=info.files,
+            progress_percent=100.0,
+        )
+        if final is None:
+            self._results.delete(job.id, job.lease_epoch)
+            log.warning("job %s lost its claim before finishing; result discarded", job.id)
+            return None
+        self._bus.publish(job.id, "succeeded", result=result_summary(final))
+        return final
+
+    def _generate(self, job: Job, token: CancelToken) -> Any:
+        generator = self._generators.get(job.generator)
+        if generator is None:
+            raise LookupError(f"generator {job.generator!r} is not installed on this server")
+        context = RunContext(job, self._store, self._bus, token)
+        files = generator.run(job.params, context)
+        manifest = {"job_id": job.id, "generator": job.generator, "params": job.params}
+        info = self._results.save(
+            job.id, job.lease_epoch, files, manifest | generator.manifest_extra(job.params)
+        )
+        context.check_cancelled()
+        return info
+
+    def _stop(self, job: Job, token: CancelToken) -> Job | None:
+        self._results.delete(job.id, job.lease_epoch)
+        if token.reason == "shutdown":
+            final = self._store.requeue(job)
+            if final is not None:
+                self._bus.publish(job.id, "queued", requeued=True)
+            return final
+        final = self._store.finish(job, JobStatus.CANCELLED, self._clock())
+        if final is not None:
+            self._bus.publish(job.id, "cancelled")
+        return final
+
+    def _fail(self, job: Job, error: str) -> Job | None:
+        self._results.delete(job.id, job.lease_epoch)
+        final = self._store.finish(job, JobStatus.FAILED, self._clock(), error=error[:2000])
+        if final is not None:
+            self._bus.publish(job.id, "failed", error=final.error)
+        return final
+
+
+def result_summary(job: Job) -> dict[str, Any]:
+    """The `result` object of a succeeded job, without the URL (the web layer adds it)."""
+    return {"bytes": job.result_bytes, "files": [f["name"] for f in job.result_files or []]}

@@ -1,0 +1,294 @@
+"""GenerationService: the framework-free front door of the core.
+
+It accepts jobs (row first, then queue index), owns the worker threads that drain the
+queue, and answers questions about jobs and itself. Nothing here knows about HTTP.
+
+Life cycle, as `concurrent.futures.ThreadPoolExecutor`: construct, `start()`, use,
+`shutdown(wait=True)`. Submitting before start or after shutdown raises
+`ServiceStoppedError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from .errors import (
+    InvalidParamsError,
+    JobFinishedError,
+    JobNotFoundError,
+    QueueFullError,
+    ServiceStoppedError,
+)
+from .eta import RunTimeEstimator, queued_eta, running_eta
+from .events import EventBus
+from .generators import GeneratorRegistry
+from .jobs import JobStore
+from .models import Job, JobStatus, Priority
+from .queue import JobQueue, Ticket
+from .results import ResultStore
+from .runner import CancelToken, JobRunner
+from .stats import service_stats
+
+log = logging.getLogger(__name__)
+
+ANONYMOUS = "anonymous"
+CLAIM_RETRY_SECONDS = 1.0
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class GenerationService:
+    def __init__(
+        self,
+        store: JobStore,
+        results: ResultStore,
+        generators: GeneratorRegistry,
+        *,
+        workers: int = 2,
+        queue_size: int = 100,
+        max_attempts: int = 3,
+        bus: EventBus | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.results = results
+        self.generators = generators
+        self.bus = bus or EventBus()
+        self.worker_count = workers
+        self.max_attempts = max_attempts
+        self._clock = clock
+        self._queue = JobQueue(queue_size)
+        self._estimator = RunTimeEstimator()
+        self._runner = JobRunner(store, results, generators, self.bus, self._estimator, clock)
+        self._threads: list[threading.Thread] = []
+        self._running: dict[str, CancelToken] = {}
+        self._lock = threading.Lock()
+        self._state = "new"
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover what a previous process left behind, then start the worker threads."""
+        with self._lock:
+            if self._state != "new":
+                raise RuntimeError(f"cannot start a service that is {self._state}")
+            self._state = "running"
+        requeued, failed = self.store.recover_running(self.max_attempts, self._clock())
+        if requeued or failed:
+            log.warning("recovered interrupted jobs: %d requeued, %d failed", requeued, failed)
+        for job in self.store.queued():
+            self._queue.put(job.id, job.priority, job.pk, reserved=False)
+        for number in range(1, self.worker_count + 1):
+            thread = threading.Thread(target=self._work, name=f"gen-worker-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def shutdown(self, wait: bool = True, *, timeout: float | None = None) -> None:
+        """Stop taking work. Queued jobs stay queued in the database for the next start.
+
+        With `wait`, block until running jobs finish; if `timeout` seconds pass first,
+        interrupt them at their next checkpoint and put them back in the queue.
+        """
+        with self._lock:
+            if self._state in ("new", "stopped"):
+                self._state = "stopped"
+                return
+            self._state = "stopping"
+        self._queue.close()
+        if wait:
+            self._join(timeout)
+        with self._lock:
+            self._state = "stopped"
+
+    @property
+    def accepting(self) -> bool:
+        return self._state == "running"
+
+    # -- the API ------------------------------------------------------------------
+
+    def submit(
+        self,
+        generator: str,
+        params: Mapping[str, Any],
+        *,
+        priority: Priority = Priority.NORMAL,
+        owner: str = ANONYMOUS,
+    ) -> Job:
+        """Validate, write the row, then index it. The returned job is durable."""
+        if not self.accepting:
+            raise ServiceStoppedError("the generation service is not accepting jobs")
+        clean = self._validate(generator, params)
+        try:
+            self._queue.reserve()
+        except QueueFullError as full:
+            raise QueueFullError(full.capacity, self._retry_after()) from None
+        try:
+            job = self.store.insert(
+                Job(
+                    pk=0,
+                    id=uuid.uuid4().hex,
+                    owner=owner,
+                    generator=generator,
+                    params=clean,
+                    priority=priority,
+                    status=JobStatus.QUEUED,
+                    created_at=self._clock(),
+                )
+            )
+        except BaseException:
+            self._queue.release()
+            raise
+        self._queue.put(job.id, job.priority, job.pk)
+        described = self.describe(job)
+        self.bus.publish(
+            job.id, "queued", position=described.position, eta_seconds=described.eta_seconds
+        )
+        return described
+
+    def get(self, job_id: str, *, owner: str | None = None) -> Job:
+        """The job, described; JobNotFoundError if missing or owned by someone else."""
+        job = self.store.get(job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            raise JobNotFoundError(job_id)
+        return self.describe(job)
+
+    def list(
+        self,
+        *,
+        owner: str | None = None,
+        statuses: Sequence[JobStatus] = (),
+        before_pk: int | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        jobs = self.store.page(owner=owner, statuses=statuses, before_pk=before_pk, limit=limit)
+        return [self.describe(job) for job in jobs]
+
+    def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
+        """Cancel a queued job at once, or ask a running one to stop at its next checkpoint."""
+        job = self.get(job_id, owner=owner)
+        if job.status is JobStatus.QUEUED:
+            cancelled = self.store.cancel_queued(job_id, self._clock())
+            if cancelled is not None:
+                self._queue.remove(job_id)
+                self.bus.publish(job_id, "cancelled")
+                return self.describe(cancelled)
+            job = self.get(job_id)  # it started meanwhile
+        if job.status is JobStatus.RUNNING:
+            flagged = self.store.request_cancel(job_id)
+            with self._lock:
+                token = self._running.get(job_id)
+            if token is not None:
+                token.cancel("cancelled")
+            if flagged is not None:
+                return self.describe(flagged)
+            job = self.get(job_id)  # it finished meanwhile
+        raise JobFinishedError(job_id, job.status.value)
+
+    def describe(self, job: Job) -> Job:
+        """The job with its current queue position and ETA filled in."""
+        if job.status is JobStatus.QUEUED:
+            position = self._queue.position(job.id)
+            if position is None:  # indexed by another process, or not yet
+                return job
+            eta = queued_eta(
+                position, self.active_workers, self.worker_count, self._run_seconds(job)
+            )
+            return dataclasses.replace(job, position=position, eta_seconds=round(eta, 1))
+        if job.status is JobStatus.RUNNING:
+            eta = running_eta(job.progress.percent, self._run_seconds(job))
+            return dataclasses.replace(job, eta_seconds=round(eta, 1))
+        return job
+
+    def stats(self) -> dict[str, Any]:
+        return service_stats(
+            self.store,
+            running=self.accepting,
+            workers=self.worker_count,
+            active_workers=self.active_workers,
+            queue_size=len(self._queue),
+            queue_capacity=self._queue.capacity,
+            queued_by_priority=self._queue.depth_by_priority(),
+        )
+
+    @property
+    def active_workers(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    # -- workers ------------------------------------------------------------------
+
+    def _work(self) -> None:
+        name = threading.current_thread().name
+        while (ticket := self._queue.get()) is not None:
+            try:
+                self._process(ticket, name)
+            except Exception:  # noqa: BLE001 - the worker outlives any one job
+                log.exception("worker %s could not process job %s", name, ticket.job_id)
+
+    def _process(self, ticket: Ticket, worker: str) -> None:
+        try:
+            job = self._runner.claim(ticket.job_id, worker)
+        except SQLAlchemyError:
+            # The row is still queued; put it back where it was and let the database recover.
+            log.exception(
+                "claiming job %s failed; retrying in %ss", ticket.job_id, CLAIM_RETRY_SECONDS
+            )
+            time.sleep(CLAIM_RETRY_SECONDS)
+            self._queue.put(*ticket, reserved=False)
+            return
+        if job is None:
+            return
+        token = CancelToken()
+        with self._lock:
+            self._running[job.id] = token
+        try:
+            self._runner.run(job, token)
+        finally:
+            with self._lock:
+                del self._running[job.id]
+
+    def _join(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            with self._lock:
+                tokens = list(self._running.values())
+            log.warning("drain deadline passed; requeueing %d running jobs", len(tokens))
+            for token in tokens:
+                token.cancel("shutdown")
+            for thread in self._threads:
+                thread.join(SHUTDOWN_GRACE_SECONDS)
+
+    def _validate(self, generator_name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        generator = self.generators.get(generator_name)
+        if generator is None:
+            names = ", ".join(self.generators.names())
+            raise InvalidParamsError({"generator": f"unknown generator; available: {names}"})
+        clean, errors = generator.validate(params)
+        if errors:
+            raise InvalidParamsError({f"params.{name}": text for name, text in errors.items()})
+        return clean
+
+    def _retry_after(self) -> int:
+        """Seconds until a queue slot is likely to free up: one run spread over the workers."""
+        run_seconds = self._estimator.typical_seconds()
+        return max(1, min(300, math.ceil(run_seconds / self.worker_count)))
+
+    def _run_seconds(self, job: Job) -> float:
+        generator = self.generators.get(job.generator)
+        prior = generator.estimate_seconds(job.params) if generator else None
+        return self._estimator.run_seconds(job.generator, prior)

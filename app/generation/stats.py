@@ -1,0 +1,58 @@
+"""The numbers `/status` reports about the generation service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .jobs import JobStore, Timing
+from .models import JobStatus, Priority
+
+
+def service_stats(
+    store: JobStore,
+    *,
+    running: bool,
+    workers: int,
+    active_workers: int,
+    queue_size: int,
+    queue_capacity: int,
+    queued_by_priority: dict[Priority, int],
+) -> dict[str, Any]:
+    """Counts come from the database (they survive restarts); the rest is this process."""
+    counts = store.count_by_status()
+    timings = store.recent_timings()
+    return {
+        "running": running,
+        "workers": workers,
+        "active_workers": active_workers,
+        "queue_size": queue_size,
+        "queue_capacity": queue_capacity,
+        "queued_by_priority": {p.label: n for p, n in queued_by_priority.items()},
+        "total_requests": sum(counts.values()),
+        "completed_requests": counts[JobStatus.SUCCEEDED],
+        "failed_requests": counts[JobStatus.FAILED],
+        "cancelled_requests": counts[JobStatus.CANCELLED],
+        "jobs_by_status": {status.value: n for status, n in counts.items()},
+        "wait_seconds": _percentiles([_wait(t) for t in timings if t.started_at]),
+        "run_seconds": _percentiles([_run(t) for t in timings if t.started_at]),
+    }
+
+
+def _wait(timing: Timing) -> float:
+    return (timing.started_at - timing.created_at).total_seconds()  # type: ignore[operator]
+
+
+def _run(timing: Timing) -> float:
+    return (timing.finished_at - timing.started_at).total_seconds()  # type: ignore[operator]
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    """Nearest-rank p50/p95 of recent finished jobs; None before any."""
+    if not values:
+        return {"p50": None, "p95": None, "samples": 0}
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+    return {"p50": rank(0.50), "p95": rank(0.95), "samples": len(ordered)}

@@ -1,0 +1,71 @@
+"""HTTP API v1: each view translates one request into one service call."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
+
+from ..generation import GenerationService, JobStatus
+from .errors import ApiError
+from .parsing import encode_cursor, json_object, list_query, submission
+from .serialize import job_json
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def service() -> GenerationService:
+    return current_app.extensions["generation"]
+
+
+@bp.post("/jobs")
+def submit_job() -> tuple[Response, int, dict[str, str]]:
+    """Accept a job: 202 with the job, its queue position and ETA."""
+    generator, params, priority = submission(json_object(request))
+    job = service().submit(generator, params, priority=priority)
+    return jsonify(job_json(job)), 202, {"Location": url_for("api.get_job", job_id=job.id)}
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    """One job."""
+    return jsonify(job_json(service().get(job_id)))
+
+
+@bp.get("/jobs")
+def list_jobs() -> Response:
+    """Jobs, newest first, a page at a time."""
+    statuses, limit, before = list_query(request.args)
+    jobs = service().list(statuses=statuses, before_pk=before, limit=limit + 1)
+    next_cursor = encode_cursor(jobs[limit - 1].pk) if len(jobs) > limit else None
+    return jsonify(jobs=[job_json(job) for job in jobs[:limit]], next_cursor=next_cursor)
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Response:
+    """Cancel a queued job now, or a running one at its next checkpoint."""
+    return jsonify(job_json(service().cancel(job_id)))
+
+
+@bp.get("/jobs/<job_id>/result")
+def get_result(job_id: str) -> Response:
+    """The result ZIP, streamed as an attachment."""
+    job = service().get(job_id)
+    if job.status is not JobStatus.SUCCEEDED:
+        code, state = (
+            ("not_ready", "is still " + job.status.value)
+            if not job.status.is_terminal
+            else ("no_result", job.status.value + " and has no result")
+        )
+        raise ApiError(409, code, f"job {job_id} {state}")
+    try:
+        stream = service().results.open(job.id, job.lease_epoch)
+    except FileNotFoundError:
+        raise ApiError(
+            410, "result_gone", f"the result of job {job_id} is no longer stored"
+        ) from None
+    return send_file(
+        stream,
+        mimetype="application/zip",
+        as_attachment=True,
+        download_name=f"{job.id}.zip",
+        max_age=0,
+    )

@@ -1,0 +1,54 @@
+"""The JSON shape of a job, as the API contract defines it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import url_for
+
+from ..generation import Job, JobStatus
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    links = {
+        "self": url_for("api.get_job", job_id=job.id),
+        "events": url_for("api.get_job", job_id=job.id) + "/events",
+        "result": url_for("api.get_result", job_id=job.id),
+    }
+    return {
+        "id": job.id,
+        "status": job.status.value,
+        "generator": job.generator,
+        "params": job.params,
+        "priority": job.priority.label,
+        "position": job.position,
+        "eta_seconds": job.eta_seconds,
+        "progress": {
+            "percent": job.progress.percent,
+            "stage": job.progress.stage,
+            "message": job.progress.message,
+        },
+        "error": job.error,
+        "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "result": _result(job, links["result"]),
+        "links": links,
+    }
+
+
+def _result(job: Job, url: str) -> dict[str, Any] | None:
+    if job.status is not JobStatus.SUCCEEDED:
+        return None
+    return {
+        "url": url,
+        "bytes": job.result_bytes,
+        "files": [entry["name"] for entry in job.result_files or []],
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
