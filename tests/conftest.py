@@ -1,0 +1,113 @@
+"""Shared fixtures: a service on a temporary SQLite file with test generators, an app,
+a client. The service is started by the fixtures that need it and always shut down."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from app.config import Config
+from app.generation import GenerationService, Job, JobStatus
+from app.generation.db import create_database_engine, create_schema
+from app.generation.generators import GeneratorRegistry
+from app.generation.generators.images import ImagesGenerator
+from app.generation.jobs import JobStore
+from app.generation.results import FilesystemResultStore
+
+from .generators import FailingGenerator, GarbageGenerator, GateGenerator, RecordingGenerator
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return Config(
+        database_url=f"sqlite:///{tmp_path / 'jobs.db'}",
+        results_dir=tmp_path / "results",
+        generation_workers=1,
+        generation_queue_size=10,
+    )
+
+
+@pytest.fixture
+def recorder() -> RecordingGenerator:
+    return RecordingGenerator()
+
+
+@pytest.fixture
+def gate() -> Iterator[GateGenerator]:
+    gate = GateGenerator()
+    yield gate
+    gate.release()
+
+
+@pytest.fixture
+def registry(recorder: RecordingGenerator, gate: GateGenerator) -> GeneratorRegistry:
+    return GeneratorRegistry(
+        [ImagesGenerator(), recorder, gate, FailingGenerator(), GarbageGenerator()]
+    )
+
+
+@pytest.fixture
+def make_service(
+    config: Config, registry: GeneratorRegistry
+) -> Iterator[Callable[..., GenerationService]]:
+    """Build services on the test database; every one built is shut down at the end."""
+    built: list[GenerationService] = []
+
+    def make(**overrides: object) -> GenerationService:
+        engine = create_database_engine(config.database_url)
+        create_schema(engine)
+        options = {
+            "workers": config.generation_workers,
+            "queue_size": config.generation_queue_size,
+        } | overrides
+        service = GenerationService(
+            JobStore(engine), FilesystemResultStore(config.results_dir), registry, **options
+        )
+        built.append(service)
+        return service
+
+    yield make
+    for service in built:
+        service.shutdown(wait=True, timeout=0.5)
+
+
+@pytest.fixture
+def service(make_service: Callable[..., GenerationService]) -> GenerationService:
+    service = make_service()
+    service.start()
+    return service
+
+
+@pytest.fixture
+def app(config: Config, service: GenerationService) -> Flask:
+    app = create_app(config, service=service)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def wait_for(
+    service: GenerationService,
+    job_id: str,
+    statuses: set[JobStatus] | None = None,
+    timeout: float = 10,
+) -> Job:
+    """Poll until the job reaches one of `statuses` (default: any terminal one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = service.get(job_id)
+        if (job.status in statuses) if statuses else job.status.is_terminal:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job.status} after {timeout}s")
+        time.sleep(0.01)

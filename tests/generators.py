@@ -1,0 +1,65 @@
+"""Generators made for tests: each exercises one behaviour of the service."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from app.generation.generators import FieldErrors, Generator, GeneratorContext, OutputFile
+
+
+class _Simple(Generator):
+    def validate(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], FieldErrors]:
+        return dict(params), {}
+
+
+class RecordingGenerator(_Simple):
+    """Records the `tag` param of each job it runs, in order."""
+
+    name = "record"
+
+    def __init__(self) -> None:
+        self.ran: list[Any] = []
+        self._lock = threading.Lock()
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
+        with self._lock:
+            self.ran.append(params.get("tag"))
+        context.progress("working", 50, "half way", step=1, total=2)
+        yield OutputFile("out.txt", str(params.get("tag")).encode())
+
+
+class GateGenerator(_Simple):
+    """Holds its worker until `release()`, checking for cancellation while it waits."""
+
+    name = "gate"
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self._open = threading.Event()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
+        self.started.set()
+        while not self._open.wait(0.01):
+            context.check_cancelled()
+        yield OutputFile("gate.txt", b"opened")
+
+
+class FailingGenerator(_Simple):
+    name = "fail"
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
+        context.progress("working", 10, "about to fail")
+        raise RuntimeError("the model exploded")
+        yield  # pragma: no cover - makes this a generator function
+
+
+class GarbageGenerator(_Simple):
+    name = "garbage"
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Any:
+        return ["not an OutputFile"]

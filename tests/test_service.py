@@ -1,0 +1,221 @@
+"""The core, without HTTP: ordering, capacity, cancellation, failures, recovery."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from app.generation import (
+    InvalidParamsError,
+    Job,
+    JobFinishedError,
+    JobNotFoundError,
+    JobStatus,
+    Priority,
+    QueueFullError,
+    ServiceStoppedError,
+)
+
+from .conftest import wait_for
+
+
+def hold_worker(service, gate):
+    """Occupy the single worker so that later submissions queue up."""
+    blocker = service.submit("gate", {})
+    assert gate.started.wait(5)
+    return blocker
+
+
+def test_higher_priority_runs_first_and_fifo_within_a_level(service, gate, recorder):
+    hold_worker(service, gate)
+    order = [
+        ("low", Priority.LOW),
+        ("n1", Priority.NORMAL),
+        ("high", Priority.HIGH),
+        ("n2", Priority.NORMAL),
+    ]
+    jobs = [service.submit("record", {"tag": tag}, priority=p) for tag, p in order]
+    gate.release()
+    for job in jobs:
+        wait_for(service, job.id)
+    assert recorder.ran == ["high", "n1", "n2", "low"]
+
+
+def test_submit_returns_a_durable_queued_job_with_position(service, gate):
+    hold_worker(service, gate)
+    first = service.submit("record", {"tag": 1})
+    second = service.submit("record", {"tag": 2})
+    assert (first.status, first.position, second.position) == (JobStatus.QUEUED, 0, 1)
+    assert second.eta_seconds > first.eta_seconds > 0
+    assert service.store.get(second.id).status is JobStatus.QUEUED
+
+
+def test_submit_rejects_when_queue_full(make_service, gate):
+    service = make_service(queue_size=2)
+    service.start()
+    hold_worker(service, gate)
+    service.submit("record", {})
+    service.submit("record", {})
+    with pytest.raises(QueueFullError) as raised:
+        service.submit("record", {})
+    assert raised.value.retry_after >= 1
+    assert service.store.count_by_status()[JobStatus.QUEUED] == 2  # nothing half-written
+
+
+def test_submit_validates_generator_and_params(service):
+    with pytest.raises(InvalidParamsError) as unknown:
+        service.submit("nope", {})
+    assert "generator" in unknown.value.fields
+    with pytest.raises(InvalidParamsError) as bad:
+        service.submit("images", {"prompt": "", "count": 99})
+    assert set(bad.value.fields) == {"params.prompt", "params.count"}
+
+
+def test_submit_before_start_and_after_shutdown_raises(make_service):
+    service = make_service()
+    with pytest.raises(ServiceStoppedError):
+        service.submit("record", {})
+    service.start()
+    service.shutdown()
+    with pytest.raises(ServiceStoppedError):
+        service.submit("record", {})
+
+
+def test_cancel_queued_job_is_immediate(service, gate, recorder):
+    hold_worker(service, gate)
+    job = service.submit("record", {"tag": "x"})
+    cancelled = service.cancel(job.id)
+    assert cancelled.status is JobStatus.CANCELLED
+    gate.release()
+    follower = service.submit("record", {"tag": "y"})
+    wait_for(service, follower.id)
+    assert recorder.ran == ["y"]
+
+
+def test_cancel_running_job_stops_at_next_checkpoint(service, gate):
+    job = hold_worker(service, gate)
+    flagged = service.cancel(job.id)
+    assert flagged.status is JobStatus.RUNNING and flagged.cancel_requested
+    assert wait_for(service, job.id).status is JobStatus.CANCELLED
+
+
+def test_cancel_finished_job_raises(service):
+    job = service.submit("record", {})
+    wait_for(service, job.id)
+    with pytest.raises(JobFinishedError):
+        service.cancel(job.id)
+    with pytest.raises(JobNotFoundError):
+        service.cancel("no-such-job")
+
+
+def test_a_generator_that_raises_fails_its_job_not_the_worker(service):
+    failing = service.submit("fail", {})
+    garbage = service.submit("garbage", {})
+    healthy = service.submit("record", {"tag": "after"})
+    failed = wait_for(service, failing.id)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error == "RuntimeError: the model exploded"
+    assert wait_for(service, garbage.id).status is JobStatus.FAILED
+    assert wait_for(service, healthy.id).status is JobStatus.SUCCEEDED
+
+
+def test_images_job_produces_a_result(service):
+    job = service.submit("images", {"prompt": "tiny", "count": 2, "width": 64, "height": 64})
+    done = wait_for(service, job.id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert [f["name"] for f in done.result_files] == ["image-01.png", "image-02.png"]
+    assert done.progress.percent == 100
+    with service.results.open(done.id, done.lease_epoch) as stream:
+        assert stream.read(2) == b"PK"
+
+
+def test_get_hides_other_owners_jobs(service):
+    job = service.submit("record", {}, owner="alice")
+    assert service.get(job.id, owner="alice").id == job.id
+    with pytest.raises(JobNotFoundError):
+        service.get(job.id, owner="bob")
+
+
+def test_list_filters_by_status_and_pages(service):
+    ids = [service.submit("record", {"tag": n}).id for n in range(3)]
+    for job_id in ids:
+        wait_for(service, job_id)
+    page = service.list(limit=2)
+    assert [j.id for j in page] == ids[:0:-1]
+    rest = service.list(before_pk=page[-1].pk, limit=2)
+    assert [j.id for j in rest] == ids[:1]
+    assert service.list(statuses=[JobStatus.QUEUED]) == []
+
+
+def _orphan(store, status: JobStatus, attempts: int) -> Job:
+    """A row as a killed process leaves it."""
+    job = store.insert(
+        Job(
+            pk=0,
+            id=f"orphan-{status}-{attempts}",
+            owner="anonymous",
+            generator="record",
+            params={"tag": f"{status}-{attempts}"},
+            priority=Priority.NORMAL,
+            status=JobStatus.QUEUED,
+            created_at=datetime.now(UTC),
+        )
+    )
+    if status is JobStatus.RUNNING:
+        for _ in range(attempts):
+            claimed = store.claim(job.id, "dead-worker", datetime.now(UTC))
+            store.requeue(claimed)
+        store.claim(job.id, "dead-worker", datetime.now(UTC))
+    return job
+
+
+def test_restart_requeues_queued_and_running_jobs(make_service, recorder):
+    crashed = make_service()
+    queued = _orphan(crashed.store, JobStatus.QUEUED, 0)
+    running = _orphan(crashed.store, JobStatus.RUNNING, 0)
+    restarted = make_service()
+    restarted.start()
+    assert wait_for(restarted, queued.id).status is JobStatus.SUCCEEDED
+    retried = wait_for(restarted, running.id)
+    assert (retried.status, retried.attempts) == (JobStatus.SUCCEEDED, 2)
+    assert sorted(recorder.ran) == ["queued-0", "running-0"]
+
+
+def test_restart_fails_a_job_that_exhausted_its_attempts(make_service):
+    crashed = make_service()
+    doomed = _orphan(crashed.store, JobStatus.RUNNING, 2)
+    restarted = make_service(max_attempts=3)
+    restarted.start()
+    failed = restarted.get(doomed.id)
+    assert failed.status is JobStatus.FAILED
+    assert "JOB_MAX_ATTEMPTS" in failed.error
+
+
+def test_shutdown_timeout_requeues_the_running_job(make_service, gate):
+    service = make_service()
+    service.start()
+    job = hold_worker(service, gate)
+    service.shutdown(wait=True, timeout=0.1)
+    assert service.store.get(job.id).status is JobStatus.QUEUED
+
+
+def test_stats_report_counts_and_queue(service, gate):
+    hold_worker(service, gate)
+    service.submit("record", {}, priority=Priority.HIGH)
+    stats = service.stats()
+    assert stats["queue_size"] == 1 and stats["queue_capacity"] == 10
+    assert stats["queued_by_priority"] == {"high": 1, "normal": 0, "low": 0}
+    assert stats["active_workers"] == 1 and stats["workers"] == 1
+    assert stats["total_requests"] == 2 and stats["running"] is True
+
+
+def test_events_are_published_in_order(service):
+    subscription = service.bus.subscribe()
+    job = service.submit("record", {})
+    wait_for(service, job.id)
+    types = []
+    while (event := subscription.get(timeout=1)) is not None:
+        types.append((event.seq, event.type))
+        if event.is_terminal:
+            break
+    assert [t for _, t in types] == ["queued", "started", "progress", "succeeded"]
+    assert [s for s, _ in types] == [1, 2, 3, 4]
