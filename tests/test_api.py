@@ -1,0 +1,247 @@
+"""HTTP API v1 through the Flask test client; every answer is checked against openapi.json."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+
+from app.generation import JobStatus
+
+from .conftest import wait_for
+from .openapi_check import assert_conforms
+
+
+@pytest.fixture
+def call(app, client):
+    def call(method: str, url: str, **kwargs):
+        response = client.open(url, method=method, **kwargs)
+        assert_conforms(app, method, url, response)
+        return response
+
+    return call
+
+
+def submit(call, **body):
+    body = {
+        "generator": "images",
+        "params": {"prompt": "p", "count": 1, "width": 64, "height": 64},
+    } | body
+    return call("POST", "/api/v1/jobs", json=body)
+
+
+def hold_worker(service, gate):
+    service.submit("gate", {})
+    assert gate.started.wait(5)
+
+
+def test_submit_returns_202_with_position_and_eta(call, service, gate):
+    hold_worker(service, gate)
+    response = submit(call, priority="high", params={"prompt": "big", "width": 1024})
+    assert response.status_code == 202
+    job = response.get_json()
+    assert (job["status"], job["position"], job["priority"]) == ("queued", 0, "high")
+    assert job["eta_seconds"] > 0
+    assert response.headers["Location"] == f"/api/v1/jobs/{job['id']}"
+
+
+def test_job_runs_to_a_downloadable_zip(call, service):
+    job = submit(
+        call, params={"prompt": "sea", "count": 2, "width": 64, "height": 64, "seed": 3}
+    ).get_json()
+    wait_for(service, job["id"])
+    done = call("GET", f"/api/v1/jobs/{job['id']}").get_json()
+    assert done["status"] == "succeeded"
+    assert done["result"]["files"] == ["image-01.png", "image-02.png"]
+    response = call("GET", done["result"]["url"])
+    assert response.status_code == 200
+    assert response.mimetype == "application/zip"
+    assert "attachment" in response.headers["Content-Disposition"]
+    archive = zipfile.ZipFile(io.BytesIO(response.data))
+    response.close()
+    manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["seed"] == 3 and manifest["params"]["prompt"] == "sea"
+    assert [f["name"] for f in manifest["files"]] == ["image-01.png", "image-02.png"]
+    assert len(response.data) == done["result"]["bytes"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"generator": "nope"}, "generator"),
+        ({"generator": "images", "params": {"prompt": ""}}, "params.prompt"),
+        ({"generator": "images", "params": {"prompt": "x", "count": 17}}, "params.count"),
+        ({"generator": "images", "params": {"prompt": "x", "width": "big"}}, "params.width"),
+        ({"generator": "images", "params": {"prompt": "x", "seed": -1}}, "params.seed"),
+        ({"generator": "images", "params": {"prompt": "x", "colour": 1}}, "params.colour"),
+        ({"generator": "images", "params": [], "priority": "low"}, "params"),
+        ({"generator": "images", "params": {"prompt": "x"}, "priority": "urgent"}, "priority"),
+        ({"generator": "images", "params": {"prompt": "x"}, "priority": 1}, "priority"),
+        ({"generator": 5}, "generator"),
+        ({"generator": "images", "extra": True}, "extra"),
+    ],
+)
+def test_invalid_fields_are_422_with_fields(call, body, field):
+    response = call("POST", "/api/v1/jobs", json=body)
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_params" and field in error["fields"]
+
+
+@pytest.mark.parametrize("data", [b"{not json", b"[1, 2]", b"\xff\xfe", b"NaN", b"", b"[" * 50_000])
+def test_malformed_body_is_400(call, data):
+    response = call("POST", "/api/v1/jobs", data=data, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "malformed_json"
+
+
+def test_body_over_max_content_length_is_413(call, app):
+    size = app.config["MAX_CONTENT_LENGTH"] + 1
+    response = call("POST", "/api/v1/jobs", data=b"x" * size, content_type="application/json")
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "payload_too_large"
+
+
+def test_full_queue_is_503_with_retry_after(call, service, gate, config):
+    hold_worker(service, gate)
+    for _ in range(config.generation_queue_size):
+        assert submit(call).status_code == 202
+    response = submit(call)
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "queue_full"
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_unknown_job_is_404_everywhere(call):
+    for method, url in [
+        ("GET", "/api/v1/jobs/nope"),
+        ("POST", "/api/v1/jobs/nope/cancel"),
+        ("GET", "/api/v1/jobs/nope/result"),
+    ]:
+        response = call(method, url)
+        assert response.status_code == 404
+        assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_unknown_route_and_method_are_json(client):
+    missing = client.get("/no/such/route")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
+    wrong = client.delete("/api/v1/jobs")
+    assert wrong.status_code == 405 and "error" in wrong.get_json()
+
+
+def test_cancel_queued_then_finished_is_409(call, service, gate):
+    hold_worker(service, gate)
+    job = submit(call).get_json()
+    cancelled = call("POST", f"/api/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
+    again = call("POST", f"/api/v1/jobs/{job['id']}/cancel")
+    assert again.status_code == 409
+    assert again.get_json()["error"]["code"] == "already_finished"
+
+
+def test_cancel_running_job_flags_it(call, service, gate):
+    blocker = service.submit("gate", {})
+    assert gate.started.wait(5)
+    response = call("POST", f"/api/v1/jobs/{blocker.id}/cancel")
+    assert response.status_code == 200
+    assert response.get_json()["cancel_requested"] is True
+    assert wait_for(service, blocker.id).status is JobStatus.CANCELLED
+
+
+def test_result_not_ready_is_409_then_no_result_after_cancel(call, service, gate):
+    hold_worker(service, gate)
+    job = submit(call).get_json()
+    not_ready = call("GET", f"/api/v1/jobs/{job['id']}/result")
+    assert not_ready.status_code == 409
+    assert not_ready.get_json()["error"]["code"] == "not_ready"
+    call("POST", f"/api/v1/jobs/{job['id']}/cancel")
+    no_result = call("GET", f"/api/v1/jobs/{job['id']}/result")
+    assert no_result.get_json()["error"]["code"] == "no_result"
+
+
+def test_missing_result_file_is_410(call, service):
+    job = submit(call).get_json()
+    done = wait_for(service, job["id"])
+    service.results.delete(done.id, done.lease_epoch)
+    response = call("GET", f"/api/v1/jobs/{job['id']}/result")
+    assert response.status_code == 410
+
+
+def test_list_pages_with_cursor_and_filters_by_status(call, service):
+    ids = [submit(call).get_json()["id"] for _ in range(3)]
+    for job_id in ids:
+        wait_for(service, job_id)
+    first = call("GET", "/api/v1/jobs?limit=2").get_json()
+    assert [j["id"] for j in first["jobs"]] == ids[:0:-1]
+    second = call("GET", f"/api/v1/jobs?limit=2&cursor={first['next_cursor']}").get_json()
+    assert [j["id"] for j in second["jobs"]] == ids[:1]
+    assert second["next_cursor"] is None
+    succeeded = call("GET", "/api/v1/jobs?status=succeeded,failed").get_json()
+    assert len(succeeded["jobs"]) == 3
+    assert call("GET", "/api/v1/jobs?status=queued").get_json()["jobs"] == []
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=101", "limit=abc", "status=done", "cursor=%%%", "cursor=eDox"]
+)
+def test_bad_list_query_is_400(call, query):
+    response = call("GET", f"/api/v1/jobs?{query}")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_query"
+
+
+def test_health_ready_and_status(call, service, gate):
+    assert call("GET", "/health").get_json() == {"status": "ok"}
+    assert call("GET", "/ready").status_code == 200
+    hold_worker(service, gate)
+    submit(call, priority="low")
+    status = call("GET", "/status").get_json()
+    generation = status["generation_service"]
+    assert generation["queued_by_priority"]["low"] == 1
+    assert generation["active_workers"] == 1 and generation["queue_capacity"] == 10
+    assert status["concurrent_requests"] >= 1
+
+
+def test_ready_is_503_when_service_stops(call, service):
+    service.shutdown(wait=False)
+    response = call("GET", "/ready")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["service"] != "ok"
+    assert submit(call).status_code == 503
+
+
+def test_ready_is_503_when_database_is_unreachable(call, service, monkeypatch):
+    def unreachable():
+        from sqlalchemy.exc import OperationalError
+
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(service.store, "ping", unreachable)
+    response = call("GET", "/ready")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["database"] == "unreachable"
+
+
+def test_every_route_is_documented(app):
+    from app.web.docs import openapi_document
+
+    from .openapi_check import spec_path
+
+    paths = openapi_document()["paths"]
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.endswith("static"):
+            continue
+        template = spec_path(rule.rule)
+        assert template in paths, f"{template} missing from openapi.json"
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert method.lower() in paths[template], f"{method} {template} undocumented"
+
+
+def test_openapi_document_is_valid_and_served(call):
+    from openapi_spec_validator import validate
+
+    document = call("GET", "/openapi.json").get_json()
+    validate(document)

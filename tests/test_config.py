@@ -1,0 +1,73 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from app.config import Config, ConfigError, normalize_database_url
+
+
+def test_defaults_match_the_seed():
+    config = Config.from_env({})
+    assert (config.generation_workers, config.generation_queue_size) == (2, 100)
+    assert (config.web_concurrency, config.port) == (1, 8000)
+    assert config.is_sqlite and config.database_url.endswith("instance/generation.db")
+
+
+def test_values_are_read_and_typed():
+    config = Config.from_env(
+        {
+            "GENERATION_WORKERS": "4",
+            "GENERATION_QUEUE_SIZE": "7",
+            "WEB_THREADS": "16",
+            "PORT": "9000",
+            "RESULTS_DIR": "/tmp/r",
+        }
+    )
+    assert (config.generation_workers, config.generation_queue_size) == (4, 7)
+    assert (config.web_threads, config.port, config.results_dir) == (16, 9000, Path("/tmp/r"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("GENERATION_WORKERS", "two", "GENERATION_WORKERS must be an integer"),
+        ("GENERATION_WORKERS", "0", "GENERATION_WORKERS must be between 1 and"),
+        ("GENERATION_QUEUE_SIZE", "-5", "GENERATION_QUEUE_SIZE must be between"),
+        ("PORT", "70000", "PORT must be between"),
+        ("DATABASE_URL", "mysql://x/y", "DATABASE_URL must be a sqlite"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be one of"),
+        ("WEB_CONCURRENCY", "2", "WEB_CONCURRENCY must be 1"),
+    ],
+)
+def test_bad_values_fail_naming_the_variable(name, value, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://u:p@db:5432/app", "postgresql+psycopg://u:p@db:5432/app"),
+        ("postgresql://u@db/app", "postgresql+psycopg://u@db/app"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+    ],
+)
+def test_fly_postgres_urls_are_normalised(url, expected):
+    assert normalize_database_url(url) == expected
+
+
+def test_dotenv_file_is_loaded(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("GENERATION_QUEUE_SIZE=42\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GENERATION_QUEUE_SIZE", raising=False)
+    try:
+        assert Config.from_env().generation_queue_size == 42
+    finally:
+        os.environ.pop("GENERATION_QUEUE_SIZE", None)  # load_dotenv wrote it
+
+
+def test_environment_wins_over_dotenv(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("GENERATION_QUEUE_SIZE=42\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GENERATION_QUEUE_SIZE", "9")
+    assert Config.from_env().generation_queue_size == 9
