@@ -15,6 +15,9 @@ worker_class = "gthread"
 workers = _config.web_concurrency
 threads = _config.web_threads
 preload_app = False
+# gunicorn's control socket lives at one fixed path per user; several servers on one
+# machine (tests, benchmarks) would fight over it, and nothing here uses it.
+control_socket_disable = True
 # Generation runs in the service's own threads, so no request should take long.
 timeout = 30
 graceful_timeout = 25
