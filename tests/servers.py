@@ -57,6 +57,7 @@ def gunicorn(
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # one process group, so kill_hard() takes master and workers
         )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
@@ -74,6 +75,12 @@ def stop(server: Server, sig: int = signal.SIGTERM, timeout: float = 30) -> None
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+
+
+def kill_hard(server: Server) -> None:
+    """SIGKILL the master and every worker at once, as a crashed machine would."""
+    os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait()
 
 
 def _wait_until_ready(server: Server, timeout: float) -> None:

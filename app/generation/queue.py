@@ -103,6 +103,12 @@ class JobQueue:
             key = entry[:2]
             return sum(1 for other in self._entries.values() if other[:2] < key)
 
+    def rank(self, priority: Priority, order: int) -> int:
+        """How many queued jobs would start before a job with this priority and order."""
+        key = [int(priority), order]
+        with self._lock:
+            return sum(1 for other in self._entries.values() if other[:2] < key)
+
     def depth_by_priority(self) -> dict[Priority, int]:
         with self._lock:
             counts = Counter(entry[0] for entry in self._entries.values())

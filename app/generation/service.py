@@ -151,12 +151,12 @@ class GenerationService:
         except BaseException:
             self._queue.release()
             raise
+        # Announce before indexing: once indexed, a worker may claim it and publish `started`.
+        position = self._queue.rank(job.priority, job.pk)
+        eta = round(self._queued_eta(job, position), 1)
+        self.bus.publish(job.id, "queued", position=position, eta_seconds=eta)
         self._queue.put(job.id, job.priority, job.pk)
-        described = self.describe(job)
-        self.bus.publish(
-            job.id, "queued", position=described.position, eta_seconds=described.eta_seconds
-        )
-        return described
+        return dataclasses.replace(job, position=position, eta_seconds=eta)
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job:
         """The job, described; JobNotFoundError if missing or owned by someone else."""
@@ -203,10 +203,8 @@ class GenerationService:
             position = self._queue.position(job.id)
             if position is None:  # indexed by another process, or not yet
                 return job
-            eta = queued_eta(
-                position, self.active_workers, self.worker_count, self._run_seconds(job)
-            )
-            return dataclasses.replace(job, position=position, eta_seconds=round(eta, 1))
+            eta = round(self._queued_eta(job, position), 1)
+            return dataclasses.replace(job, position=position, eta_seconds=eta)
         if job.status is JobStatus.RUNNING:
             eta = running_eta(job.progress.percent, self._run_seconds(job))
             return dataclasses.replace(job, eta_seconds=round(eta, 1))
@@ -282,6 +280,9 @@ class GenerationService:
         if errors:
             raise InvalidParamsError({f"params.{name}": text for name, text in errors.items()})
         return clean
+
+    def _queued_eta(self, job: Job, position: int) -> float:
+        return queued_eta(position, self.active_workers, self.worker_count, self._run_seconds(job))
 
     def _retry_after(self) -> int:
         """Seconds until a queue slot is likely to free up: one run spread over the workers."""
