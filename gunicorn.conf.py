@@ -3,9 +3,19 @@
 The generation service's worker threads must live in the process that serves requests,
 and threads do not survive fork, so the app is loaded in each worker (no preload) and
 the service is started in `post_worker_init` and stopped in `worker_exit`.
+
+Stopping, inside out: SIGTERM starts a drain that gives running jobs
+DRAIN_TIMEOUT_SECONDS, then requeues what still runs (app/drain.py); gunicorn's
+`graceful_timeout` leaves room for that; Fly's `kill_timeout` (fly.toml) leaves room
+for gunicorn. tests/test_deploy_config.py checks that each fits in the next.
 """
 
+import math
+import signal
+
 from app.config import Config
+from app.drain import Drain, longest_drain
+from app.logs import logging_config
 
 _config = Config.from_env()
 
@@ -20,18 +30,40 @@ preload_app = False
 control_socket_disable = True
 # Generation runs in the service's own threads, so no request should take long.
 timeout = 30
-graceful_timeout = 25
 keepalive = 5
+# The longest drain (deadline plus the interrupted jobs' grace), and a margin to exit.
+graceful_timeout = math.ceil(longest_drain(_config.drain_timeout_seconds)) + 5
+# JSON lines on stdout, the access log included (with Fly's client IP header).
 accesslog = "-"
 errorlog = "-"
 loglevel = _config.log_level.lower()
+logconfig_dict = logging_config(_config.log_level)
+logger_class = "app.access_log.JsonAccessLogger"
 
 
 def post_worker_init(worker):
-    worker.wsgi.extensions["generation"].start()
+    service = worker.wsgi.extensions["generation"]
+    service.start()
+    _drain_on_sigterm(worker, service)
+
+
+def _drain_on_sigterm(worker, service):
+    """Begin the drain on SIGTERM, then let gunicorn's own handler stop the worker."""
+    drain = Drain(service, _config.drain_timeout_seconds)
+    drain.arm()
+    worker.wsgi.extensions["drain"] = drain
+    gunicorn_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        drain.begin()
+        gunicorn_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def worker_exit(server, worker):
     app = getattr(worker, "wsgi", None)
-    if app is not None:
-        app.extensions["generation"].shutdown(wait=True, timeout=graceful_timeout - 5)
+    if app is not None and "drain" in app.extensions:
+        app.extensions["drain"].finish()
+    elif app is not None:
+        app.extensions["generation"].shutdown(wait=True, timeout=0)

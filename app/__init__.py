@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from flask import Flask
 
+from .cli import db
 from .config import Config
 from .generation import GenerationService
+from .logs import JobLogContext
+from .sentry import init_sentry
 from .web import init_web
 from .wiring import build_service
 
@@ -18,8 +21,12 @@ def create_app(config: Config | None = None, service: GenerationService | None =
     config = config or Config.from_env()
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=config.max_content_length, SERVICE_CONFIG=config)
-    app.extensions[SERVICE_KEY] = service or build_service(config)
+    service = service or build_service(config)
+    service.observers.add(JobLogContext())
+    app.extensions[SERVICE_KEY] = service
     init_web(app)
+    init_sentry(config, service)
+    app.cli.add_command(db)
     return app
 
 

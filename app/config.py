@@ -14,12 +14,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from dotenv import load_dotenv
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INSTANCE_DIR = PROJECT_ROOT / "instance"
+# Fly's kill_timeout is at most 300 s; the drain must end well before it.
+MAX_DRAIN_TIMEOUT = 270
 
 
 class ConfigError(ValueError):
@@ -38,6 +41,19 @@ class Config:
     max_content_length: int = 64 * 1024
     job_max_attempts: int = 3
     log_level: str = "INFO"
+    # Seconds running jobs get to finish after SIGTERM before they are put back in the
+    # queue; gunicorn's graceful_timeout and Fly's kill_timeout are derived from it.
+    drain_timeout_seconds: int = 20
+    # Results older than this are deleted (0 keeps them forever).
+    result_ttl_hours: int = 24
+    sentry_dsn: str | None = None
+    sentry_environment: str | None = None
+    sentry_release: str | None = None
+    sentry_traces_sample_rate: float = 0.1
+
+    @property
+    def result_ttl(self) -> timedelta | None:
+        return timedelta(hours=self.result_ttl_hours) if self.result_ttl_hours else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -70,6 +86,17 @@ class Config:
             log_level=reader.choice(
                 "LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
+            drain_timeout_seconds=reader.integer(
+                "DRAIN_TIMEOUT_SECONDS", cls.drain_timeout_seconds, 0, MAX_DRAIN_TIMEOUT
+            ),
+            result_ttl_hours=reader.integer("RESULT_TTL_HOURS", cls.result_ttl_hours, 0, 87_600),
+            sentry_dsn=reader.optional("SENTRY_DSN"),
+            sentry_environment=reader.optional("SENTRY_ENVIRONMENT"),
+            # Fly sets FLY_IMAGE_REF to the deployed image, a good release name by default.
+            sentry_release=reader.optional("SENTRY_RELEASE") or reader.optional("FLY_IMAGE_REF"),
+            sentry_traces_sample_rate=reader.number(
+                "SENTRY_TRACES_SAMPLE_RATE", cls.sentry_traces_sample_rate, 0.0, 1.0
+            ),
         )
         config.check()
         return config
@@ -94,6 +121,21 @@ class _Reader:
     def text(self, name: str, default: str) -> str:
         value = self._environ.get(name, "").strip()
         return value or default
+
+    def optional(self, name: str) -> str | None:
+        return self._environ.get(name, "").strip() or None
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+        return value
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         raw = self._environ.get(name, "").strip()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,13 @@ from app.generation.generators.images import ImagesGenerator
 from app.generation.jobs import JobStore
 from app.generation.results import FilesystemResultStore
 
-from .generators import FailingGenerator, GarbageGenerator, GateGenerator, RecordingGenerator
+from .generators import (
+    FailingGenerator,
+    GarbageGenerator,
+    GateGenerator,
+    RecordingGenerator,
+    SleepGenerator,
+)
 
 
 @pytest.fixture
@@ -31,6 +38,24 @@ def config(tmp_path: Path) -> Config:
         generation_workers=1,
         generation_queue_size=10,
     )
+
+
+class FakeClock:
+    """A wall clock that only moves when told to."""
+
+    def __init__(self, start: datetime = datetime(2030, 1, 1, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
@@ -48,7 +73,14 @@ def gate() -> Iterator[GateGenerator]:
 @pytest.fixture
 def registry(recorder: RecordingGenerator, gate: GateGenerator) -> GeneratorRegistry:
     return GeneratorRegistry(
-        [ImagesGenerator(), recorder, gate, FailingGenerator(), GarbageGenerator()]
+        [
+            ImagesGenerator(),
+            recorder,
+            gate,
+            FailingGenerator(),
+            GarbageGenerator(),
+            SleepGenerator(),
+        ]
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -63,3 +64,20 @@ class GarbageGenerator(_Simple):
 
     def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Any:
         return ["not an OutputFile"]
+
+
+class SleepGenerator(_Simple):
+    """Works for `seconds` (default 0.1) in small steps, reporting progress and
+    honouring cancellation between steps, like a well-behaved slow model."""
+
+    name = "sleep"
+    STEP = 0.05
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
+        seconds = float(params.get("seconds", 0.1))
+        steps = max(1, round(seconds / self.STEP))
+        for step in range(1, steps + 1):
+            context.check_cancelled()
+            time.sleep(seconds / steps)
+            context.progress("sleeping", 100 * step / steps, step=step, total=steps)
+        yield OutputFile("slept.txt", f"{seconds}".encode())

@@ -162,6 +162,30 @@ class JobStore:
             ).rowcount
         return requeued, failed
 
+    def expirable(self, finished_before: datetime, limit: int = 100) -> list[Job]:
+        """Succeeded jobs that finished before the cutoff and whose result is still kept."""
+        query = (
+            select(_table)
+            .where(*_kept_results(), _columns.finished_at < finished_before)
+            .order_by(_columns.finished_at)
+            .limit(limit)
+        )
+        with self._engine.connect() as connection:
+            return [Job.from_row(row) for row in connection.execute(query)]
+
+    def mark_expired(self, job_id: str, now: datetime) -> Job | None:
+        """Record that a job's result was deleted; None if it was already marked."""
+        return self._transition(job_id, _kept_results(), expired_at=now)
+
+    def stored_results(self) -> tuple[int, int]:
+        """(jobs, bytes) of the results currently kept."""
+        query = select(func.count(), func.coalesce(func.sum(_columns.result_bytes), 0)).where(
+            *_kept_results()
+        )
+        with self._engine.connect() as connection:
+            jobs, size = connection.execute(query).one()
+        return int(jobs), int(size)
+
     def count_by_status(self) -> dict[JobStatus, int]:
         query = select(_columns.status, func.count()).group_by(_columns.status)
         with self._engine.connect() as connection:
@@ -201,6 +225,10 @@ class JobStore:
         return Job.from_row(row) if row else None
 
 
+def _kept_results() -> tuple[Any, ...]:
+    return (_columns.status == JobStatus.SUCCEEDED.value, _columns.expired_at.is_(None))
+
+
 class _Row:
     """Attribute access over a dict of column values, for `Job.from_row`."""
 
@@ -219,6 +247,7 @@ class _Row:
                 "result_files": None,
                 "started_at": None,
                 "finished_at": None,
+                "expired_at": None,
             }
             | values
         )

@@ -117,10 +117,14 @@ class JobRow(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Set when the retention sweep deleted the result; the row itself is kept.
+    expired_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_jobs_status_priority_pk", "status", "priority", "pk"),
         Index("ix_jobs_owner_pk", "owner", "pk"),
+        # The retention sweep: succeeded, not yet expired, finished before a cutoff.
+        Index("ix_jobs_status_expired_at_finished_at", "status", "expired_at", "finished_at"),
     )
 
 
@@ -153,6 +157,7 @@ class Job:
     result_files: list[dict[str, Any]] | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    expired_at: datetime | None = None
     # Filled in by the service when it describes a job; not stored.
     position: int | None = None
     eta_seconds: float | None = None
@@ -179,4 +184,5 @@ class Job:
             result_files=row.result_files,
             started_at=row.started_at,
             finished_at=row.finished_at,
+            expired_at=row.expired_at,
         )

@@ -20,6 +20,7 @@ from .events import EventBus
 from .generators import GeneratorRegistry
 from .jobs import JobStore
 from .models import Job, JobStatus
+from .observers import JobObserver
 from .results import ResultStore
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class JobRunner:
         bus: EventBus,
         estimator: RunTimeEstimator,
         clock: Callable[[], datetime],
+        observer: JobObserver | None = None,
     ) -> None:
         self._store = store
         self._results = results
@@ -117,6 +119,7 @@ class JobRunner:
         self._bus = bus
         self._estimator = estimator
         self._clock = clock
+        self._observer = observer or JobObserver()
 
     def claim(self, job_id: str, worker: str) -> Job | None:
         job = self._store.claim(job_id, worker, self._clock())
@@ -126,12 +129,20 @@ class JobRunner:
 
     def run(self, job: Job, token: CancelToken) -> Job | None:
         """Run a claimed job to its outcome; returns the final row (None if the claim was lost)."""
-        started = time.monotonic()
+        with self._observer.running(job):
+            started = time.monotonic()
+            final = self._outcome(job, token, started)
+            outcome = final.status.value if final is not None else "lost"
+            self._observer.finished(final or job, outcome, time.monotonic() - started)
+        return final
+
+    def _outcome(self, job: Job, token: CancelToken, started: float) -> Job | None:
         try:
             info = self._generate(job, token)
         except JobCancelled:
             return self._stop(job, token)
         except Exception as exc:  # noqa: BLE001 - one bad job must never kill the worker
+            self._observer.failed(job, exc)
             log.exception("job %s (%s) failed", job.id, job.generator)
             return self._fail(job, f"{type(exc).__name__}: {exc}")
         self._estimator.record(job.generator, time.monotonic() - started)

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,8 +34,10 @@ from .events import EventBus
 from .generators import GeneratorRegistry
 from .jobs import JobStore
 from .models import Job, JobStatus, Priority
+from .observers import ObserverSet
 from .queue import JobQueue, Ticket
 from .results import ResultStore
+from .retention import ResultSweeper
 from .runner import CancelToken, JobRunner
 from .stats import service_stats
 
@@ -62,17 +64,27 @@ class GenerationService:
         max_attempts: int = 3,
         bus: EventBus | None = None,
         clock: Callable[[], datetime] = utcnow,
+        result_ttl: timedelta | None = None,
+        sweep_interval: float = 60.0,
     ) -> None:
         self.store = store
         self.results = results
         self.generators = generators
         self.bus = bus or EventBus()
+        self.observers = ObserverSet()
         self.worker_count = workers
         self.max_attempts = max_attempts
         self._clock = clock
         self._queue = JobQueue(queue_size)
         self._estimator = RunTimeEstimator()
-        self._runner = JobRunner(store, results, generators, self.bus, self._estimator, clock)
+        self._runner = JobRunner(
+            store, results, generators, self.bus, self._estimator, clock, self.observers
+        )
+        self.sweeper = None
+        if result_ttl:
+            self.sweeper = ResultSweeper(
+                store, results, result_ttl, clock, self.observers, interval=sweep_interval
+            )
         self._threads: list[threading.Thread] = []
         self._running: dict[str, CancelToken] = {}
         self._lock = threading.Lock()
@@ -95,6 +107,20 @@ class GenerationService:
             thread = threading.Thread(target=self._work, name=f"gen-worker-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        if self.sweeper is not None:
+            self.sweeper.start()
+
+    def stop_accepting(self) -> None:
+        """Refuse new jobs from now on; running jobs go on, queued ones stay queued.
+
+        The first step of `shutdown()`, callable on its own so a drain can turn readiness
+        off at once. It only takes this service's own locks, which no signal handler's
+        thread holds, so it is safe to call from a signal handler.
+        """
+        with self._lock:
+            if self._state == "running":
+                self._state = "stopping"
+        self._queue.close()
 
     def shutdown(self, wait: bool = True, *, timeout: float | None = None) -> None:
         """Stop taking work. Queued jobs stay queued in the database for the next start.
@@ -108,6 +134,8 @@ class GenerationService:
                 return
             self._state = "stopping"
         self._queue.close()
+        if self.sweeper is not None:
+            self.sweeper.stop()
         if wait:
             self._join(timeout)
         with self._lock:
@@ -128,13 +156,20 @@ class GenerationService:
         owner: str = ANONYMOUS,
     ) -> Job:
         """Validate, write the row, then index it. The returned job is durable."""
-        if not self.accepting:
-            raise ServiceStoppedError("the generation service is not accepting jobs")
-        clean = self._validate(generator, params)
         try:
+            if not self.accepting:
+                raise ServiceStoppedError("the generation service is not accepting jobs")
+            clean = self._validate(generator, params)
             self._queue.reserve()
         except QueueFullError as full:
+            self.observers.rejected("queue_full")
             raise QueueFullError(full.capacity, self._retry_after()) from None
+        except ServiceStoppedError:
+            self.observers.rejected("unavailable")
+            raise
+        except InvalidParamsError:
+            self.observers.rejected("invalid_params")
+            raise
         try:
             job = self.store.insert(
                 Job(
@@ -155,6 +190,7 @@ class GenerationService:
         position = self._queue.rank(job.priority, job.pk)
         eta = round(self._queued_eta(job, position), 1)
         self.bus.publish(job.id, "queued", position=position, eta_seconds=eta)
+        self.observers.submitted(job)
         self._queue.put(job.id, job.priority, job.pk)
         return dataclasses.replace(job, position=position, eta_seconds=eta)
 
@@ -218,8 +254,17 @@ class GenerationService:
             active_workers=self.active_workers,
             queue_size=len(self._queue),
             queue_capacity=self._queue.capacity,
-            queued_by_priority=self._queue.depth_by_priority(),
+            queued_by_priority=self.queued_by_priority(),
+            result_ttl=self.sweeper.ttl if self.sweeper else None,
         )
+
+    def queued_by_priority(self) -> dict[Priority, int]:
+        """Jobs waiting in this process's queue, by priority."""
+        return self._queue.depth_by_priority()
+
+    @property
+    def queue_capacity(self) -> int:
+        return self._queue.capacity
 
     @property
     def active_workers(self) -> int:
@@ -268,8 +313,9 @@ class GenerationService:
             log.warning("drain deadline passed; requeueing %d running jobs", len(tokens))
             for token in tokens:
                 token.cancel("shutdown")
+            grace_deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
             for thread in self._threads:
-                thread.join(SHUTDOWN_GRACE_SECONDS)
+                thread.join(max(0.0, grace_deadline - time.monotonic()))
 
     def _validate(self, generator_name: str, params: Mapping[str, Any]) -> dict[str, Any]:
         generator = self.generators.get(generator_name)

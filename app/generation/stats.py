@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from .jobs import JobStore, Timing
@@ -17,10 +18,12 @@ def service_stats(
     queue_size: int,
     queue_capacity: int,
     queued_by_priority: dict[Priority, int],
+    result_ttl: timedelta | None,
 ) -> dict[str, Any]:
     """Counts come from the database (they survive restarts); the rest is this process."""
     counts = store.count_by_status()
     timings = store.recent_timings()
+    stored_jobs, stored_bytes = store.stored_results()
     return {
         "running": running,
         "workers": workers,
@@ -35,6 +38,11 @@ def service_stats(
         "jobs_by_status": {status.value: n for status, n in counts.items()},
         "wait_seconds": _percentiles([_wait(t) for t in timings if t.started_at]),
         "run_seconds": _percentiles([_run(t) for t in timings if t.started_at]),
+        "results": {
+            "stored": stored_jobs,
+            "bytes": stored_bytes,
+            "ttl_hours": result_ttl / timedelta(hours=1) if result_ttl else None,
+        },
     }
 
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from flask import Flask
 
+from ..metrics import Metrics
 from . import api, docs, ops, ui
 from .errors import register_error_handlers
 from .inflight import InFlightCounter
+from .requestid import init_request_ids
 
 
 def init_web(app: Flask) -> None:
     counter = InFlightCounter(app.wsgi_app)
     app.wsgi_app = counter  # type: ignore[method-assign]
     app.extensions["inflight"] = counter
+    metrics = Metrics()
+    metrics.watch(app.extensions["generation"], lambda: counter.current)
+    app.extensions["metrics"] = metrics
+    init_request_ids(app)
     for blueprint in (api.bp, ops.bp, docs.bp, ui.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

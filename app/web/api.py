@@ -49,6 +49,8 @@ def cancel_job(job_id: str) -> Response:
 def get_result(job_id: str) -> Response:
     """The result ZIP, streamed as an attachment."""
     job = service().get(job_id)
+    if job.expired_at is not None:
+        raise ApiError(410, "expired", f"the result of job {job_id} expired and was deleted")
     if job.status is not JobStatus.SUCCEEDED:
         code, state = (
             ("not_ready", "is still " + job.status.value)

@@ -1,10 +1,12 @@
-"""Operational endpoints: liveness, readiness and status. No key needed, no job contents."""
+"""Operational endpoints: liveness, readiness, status and metrics.
+No key needed, no job contents."""
 
 from __future__ import annotations
 
 import logging
 
 from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..generation import GenerationService
@@ -50,3 +52,10 @@ def status() -> Response:
         web_threads=config.web_threads,
         generation_service=stats,
     )
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text exposition of this process's metrics."""
+    body = current_app.extensions["metrics"].exposition()
+    return Response(body, content_type=CONTENT_TYPE_LATEST)

@@ -35,13 +35,14 @@ def job_json(job: Job) -> dict[str, Any]:
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
+        "expired_at": _iso(job.expired_at),
         "result": _result(job, links["result"]),
         "links": links,
     }
 
 
 def _result(job: Job, url: str) -> dict[str, Any] | None:
-    if job.status is not JobStatus.SUCCEEDED:
+    if job.status is not JobStatus.SUCCEEDED or job.expired_at is not None:
         return None
     return {
         "url": url,

@@ -1,0 +1,146 @@
+"""Prometheus metrics of one process, served at `/metrics` (docs/operations.md lists them).
+
+Job events arrive through the core's observer hooks (`MetricsObserver`); levels that
+are cheap to read (queue depth, workers, results kept) are read from the service when
+scraped (`ServiceCollector`), so they can never drift from the truth. Each app gets its
+own registry: nothing is global, and tests may build many apps in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
+
+from .generation import GenerationService, Job
+from .generation.observers import JobObserver
+
+# Generation jobs take from a fraction of a second to many minutes.
+SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class Metrics:
+    """The metric objects of one app; `websockets_open` is moved by the WebSocket layer."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.submitted = Counter(
+            "generation_jobs_submitted", "Jobs accepted.", ["priority"], registry=r
+        )
+        self.finished = Counter(
+            "generation_jobs_finished",
+            "Job runs ended, by outcome (succeeded, failed, cancelled, queued = put back "
+            "by a shutdown, lost = taken over by another process).",
+            ["generator", "outcome"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "generation_submissions_rejected",
+            "Submissions refused, by reason (queue_full, unavailable, invalid_params).",
+            ["reason"],
+            registry=r,
+        )
+        self.wait_seconds = Histogram(
+            "generation_job_wait_seconds",
+            "From submission to the start of a run.",
+            ["priority"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.run_seconds = Histogram(
+            "generation_job_run_seconds",
+            "Duration of a run, whatever its outcome.",
+            ["generator"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.results_expired = Counter(
+            "generation_results_expired", "Results deleted by retention.", registry=r
+        )
+        self.websockets_open = Gauge(
+            "generation_websockets_open", "WebSocket connections open now.", registry=r
+        )
+        self.http_in_flight = Gauge(
+            "http_requests_in_flight", "HTTP requests being answered now.", registry=r
+        )
+
+    def watch(self, service: GenerationService, in_flight: Callable[[], int]) -> None:
+        """Observe `service`'s jobs and read its levels (and `in_flight()`) at scrape time."""
+        service.observers.add(MetricsObserver(self))
+        self.registry.register(ServiceCollector(service))
+        self.http_in_flight.set_function(in_flight)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsObserver(JobObserver):
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def submitted(self, job: Job) -> None:
+        self._m.submitted.labels(job.priority.label).inc()
+
+    def rejected(self, reason: str) -> None:
+        self._m.rejected.labels(reason).inc()
+
+    def finished(self, job: Job, outcome: str, run_seconds: float) -> None:
+        self._m.finished.labels(job.generator, outcome).inc()
+        self._m.run_seconds.labels(job.generator).observe(run_seconds)
+
+    def expired(self, job: Job) -> None:
+        self._m.results_expired.inc()
+
+    @contextmanager
+    def running(self, job: Job) -> Iterator[None]:
+        if job.started_at is not None:
+            waited = (job.started_at - job.created_at).total_seconds()
+            self._m.wait_seconds.labels(job.priority.label).observe(max(0.0, waited))
+        yield
+
+
+class ServiceCollector(Collector):
+    """Levels read from the service at each scrape."""
+
+    def __init__(self, service: GenerationService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[Metric]:
+        service = self._service
+        depth = GaugeMetricFamily(
+            "generation_queue_depth", "Jobs waiting in this process's queue.", labels=["priority"]
+        )
+        for priority, count in service.queued_by_priority().items():
+            depth.add_metric([priority.label], count)
+        yield depth
+        yield GaugeMetricFamily(
+            "generation_queue_capacity", "GENERATION_QUEUE_SIZE.", value=service.queue_capacity
+        )
+        yield GaugeMetricFamily(
+            "generation_workers", "GENERATION_WORKERS.", value=service.worker_count
+        )
+        yield GaugeMetricFamily(
+            "generation_active_workers", "Workers running a job now.", value=service.active_workers
+        )
+        yield GaugeMetricFamily(
+            "generation_accepting_jobs",
+            "1 while the service takes jobs, 0 while draining or stopped.",
+            value=int(service.accepting),
+        )
+        yield from _stored_results(service)
+
+
+def _stored_results(service: GenerationService) -> Iterator[Metric]:
+    try:
+        jobs, size = service.store.stored_results()
+    except SQLAlchemyError:
+        return  # the database is down: /ready says so; the other metrics still help
+    yield GaugeMetricFamily("generation_results_stored", "Results kept.", value=jobs)
+    yield GaugeMetricFamily(
+        "generation_results_stored_bytes", "Bytes of the results kept.", value=size
+    )

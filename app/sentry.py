@@ -1,0 +1,84 @@
+"""Error tracking and tracing with Sentry, on when `SENTRY_DSN` is set.
+
+Web requests are traced by the Flask integration. Each job run is a transaction of its
+own (`queue.process`) in its own isolation scope, tagged with the job's id, generator
+and priority, so an exception a generator raises on a worker thread arrives with the
+job it belongs to. No personal data is sent: no IP addresses, cookies or request bodies
+(prompts are user content), no local variables in stack traces, no job params.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sentry_sdk
+from sentry_sdk.integrations.flask import FlaskIntegration
+from sentry_sdk.tracing import Span, TransactionSource
+
+from .config import Config
+from .generation import GenerationService, Job
+from .generation.observers import JobObserver
+
+# Span status (Sentry's vocabulary) for each outcome of a run.
+RUN_STATUS = {
+    "succeeded": "ok",
+    "failed": "internal_error",
+    "cancelled": "cancelled",
+    "queued": "aborted",
+    "lost": "aborted",
+}
+
+
+def init_sentry(config: Config, service: GenerationService) -> bool:
+    """Start the SDK and watch `service`'s jobs; False (and nothing done) without a DSN."""
+    if not config.sentry_dsn:
+        return False
+    sentry_sdk.init(
+        dsn=config.sentry_dsn,
+        environment=config.sentry_environment,
+        release=config.sentry_release,
+        traces_sample_rate=config.sentry_traces_sample_rate,
+        send_default_pii=False,
+        max_request_body_size="never",
+        include_local_variables=False,
+        integrations=[FlaskIntegration(transaction_style="url")],
+    )
+    service.observers.add(SentryJobObserver())
+    return True
+
+
+class SentryJobObserver(JobObserver):
+    @contextmanager
+    def running(self, job: Job) -> Iterator[None]:
+        with sentry_sdk.isolation_scope() as scope:
+            scope.set_tag("job.id", job.id)
+            scope.set_tag("job.generator", job.generator)
+            scope.set_tag("job.priority", job.priority.label)
+            scope.set_tag("job.attempt", job.attempts)
+            with sentry_sdk.start_transaction(
+                op="queue.process",
+                name=f"generate {job.generator}",
+                source=TransactionSource.TASK,
+            ) as transaction:
+                _describe_message(transaction, job)
+                yield
+
+    def failed(self, job: Job, error: BaseException) -> None:
+        sentry_sdk.capture_exception(error)
+
+    def finished(self, job: Job, outcome: str, run_seconds: float) -> None:
+        span = sentry_sdk.get_current_span()
+        if span is not None:
+            span.set_tag("job.outcome", outcome)
+            span.set_status(RUN_STATUS.get(outcome, "unknown_error"))
+
+
+def _describe_message(transaction: Span, job: Job) -> None:
+    """The fields Sentry's Queues view reads from a `queue.process` transaction."""
+    transaction.set_data("messaging.message.id", job.id)
+    transaction.set_data("messaging.destination.name", f"generation.{job.priority.label}")
+    transaction.set_data("messaging.message.retry.count", max(0, job.attempts - 1))
+    if job.started_at is not None:
+        waited = (job.started_at - job.created_at).total_seconds()
+        transaction.set_data("messaging.message.receive.latency", round(waited * 1000))
