@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from pythonjsonlogger.json import JsonFormatter
+
 from .generation import Job
 from .generation.observers import JobObserver
 
@@ -49,6 +51,11 @@ class JobLogContext(JobObserver):
             job_id.reset(token)
 
 
+def json_formatter() -> logging.Formatter:
+    """time, level, logger, message, thread, then any extra fields of the record."""
+    return JsonFormatter(JSON_FIELDS, rename_fields=RENAMED, timestamp="time")
+
+
 def logging_config(level: str = "INFO") -> dict[str, Any]:
     """A `logging.config.dictConfig` document: everything, gunicorn's loggers included,
     goes to stdout as JSON lines."""
@@ -56,14 +63,7 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"context": {"()": ContextFilter}},
-        "formatters": {
-            "json": {
-                "()": "pythonjsonlogger.json.JsonFormatter",
-                "fmt": JSON_FIELDS,
-                "rename_fields": RENAMED,
-                "timestamp": "time",
-            }
-        },
+        "formatters": {"json": {"()": json_formatter}},
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",

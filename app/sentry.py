@@ -4,7 +4,8 @@ Web requests are traced by the Flask integration. Each job run is a transaction 
 own (`queue.process`) in its own isolation scope, tagged with the job's id, generator
 and priority, so an exception a generator raises on a worker thread arrives with the
 job it belongs to. No personal data is sent: no IP addresses, cookies or request bodies
-(prompts are user content), no local variables in stack traces, no job params.
+(prompts are user content), no local variables in stack traces, no job params; of the
+request headers only names and a few harmless values.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ from .config import Config
 from .generation import GenerationService, Job
 from .generation.observers import JobObserver
 
+SAFE_HEADERS = [
+    "content-type",
+    "content-length",
+    "accept",
+    "user-agent",
+    "request-id",
+    "fly-region",
+]
+
 # Span status (Sentry's vocabulary) for each outcome of a run.
 RUN_STATUS = {
     "succeeded": "ok",
@@ -27,6 +37,22 @@ RUN_STATUS = {
     "cancelled": "cancelled",
     "queued": "aborted",
     "lost": "aborted",
+}
+
+
+# What the SDK may collect: nothing about users. This is the structured successor of
+# `send_default_pii=False` (deprecated in this SDK), stricter where it can be: no
+# cookies, no bodies, no local variables; only harmless request header values.
+DATA_COLLECTION = {
+    "user_info": False,
+    "cookies": {"mode": "off"},
+    "http_headers": {"request": {"mode": "allowlist", "terms": SAFE_HEADERS}},
+    "http_bodies": [],
+    "url_query_params": {"mode": "denylist"},
+    "database_query_data": False,
+    "queues": False,
+    "gen_ai": {"inputs": False, "outputs": False},
+    "stack_frame_variables": False,
 }
 
 
@@ -39,9 +65,8 @@ def init_sentry(config: Config, service: GenerationService) -> bool:
         environment=config.sentry_environment,
         release=config.sentry_release,
         traces_sample_rate=config.sentry_traces_sample_rate,
-        send_default_pii=False,
+        data_collection=DATA_COLLECTION,
         max_request_body_size="never",
-        include_local_variables=False,
         integrations=[FlaskIntegration(transaction_style="url")],
     )
     service.observers.add(SentryJobObserver())
@@ -55,7 +80,7 @@ class SentryJobObserver(JobObserver):
             scope.set_tag("job.id", job.id)
             scope.set_tag("job.generator", job.generator)
             scope.set_tag("job.priority", job.priority.label)
-            scope.set_tag("job.attempt", job.attempts)
+            scope.set_tag("job.attempt", str(job.attempts))
             with sentry_sdk.start_transaction(
                 op="queue.process",
                 name=f"generate {job.generator}",

@@ -36,9 +36,13 @@ class Server:
 
 @contextmanager
 def gunicorn(
-    tmp_path: Path, env: Mapping[str, str] | None = None, startup_timeout: float = 20
+    tmp_path: Path,
+    env: Mapping[str, str] | None = None,
+    startup_timeout: float = 20,
+    app: str | None = None,
 ) -> Iterator[Server]:
-    """Run `gunicorn --config gunicorn.conf.py` on a free port with a private database."""
+    """Run `gunicorn --config gunicorn.conf.py` on a free port with a private database;
+    `app` replaces the configuration's `wsgi:app` (e.g. to add test generators)."""
     port = free_port()
     environment = (
         os.environ
@@ -49,10 +53,12 @@ def gunicorn(
         }
         | dict(env or {})
     )
+    command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py"]
+    command += ["--bind", f"127.0.0.1:{port}"] + ([app] if app else [])
     log_path = tmp_path / f"gunicorn-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py"],
+            command,
             cwd=PROJECT_ROOT,
             env=environment,
             stdout=log,
