@@ -1,0 +1,220 @@
+"""The container and Fly files, checked offline: lint, and agreement with each other.
+
+There is no Docker engine in the test environment, so the image is not built here;
+what can be checked without one is: hadolint and shellcheck, the Dockerfile's shape,
+what .dockerignore lets in, fly.toml against gunicorn.conf.py, and the commands both
+files run (the HEALTHCHECK and the release command).
+"""
+
+import fnmatch
+import json
+import os
+import runpy
+import shlex
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import tomllib
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from app.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+FLY = tomllib.loads((ROOT / "fly.toml").read_text())
+FLY_ENV = FLY["env"]
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
+    logical, current = [], ""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        current += line.rstrip("\\").strip() + " "
+        if not line.endswith("\\"):
+            logical.append(current.strip())
+            current = ""
+    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1]) for text in logical]
+
+
+def instruction(name: str) -> list[str]:
+    return [args for op, args in dockerfile() if op == name]
+
+
+@pytest.fixture
+def gunicorn_settings(monkeypatch, tmp_path):
+    """gunicorn.conf.py's settings as gunicorn sees them on Fly (fly.toml's [env])."""
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name, value in FLY_ENV.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+
+
+def run_tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / name), *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+
+def test_dockerfile_passes_hadolint():
+    env_path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"  # shellcheck for RUN lines
+    linted = subprocess.run(
+        [str(BIN / "hadolint"), "--failure-threshold", "info", "Dockerfile"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": env_path},
+        check=False,
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_entrypoint_script_passes_shellcheck_and_is_executable():
+    checked = run_tool("shellcheck", "docker-entrypoint.sh")
+    assert checked.returncode == 0, checked.stdout
+    assert os.access(ROOT / "docker-entrypoint.sh", os.X_OK)
+
+
+def test_image_is_slim_python_with_dependencies_before_code():
+    (base,) = instruction("FROM")
+    assert base.startswith("python:3.") and "-slim" in base
+    steps = [f"{op} {args}" for op, args in dockerfile()]
+    first_copy = next(i for i, step in enumerate(steps) if step.startswith("COPY"))
+    install = next(i for i, step in enumerate(steps) if "pip install" in step)
+    code = next(i for i, step in enumerate(steps) if step.startswith("COPY app"))
+    assert steps[first_copy] == "COPY requirements.txt ."
+    assert first_copy < install < code
+    assert "--no-cache-dir" in steps[install]
+    assert "PYTHONDONTWRITEBYTECODE=1" in " ".join(instruction("ENV"))
+
+
+def test_image_runs_gunicorn_in_exec_form_as_an_unprivileged_user():
+    assert json.loads(instruction("CMD")[0]) == ["gunicorn", "--config", "gunicorn.conf.py"]
+    assert json.loads(instruction("ENTRYPOINT")[0]) == ["/app/docker-entrypoint.sh"]
+    assert any("useradd" in run and " app" in run for run in instruction("RUN"))
+    script = (ROOT / "docker-entrypoint.sh").read_text()
+    assert 'exec setpriv --reuid=app --regid=app --init-groups -- "$@"' in script
+    assert script.rstrip().endswith('exec "$@"')
+
+
+def test_image_exposes_the_port_fly_routes_to(gunicorn_settings):
+    port = FLY["http_service"]["internal_port"]
+    assert instruction("EXPOSE") == [str(port)]
+    assert FLY_ENV["PORT"] == str(port) and f"PORT={port}" in " ".join(instruction("ENV"))
+    assert gunicorn_settings["bind"] == f"0.0.0.0:{port}"
+    assert FLY["metrics"] == {"port": port, "path": "/metrics"}
+
+
+def test_healthcheck_uses_python_against_health(app):
+    (healthcheck,) = instruction("HEALTHCHECK")
+    command = json.loads(healthcheck.split("CMD", 1)[1])
+    assert command[0] == "python" and "/health" in command[-1]
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        healthy = subprocess.run(
+            [sys.executable, *command[1:]], env={"PORT": str(server.port)}, check=False
+        )
+    finally:
+        server.shutdown()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        down = subprocess.run(
+            [sys.executable, *command[1:]],
+            env={"PORT": str(closed.getsockname()[1])},
+            capture_output=True,
+            check=False,
+        )
+    assert (healthy.returncode, down.returncode) == (0, 1)
+
+
+def test_dockerignore_lets_in_what_runs_and_nothing_else():
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def sent(path: str) -> bool:
+        # Docker's rule: the last pattern matching the path or a parent of it decides.
+        parts = path.split("/")
+        verdict = True
+        for rule in rules:
+            pattern = rule.lstrip("!").rstrip("/").removeprefix("**/")
+            anywhere = rule.lstrip("!").startswith("**/")
+            candidates = (
+                parts if anywhere else ["/".join(parts[: n + 1]) for n in range(len(parts))]
+            )
+            if any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
+                verdict = rule.startswith("!")
+        return verdict
+
+    copied = ["requirements.txt", "docker-entrypoint.sh", "wsgi.py", "gunicorn.conf.py"]
+    assert all(sent(path) for path in [*copied, "app/generation/service.py"])
+    left_out = [".git/HEAD", ".venv/bin/python", "tests/conftest.py", "instance/generation.db"]
+    left_out += [".env", "app/__pycache__/config.cpython-311.pyc", "docs/operations.md"]
+    assert not any(sent(path) for path in left_out)
+
+
+def test_fly_stops_with_sigterm_after_gunicorn_has_drained(gunicorn_settings):
+    assert FLY["kill_signal"] == "SIGTERM"
+    drain = int(FLY_ENV["DRAIN_TIMEOUT_SECONDS"])
+    assert drain < gunicorn_settings["graceful_timeout"] < FLY["kill_timeout"] <= 300
+
+
+def test_fly_env_is_a_valid_configuration():
+    config = Config.from_env(FLY_ENV, dotenv=False)
+    required = {"GENERATION_WORKERS", "GENERATION_QUEUE_SIZE", "WEB_CONCURRENCY", "WEB_THREADS"}
+    assert required | {"PORT"} <= FLY_ENV.keys()
+    assert config.generation_workers == 2 and config.web_threads == 8
+
+
+def test_fly_concurrency_fits_the_thread_budget(gunicorn_settings):
+    concurrency = FLY["http_service"]["concurrency"]
+    threads = gunicorn_settings["workers"] * gunicorn_settings["threads"]
+    assert concurrency["type"] == "requests"
+    assert concurrency["soft_limit"] < concurrency["hard_limit"] <= threads
+
+
+def test_fly_keeps_machines_running_and_checks_health_every_15_seconds():
+    service = FLY["http_service"]
+    assert service["force_https"] is True
+    assert service["auto_stop_machines"] == "off" and service["min_machines_running"] >= 1
+    (check,) = service["checks"]
+    assert (check["path"], check["interval"], check["method"]) == ("/health", "15s", "GET")
+
+
+def test_fly_vm_has_two_shared_cpus_and_two_gigabytes():
+    (vm,) = FLY["vm"]
+    assert (vm["cpu_kind"], vm["cpus"], vm["memory"]) == ("shared", 2, "2gb")
+
+
+def test_release_command_brings_a_fresh_database_up_to_date(tmp_path):
+    command = shlex.split(FLY["deploy"]["release_command"])
+    assert command[0] == "flask"
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}",
+        "RESULTS_DIR": str(tmp_path / "results"),
+        "SENTRY_DSN": "",
+    }
+    done = subprocess.run(
+        [str(BIN / "flask"), *command[1:]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with closing(sqlite3.connect(tmp_path / "fresh.db")) as database:
+        tables = database.execute("select name from sqlite_master where type='table'")
+        assert ("jobs",) in tables.fetchall()
