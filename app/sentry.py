@@ -1,17 +1,20 @@
 """Error tracking and tracing with Sentry, on when `SENTRY_DSN` is set.
 
-Web requests are traced by the Flask integration. Each job run is a transaction of its
-own (`queue.process`) in its own isolation scope, tagged with the job's id, generator
-and priority, so an exception a generator raises on a worker thread arrives with the
-job it belongs to. No personal data is sent: no IP addresses, cookies or request bodies
-(prompts are user content), no local variables in stack traces, no job params; of the
-request headers only names and a few harmless values.
+Web requests are traced by the Flask integration (health checks and scrapes excepted).
+Each job run is a transaction of its own (`queue.process`) in its own isolation scope,
+tagged with the job's id, generator and priority, so an exception a generator raises on
+a worker thread arrives with the job it belongs to.
+
+No personal data is sent: no IP addresses, cookies or request bodies (prompts are user
+content), no local variables in stack traces, no job params; of the request headers
+only the names and a few harmless values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import sentry_sdk
 from sentry_sdk.integrations.flask import FlaskIntegration
@@ -29,6 +32,8 @@ SAFE_HEADERS = [
     "request-id",
     "fly-region",
 ]
+
+UNTRACED_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 # Span status (Sentry's vocabulary) for each outcome of a run.
 RUN_STATUS = {
@@ -64,13 +69,24 @@ def init_sentry(config: Config, service: GenerationService) -> bool:
         dsn=config.sentry_dsn,
         environment=config.sentry_environment,
         release=config.sentry_release,
-        traces_sample_rate=config.sentry_traces_sample_rate,
+        traces_sampler=traces_sampler(config.sentry_traces_sample_rate),
         data_collection=DATA_COLLECTION,
         max_request_body_size="never",
         integrations=[FlaskIntegration(transaction_style="url")],
     )
     service.observers.add(SentryJobObserver())
     return True
+
+
+def traces_sampler(rate: float) -> Callable[[dict[str, Any]], float]:
+    """Sample at `rate`, except the probes and scrapes that arrive every few seconds
+    (Fly's health checks, metrics scraping), which would only bury the real traffic."""
+
+    def sample(context: dict[str, Any]) -> float:
+        environ = context.get("wsgi_environ") or {}
+        return 0.0 if environ.get("PATH_INFO") in UNTRACED_PATHS else rate
+
+    return sample
 
 
 class SentryJobObserver(JobObserver):

@@ -47,8 +47,11 @@ def test_without_a_dsn_sentry_stays_off(config, service):
     assert not sentry_sdk.get_client().is_active()
 
 
-def test_a_request_is_traced(sentry_app, sink):
-    sentry_app.test_client().get("/status")
+def test_a_request_is_traced_but_not_health_checks_and_scrapes(sentry_app, sink):
+    client = sentry_app.test_client()
+    for probe in ("/health", "/ready", "/metrics"):
+        client.get(probe)
+    client.get("/status")
     (transaction,) = flushed(sink).items("transaction")
     assert transaction["transaction"] == "/status"
     assert transaction["contexts"]["trace"]["op"] == "http.server"

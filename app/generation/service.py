@@ -118,8 +118,7 @@ class GenerationService:
         thread holds, so it is safe to call from a signal handler.
         """
         with self._lock:
-            if self._state == "running":
-                self._state = "stopping"
+            self._state = {"new": "stopped", "running": "stopping"}.get(self._state, self._state)
         self._queue.close()
 
     def shutdown(self, wait: bool = True, *, timeout: float | None = None) -> None:
