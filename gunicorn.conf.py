@@ -59,6 +59,7 @@ def _drain_on_sigterm(worker, service):
         gunicorn_handler(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn sets it: requests are not disturbed
 
 
 def worker_exit(server, worker):
