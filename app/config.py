@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+REPLICATE_DEFAULT_BASE = "https://api.replicate.com/v1"
 DEFAULT_INSTANCE_DIR = PROJECT_ROOT / "instance"
 # Fly's kill_timeout is at most 300 s; the drain must end well before it.
 MAX_DRAIN_TIMEOUT = 270
@@ -50,6 +52,11 @@ class Config:
     sentry_environment: str | None = None
     sentry_release: str | None = None
     sentry_traces_sample_rate: float = 0.1
+    generation_cpu_isolation: str = "process"
+    # repr=False: the token must never reach a log line through a printed Config.
+    replicate_api_token: str = field(default="", repr=False)
+    replicate_api_base: str = REPLICATE_DEFAULT_BASE
+    replicate_timeout_seconds: int = 30
 
     @property
     def result_ttl(self) -> timedelta | None:
@@ -96,6 +103,16 @@ class Config:
             sentry_release=reader.optional("SENTRY_RELEASE") or reader.optional("FLY_IMAGE_REF"),
             sentry_traces_sample_rate=reader.number(
                 "SENTRY_TRACES_SAMPLE_RATE", cls.sentry_traces_sample_rate, 0.0, 1.0
+            ),
+            generation_cpu_isolation=reader.choice(
+                "GENERATION_CPU_ISOLATION", cls.generation_cpu_isolation, ("PROCESS", "THREAD")
+            ).lower(),
+            replicate_api_token=reader.text("REPLICATE_API_TOKEN", ""),
+            replicate_api_base=http_base_url(
+                reader.text("REPLICATE_API_BASE", cls.replicate_api_base), "REPLICATE_API_BASE"
+            ),
+            replicate_timeout_seconds=reader.integer(
+                "REPLICATE_TIMEOUT_SECONDS", cls.replicate_timeout_seconds, 1, 600
             ),
         )
         config.check()
@@ -154,6 +171,14 @@ class _Reader:
         if value not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         return value
+
+
+def http_base_url(url: str, name: str) -> str:
+    """An http(s) base URL without a trailing slash."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {url!r}")
+    return url.rstrip("/")
 
 
 def normalize_database_url(url: str, name: str = "DATABASE_URL") -> str:

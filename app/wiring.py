@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from .config import Config
 from .generation import GenerationService
 from .generation.db import create_database_engine, create_schema
 from .generation.generators import GeneratorRegistry, default_registry
+from .generation.generators.replicate import ReplicateGenerator
 from .generation.jobs import JobStore
 from .generation.results import FilesystemResultStore
+
+log = logging.getLogger(__name__)
 
 
 def build_service(config: Config, generators: GeneratorRegistry | None = None) -> GenerationService:
@@ -16,9 +21,27 @@ def build_service(config: Config, generators: GeneratorRegistry | None = None) -
     return GenerationService(
         JobStore(engine),
         FilesystemResultStore(config.results_dir),
-        generators or default_registry(),
+        generators if generators is not None else build_registry(config),
         workers=config.generation_workers,
         queue_size=config.generation_queue_size,
         max_attempts=config.job_max_attempts,
+        cpu_isolation=config.generation_cpu_isolation,
         result_ttl=config.result_ttl,
     )
+
+
+def build_registry(config: Config) -> GeneratorRegistry:
+    """Built-ins, `replicate` when it has a token, then installed plugins."""
+    registry = default_registry()
+    if config.replicate_api_token:
+        registry.register(
+            ReplicateGenerator(
+                config.replicate_api_token,
+                config.replicate_api_base,
+                timeout_seconds=config.replicate_timeout_seconds,
+            )
+        )
+    else:
+        log.info("generator 'replicate' is off: REPLICATE_API_TOKEN is not set")
+    registry.discover()
+    return registry

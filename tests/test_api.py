@@ -225,6 +225,15 @@ def test_ready_is_503_when_database_is_unreachable(call, service, monkeypatch):
     assert response.get_json()["checks"]["database"] == "unreachable"
 
 
+def test_generators_are_listed_by_name_with_their_params_schema(call):
+    listed = call("GET", "/api/v1/generators").get_json()["generators"]
+    names = [generator["name"] for generator in listed]
+    assert names == sorted(names) and "images" in names
+    images = listed[names.index("images")]
+    assert images["cpu_bound"] is True
+    assert images["params_schema"]["properties"]["count"]["maximum"] == 16
+
+
 def test_every_route_is_documented(app):
     from app.web.docs import openapi_document
 

@@ -71,3 +71,38 @@ def test_environment_wins_over_dotenv(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GENERATION_QUEUE_SIZE", "9")
     assert Config.from_env().generation_queue_size == 9
+
+
+def test_generator_settings_are_read():
+    config = Config.from_env(
+        {
+            "GENERATION_CPU_ISOLATION": "thread",
+            "REPLICATE_API_TOKEN": "r8_secret",
+            "REPLICATE_API_BASE": "http://127.0.0.1:9999/v1/",
+            "REPLICATE_TIMEOUT_SECONDS": "12",
+        }
+    )
+    assert config.generation_cpu_isolation == "thread"
+    assert config.replicate_api_base == "http://127.0.0.1:9999/v1"
+    assert (config.replicate_api_token, config.replicate_timeout_seconds) == ("r8_secret", 12)
+    defaults = Config.from_env({})
+    assert defaults.generation_cpu_isolation == "process"
+    assert defaults.replicate_api_base == "https://api.replicate.com/v1"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("GENERATION_CPU_ISOLATION", "fork", "GENERATION_CPU_ISOLATION must be one of"),
+        ("REPLICATE_API_BASE", "api.replicate.com/v1", "REPLICATE_API_BASE must be an http"),
+        ("REPLICATE_API_BASE", "ftp://example.com", "REPLICATE_API_BASE must be an http"),
+        ("REPLICATE_TIMEOUT_SECONDS", "0", "REPLICATE_TIMEOUT_SECONDS must be between"),
+    ],
+)
+def test_bad_generator_settings_fail_naming_the_variable(name, value, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.from_env({name: value})
+
+
+def test_the_replicate_token_never_shows_in_the_config_repr():
+    assert "r8_secret" not in repr(Config.from_env({"REPLICATE_API_TOKEN": "r8_secret"}))

@@ -2,6 +2,7 @@
 
 from .errors import (
     GenerationError,
+    GeneratorError,
     InvalidParamsError,
     JobCancelled,
     JobFinishedError,
@@ -16,6 +17,7 @@ __all__ = [
     "ANONYMOUS",
     "GenerationError",
     "GenerationService",
+    "GeneratorError",
     "InvalidParamsError",
     "Job",
     "JobCancelled",

@@ -41,5 +41,14 @@ class InvalidParamsError(GenerationError):
         self.fields = fields
 
 
+class GeneratorError(GenerationError):
+    """A generator's own, expected failure (a provider said no, an input cannot be used).
+
+    Raise it from `run()` and the job fails with exactly this message as its `error`,
+    without a traceback in the log; any other exception fails the job as
+    "TypeName: message" and logs the traceback.
+    """
+
+
 class JobCancelled(GenerationError):  # noqa: N818 - a control-flow signal, not a failure
     """Raised inside a generator at a checkpoint after cancellation was requested."""

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .errors import JobCancelled
+from .errors import GeneratorError, JobCancelled
 from .eta import RunTimeEstimator
 from .events import EventBus
 from .generators import GeneratorRegistry
 from .jobs import JobStore
 from .models import Job, JobStatus
 from .observers import JobObserver
+from .processes import WorkerProcess
 from .results import ResultStore
 
 log = logging.getLogger(__name__)
@@ -127,20 +128,28 @@ class JobRunner:
             self._bus.publish(job.id, "started", attempt=job.attempts, worker=worker)
         return job
 
-    def run(self, job: Job, token: CancelToken) -> Job | None:
-        """Run a claimed job to its outcome; returns the final row (None if the claim was lost)."""
+    def run(
+        self, job: Job, token: CancelToken, process: WorkerProcess | None = None
+    ) -> Job | None:
+        """Run a claimed job to its outcome; returns the final row (None if the claim was lost).
+        A cpu_bound generator runs in `process` when one is given."""
         with self._observer.running(job):
             started = time.monotonic()
-            final = self._outcome(job, token, started)
+            final = self._outcome(job, token, process, started)
             outcome = final.status.value if final is not None else "lost"
             self._observer.finished(final or job, outcome, time.monotonic() - started)
         return final
 
-    def _outcome(self, job: Job, token: CancelToken, started: float) -> Job | None:
+    def _outcome(
+        self, job: Job, token: CancelToken, process: WorkerProcess | None, started: float
+    ) -> Job | None:
         try:
-            info = self._generate(job, token)
+            info = self._generate(job, token, process)
         except JobCancelled:
             return self._stop(job, token)
+        except GeneratorError as exc:
+            log.warning("job %s (%s) failed: %s", job.id, job.generator, exc)
+            return self._fail(job, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad job must never kill the worker
             self._observer.failed(job, exc)
             log.exception("job %s (%s) failed", job.id, job.generator)
@@ -161,12 +170,15 @@ class JobRunner:
         self._bus.publish(job.id, "succeeded", result=result_summary(final))
         return final
 
-    def _generate(self, job: Job, token: CancelToken) -> Any:
+    def _generate(self, job: Job, token: CancelToken, process: WorkerProcess | None) -> Any:
         generator = self._generators.get(job.generator)
         if generator is None:
             raise LookupError(f"generator {job.generator!r} is not installed on this server")
         context = RunContext(job, self._store, self._bus, token)
-        files = generator.run(job.params, context)
+        if generator.cpu_bound and process is not None:
+            files = process.run(generator, job.params, context)
+        else:
+            files = generator.run(job.params, context)
         manifest = {"job_id": job.id, "generator": job.generator, "params": job.params}
         info = self._results.save(
             job.id, job.lease_epoch, files, manifest | generator.manifest_extra(job.params)

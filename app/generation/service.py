@@ -35,6 +35,7 @@ from .generators import GeneratorRegistry
 from .jobs import JobStore
 from .models import Job, JobStatus, Priority
 from .observers import ObserverSet
+from .processes import WorkerProcess
 from .queue import JobQueue, Ticket
 from .results import ResultStore
 from .retention import ResultSweeper
@@ -44,6 +45,7 @@ from .stats import service_stats
 log = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
+CPU_ISOLATION_MODES = ("process", "thread")
 CLAIM_RETRY_SECONDS = 1.0
 SHUTDOWN_GRACE_SECONDS = 5.0
 
@@ -62,11 +64,16 @@ class GenerationService:
         workers: int = 2,
         queue_size: int = 100,
         max_attempts: int = 3,
+        cpu_isolation: str = "thread",
         bus: EventBus | None = None,
         clock: Callable[[], datetime] = utcnow,
         result_ttl: timedelta | None = None,
         sweep_interval: float = 60.0,
     ) -> None:
+        """`cpu_isolation="process"` runs cpu_bound generators in one child process per
+        worker thread, so they cannot starve request threads of the GIL."""
+        if cpu_isolation not in CPU_ISOLATION_MODES:
+            raise ValueError(f"cpu_isolation must be one of {CPU_ISOLATION_MODES}")
         self.store = store
         self.results = results
         self.generators = generators
@@ -74,6 +81,7 @@ class GenerationService:
         self.observers = ObserverSet()
         self.worker_count = workers
         self.max_attempts = max_attempts
+        self.cpu_isolation = cpu_isolation
         self._clock = clock
         self._queue = JobQueue(queue_size)
         self._estimator = RunTimeEstimator()
@@ -103,8 +111,13 @@ class GenerationService:
             log.warning("recovered interrupted jobs: %d requeued, %d failed", requeued, failed)
         for job in self.store.queued():
             self._queue.put(job.id, job.priority, job.pk, reserved=False)
+        isolate = self.cpu_isolation == "process" and self.generators.has_cpu_bound
         for number in range(1, self.worker_count + 1):
-            thread = threading.Thread(target=self._work, name=f"gen-worker-{number}", daemon=True)
+            # Started here, after gunicorn's fork; each belongs to one worker thread.
+            process = WorkerProcess.spawn(f"gen-process-{number}") if isolate else None
+            thread = threading.Thread(
+                target=self._work, args=(process,), name=f"gen-worker-{number}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
         if self.sweeper is not None:
@@ -272,15 +285,19 @@ class GenerationService:
 
     # -- workers ------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, process: WorkerProcess | None) -> None:
         name = threading.current_thread().name
-        while (ticket := self._queue.get()) is not None:
-            try:
-                self._process(ticket, name)
-            except Exception:  # noqa: BLE001 - the worker outlives any one job
-                log.exception("worker %s could not process job %s", name, ticket.job_id)
+        try:
+            while (ticket := self._queue.get()) is not None:
+                try:
+                    self._process(ticket, name, process)
+                except Exception:  # noqa: BLE001 - the worker outlives any one job
+                    log.exception("worker %s could not process job %s", name, ticket.job_id)
+        finally:
+            if process is not None:
+                process.close()
 
-    def _process(self, ticket: Ticket, worker: str) -> None:
+    def _process(self, ticket: Ticket, worker: str, process: WorkerProcess | None) -> None:
         try:
             job = self._runner.claim(ticket.job_id, worker)
         except SQLAlchemyError:
@@ -297,7 +314,7 @@ class GenerationService:
         with self._lock:
             self._running[job.id] = token
         try:
-            self._runner.run(job, token)
+            self._runner.run(job, token, process)
         finally:
             with self._lock:
                 del self._running[job.id]

@@ -7,13 +7,20 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 from ..generation import GenerationService, JobStatus
 from .errors import ApiError
 from .parsing import encode_cursor, json_object, list_query, submission
-from .serialize import job_json
+from .serialize import generator_json, job_json
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 
 def service() -> GenerationService:
     return current_app.extensions["generation"]
+
+
+@bp.get("/generators")
+def list_generators() -> Response:
+    """The generators this server runs, with the JSON Schema of their params."""
+    generators = sorted(service().generators, key=lambda generator: generator.name)
+    return jsonify(generators=[generator_json(generator) for generator in generators])
 
 
 @bp.post("/jobs")

@@ -8,6 +8,7 @@ from typing import Any
 from flask import url_for
 
 from ..generation import Job, JobStatus
+from ..generation.generators import Generator
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -38,6 +39,15 @@ def job_json(job: Job) -> dict[str, Any]:
         "expired_at": _iso(job.expired_at),
         "result": _result(job, links["result"]),
         "links": links,
+    }
+
+
+def generator_json(generator: Generator) -> dict[str, Any]:
+    return {
+        "name": generator.name,
+        "description": generator.description,
+        "cpu_bound": generator.cpu_bound,
+        "params_schema": generator.params_schema(),
     }
 
 

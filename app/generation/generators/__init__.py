@@ -1,12 +1,14 @@
 """Pluggable generators: the contract, the registry and the built-ins."""
 
-from .base import FieldErrors, Generator, GeneratorContext, OutputFile
-from .registry import GeneratorRegistry, default_registry
+from .base import FieldErrors, Generator, GeneratorContext, GeneratorError, OutputFile
+from .registry import ENTRY_POINT_GROUP, GeneratorRegistry, default_registry
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "FieldErrors",
     "Generator",
     "GeneratorContext",
+    "GeneratorError",
     "GeneratorRegistry",
     "OutputFile",
     "default_registry",

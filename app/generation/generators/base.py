@@ -4,6 +4,14 @@ A generator validates its parameters (returning field errors, never raising for 
 input), then `run()`s with a `GeneratorContext` through which it reports progress and
 learns about cancellation. It yields `OutputFile`s; the service writes them into the
 job's ZIP as they come, so a generator never has to hold all its output in memory.
+To fail a job with a message meant for the user, raise `GeneratorError`.
+
+One instance serves every job, from several worker threads at once: keep per-job state
+in `run()`'s locals. A `cpu_bound` generator runs in a worker process instead (so it
+cannot starve the web threads of the GIL); its instance is pickled into that process,
+so it must be picklable and its class importable by module path.
+docs/generators.md is the guide; third-party generators register through the entry-point
+group in `registry.ENTRY_POINT_GROUP`.
 """
 
 from __future__ import annotations
@@ -12,6 +20,10 @@ import abc
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
+
+from ..errors import GeneratorError
+
+__all__ = ["FieldErrors", "Generator", "GeneratorContext", "GeneratorError", "OutputFile"]
 
 FieldErrors = dict[str, str]
 
@@ -45,7 +57,8 @@ class Generator(abc.ABC):
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    # CPU-bound generators hold the GIL while they work; the service may isolate them.
+    # CPU-bound generators hold the GIL while they work, so the service runs them in a
+    # worker process; I/O-bound ones (waiting on a remote API) run in the worker thread.
     cpu_bound: ClassVar[bool] = False
 
     @abc.abstractmethod

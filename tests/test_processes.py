@@ -1,0 +1,205 @@
+"""CPU isolation: cpu_bound generators run in worker processes, with progress,
+cancellation and failures crossing the process boundary."""
+
+from __future__ import annotations
+
+import os
+import threading
+import zipfile
+from collections.abc import Iterator
+
+import pytest
+
+from app.generation import GeneratorError, JobCancelled, JobStatus
+from app.generation.generators import GeneratorRegistry
+from app.generation.generators.images import ImagesGenerator
+from app.generation.processes import WorkerProcess
+
+from .conftest import wait_for
+from .cpu_generators import BrokenCpuGenerator, CrashGenerator, StubbornGenerator, WhereGenerator
+from .generators import RecordingGenerator
+
+
+class FakeContext:
+    """Records progress; cancels itself after `cancel_after` progress reports."""
+
+    def __init__(self, cancel_after: int | None = None) -> None:
+        self.reports: list[tuple] = []
+        self._cancel_after = cancel_after
+
+    def progress(self, stage, percent, message="", *, step=None, total=None) -> None:
+        self.reports.append((stage, percent, message, step, total))
+
+    def check_cancelled(self) -> None:
+        if self._cancel_after is not None and len(self.reports) >= self._cancel_after:
+            raise JobCancelled("cancelled")
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[WorkerProcess]:
+    """One child for the module's tests (a spawn costs about a second); tests that kill it
+    check that it comes back."""
+    process = WorkerProcess("test-process", cancel_grace=0.5)
+    process.start()
+    yield process
+    process.close()
+
+
+def pid_of(files) -> int:
+    return int(files[-1].data)
+
+
+def test_a_job_runs_in_the_child_and_its_progress_reaches_the_parent(worker):
+    context = FakeContext()
+    files = list(worker.run(WhereGenerator(), {"steps": 3}, context))
+    assert pid_of(files) == worker.pid != os.getpid()
+    assert [report[3] for report in context.reports] == [0, 1, 2]
+    assert context.reports[1] == ("spinning", pytest.approx(33.33, abs=0.01), "step 1", 1, 3)
+
+
+def test_the_child_serves_job_after_job(worker):
+    first = list(worker.run(WhereGenerator(), {"steps": 1}, FakeContext()))
+    second = list(worker.run(ImagesGenerator(), _tiny_images(), FakeContext()))
+    assert pid_of(first) == worker.pid
+    assert [f.name for f in second] == ["image-01.png"]
+
+
+def test_errors_in_the_child_fail_the_job_with_their_message(worker):
+    with pytest.raises(GeneratorError, match="^ValueError: bad pixel$"):
+        list(worker.run(BrokenCpuGenerator(), {}, FakeContext()))
+    with pytest.raises(GeneratorError, match="^the provider said no$"):
+        list(worker.run(BrokenCpuGenerator(), {"polite": True}, FakeContext()))
+
+
+def test_cancellation_reaches_the_child_at_its_next_checkpoint(worker):
+    context = FakeContext(cancel_after=2)
+    with pytest.raises(JobCancelled):
+        list(worker.run(WhereGenerator(), {"steps": 1000, "pause": 0.01}, context))
+    assert 2 <= len(context.reports) < 100
+    assert len(list(worker.run(WhereGenerator(), {"steps": 1}, FakeContext()))) == 1
+
+
+def test_a_child_that_ignores_cancellation_is_killed_and_replaced(worker):
+    stubborn_pid = worker.pid
+    with pytest.raises(JobCancelled, match="killed"):
+        list(worker.run(StubbornGenerator(), {"seconds": 60}, FakeContext(cancel_after=1)))
+    files = list(worker.run(WhereGenerator(), {"steps": 1}, FakeContext()))
+    assert pid_of(files) != stubborn_pid
+
+
+def test_a_child_that_dies_fails_its_job_and_is_replaced(worker):
+    crashed_pid = worker.pid
+    with pytest.raises(GeneratorError, match="killed .*SIGKILL.*replaced"):
+        list(worker.run(CrashGenerator(), {}, FakeContext()))
+    files = list(worker.run(WhereGenerator(), {"steps": 1}, FakeContext()))
+    assert pid_of(files) != crashed_pid
+
+
+def test_a_consumer_that_stops_early_stops_the_childs_job(worker):
+    run = worker.run(WhereGenerator(), {"steps": 2, "pause": 0.01}, FakeContext())
+    run_pid = worker.pid
+    run.close()  # never started: nothing was sent to the child
+    files = list(worker.run(WhereGenerator(), {"steps": 1}, FakeContext()))
+    assert pid_of(files) == run_pid
+
+
+def test_a_consumer_that_stops_mid_job_leaves_no_stale_messages(worker):
+    run = worker.run(BrokenCpuGenerator(), {}, FakeContext())
+    assert next(run).name == "first.txt"
+    run.close()
+    files = list(worker.run(WhereGenerator(), {"steps": 1}, FakeContext()))
+    assert [f.name for f in files] == ["pid.txt"]
+
+
+def test_registry_refuses_a_cpu_bound_generator_that_cannot_be_pickled():
+    class Local(WhereGenerator):  # a local class cannot be imported by a child
+        name = "local"
+
+    with pytest.raises(ValueError, match="must be picklable"):
+        GeneratorRegistry([Local()])
+
+
+# -- through the service ----------------------------------------------------------
+
+
+@pytest.fixture
+def registry(recorder: RecordingGenerator) -> GeneratorRegistry:
+    return GeneratorRegistry(
+        [ImagesGenerator(), WhereGenerator(), CrashGenerator(), StubbornGenerator(), recorder]
+    )
+
+
+def _tiny_images() -> dict:
+    return {"prompt": "tiny", "count": 1, "width": 64, "height": 64, "seed": 1}
+
+
+def _read_pid(service, job) -> int:
+    with service.results.open(job.id, job.lease_epoch) as stream:
+        return int(zipfile.ZipFile(stream).read("pid.txt"))
+
+
+def test_service_runs_cpu_bound_jobs_in_worker_processes(make_service):
+    service = make_service(cpu_isolation="process")
+    service.start()
+    job = service.submit("where", {"steps": 3})
+    done = wait_for(service, job.id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert _read_pid(service, done) != os.getpid()
+    steps = [e.data["step"] for e in service.bus.history(job.id) if e.type == "progress"]
+    assert steps == [0, 1, 2]
+
+
+def test_service_in_thread_mode_runs_cpu_bound_jobs_in_its_own_process(make_service):
+    service = make_service(cpu_isolation="thread")
+    service.start()
+    done = wait_for(service, service.submit("where", {"steps": 1}).id)
+    assert _read_pid(service, done) == os.getpid()
+
+
+def test_a_crashed_worker_process_fails_only_its_job(make_service):
+    service = make_service(cpu_isolation="process", workers=2)
+    service.start()
+    long_job = service.submit("where", {"steps": 40, "pause": 0.02})
+    crash = service.submit("crash", {})
+    failed = wait_for(service, crash.id)
+    assert failed.status is JobStatus.FAILED
+    assert "SIGKILL" in failed.error and "replaced" in failed.error
+    assert wait_for(service, long_job.id).status is JobStatus.SUCCEEDED
+    after = service.submit("images", _tiny_images())
+    assert wait_for(service, after.id).status is JobStatus.SUCCEEDED
+
+
+def test_cancel_stops_a_job_running_in_a_worker_process(make_service):
+    service = make_service(cpu_isolation="process")
+    service.start()
+    job = service.submit("where", {"steps": 10_000, "pause": 0.01})
+    wait_for(service, job.id, {JobStatus.RUNNING})
+    _wait_for_progress(service, job.id)
+    service.cancel(job.id)
+    assert wait_for(service, job.id).status is JobStatus.CANCELLED
+    follower = service.submit("where", {"steps": 1})
+    assert wait_for(service, follower.id).status is JobStatus.SUCCEEDED
+
+
+def test_shutdown_requeues_a_job_running_in_a_worker_process(make_service):
+    service = make_service(cpu_isolation="process")
+    service.start()
+    job = service.submit("where", {"steps": 10_000, "pause": 0.01})
+    _wait_for_progress(service, job.id)
+    service.shutdown(wait=True, timeout=0.1)
+    assert service.store.get(job.id).status is JobStatus.QUEUED
+
+
+def _wait_for_progress(service, job_id: str) -> None:
+    arrived = threading.Event()
+    subscription = service.bus.subscribe([job_id])
+    try:
+        if any(e.type == "progress" for e in service.bus.history(job_id)):
+            return
+        while not arrived.is_set():
+            event = subscription.get(timeout=10)
+            assert event is not None, "no progress within 10 s"
+            if event.type == "progress":
+                arrived.set()
+    finally:
+        service.bus.unsubscribe(subscription)
