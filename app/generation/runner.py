@@ -128,9 +128,7 @@ class JobRunner:
             self._bus.publish(job.id, "started", attempt=job.attempts, worker=worker)
         return job
 
-    def run(
-        self, job: Job, token: CancelToken, process: WorkerProcess | None = None
-    ) -> Job | None:
+    def run(self, job: Job, token: CancelToken, process: WorkerProcess | None = None) -> Job | None:
         """Run a claimed job to its outcome; returns the final row (None if the claim was lost).
         A cpu_bound generator runs in `process` when one is given."""
         with self._observer.running(job):
