@@ -4,7 +4,6 @@ cancellation and failures crossing the process boundary."""
 from __future__ import annotations
 
 import os
-import threading
 import zipfile
 from collections.abc import Iterator
 
@@ -13,7 +12,7 @@ import pytest
 from app.generation import GeneratorError, JobCancelled, JobStatus
 from app.generation.generators import GeneratorRegistry
 from app.generation.generators.images import ImagesGenerator
-from app.generation.processes import WorkerProcess
+from app.generation.processes import CHILD_NICENESS, WorkerProcess
 
 from .conftest import wait_for
 from .cpu_generators import BrokenCpuGenerator, CrashGenerator, StubbornGenerator, WhereGenerator
@@ -55,6 +54,12 @@ def test_a_job_runs_in_the_child_and_its_progress_reaches_the_parent(worker):
     assert pid_of(files) == worker.pid != os.getpid()
     assert [report[3] for report in context.reports] == [0, 1, 2]
     assert context.reports[1] == ("spinning", pytest.approx(33.33, abs=0.01), "step 1", 1, 3)
+
+
+def test_the_child_yields_the_cpu_to_the_web_process(worker):
+    list(worker.run(WhereGenerator(), {"steps": 1}, FakeContext()))
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(19, own + CHILD_NICENESS)
 
 
 def test_the_child_serves_job_after_job(worker):
@@ -191,15 +196,9 @@ def test_shutdown_requeues_a_job_running_in_a_worker_process(make_service):
 
 
 def _wait_for_progress(service, job_id: str) -> None:
-    arrived = threading.Event()
     subscription = service.bus.subscribe([job_id])
     try:
-        if any(e.type == "progress" for e in service.bus.history(job_id)):
-            return
-        while not arrived.is_set():
-            event = subscription.get(timeout=10)
-            assert event is not None, "no progress within 10 s"
-            if event.type == "progress":
-                arrived.set()
+        while not any(e.type == "progress" for e in service.bus.history(job_id)):
+            assert subscription.get(timeout=10) is not None, "no event within 10 s"
     finally:
         service.bus.unsubscribe(subscription)
