@@ -118,11 +118,10 @@ class FakeReplicate:
         with self._lock:
             if route == "create":
                 prediction_id = f"p{len(self.predictions) + 1}"
+                model = path.removeprefix("/v1/models/").removesuffix("/predictions")
                 prediction = {
                     "id": prediction_id,
-                    "model": path.split("/models/")[-1].removesuffix("/predictions")
-                    if "/models/" in path
-                    else "",
+                    "model": model if path.startswith("/v1/models/") else "",
                     "version": body.get("version", ""),
                     "input": body.get("input"),
                     "status": "starting",

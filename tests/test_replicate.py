@@ -9,6 +9,7 @@ import logging
 import time
 import zipfile
 from collections.abc import Iterator
+from http import HTTPStatus
 
 import pytest
 
@@ -122,11 +123,13 @@ def test_429_then_success_honours_retry_after(service, fake):
     assert zip_of(service, job).namelist() == ["prediction.json", "manifest.json"]
 
 
-def test_5xx_until_giving_up_fails_the_job_and_cancels_the_prediction(service, fake):
-    fake.fail("get", times=10, status=503)
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_5xx_until_giving_up_fails_the_job_and_cancels_the_prediction(service, fake, status):
+    fake.fail("get", times=10, status=status)
     job = run_job(service, {"model": "acme/painter"})
     assert job.status is JobStatus.FAILED
-    assert job.error == "provider answered 503 Service Unavailable: injected 503"
+    phrase = HTTPStatus(status).phrase
+    assert job.error == f"provider answered {status} {phrase}: injected {status}"
     assert len(fake.seen("get")) == ATTEMPTS
     gets = fake.seen("get")
     assert gets[1].at - gets[0].at >= 1.0 and gets[2].at - gets[1].at >= 2.0  # backoff
