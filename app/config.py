@@ -19,12 +19,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
+from limits import parse_many
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REPLICATE_DEFAULT_BASE = "https://api.replicate.com/v1"
 DEFAULT_INSTANCE_DIR = PROJECT_ROOT / "instance"
 # Fly's kill_timeout is at most 300 s; the drain must end well before it.
 MAX_DRAIN_TIMEOUT = 270
+AUTH_MODES = ("open", "keys")
+MIN_SECRET_KEY_LENGTH = 32
 
 
 class ConfigError(ValueError):
@@ -42,6 +45,7 @@ class Config:
     results_dir: Path = DEFAULT_INSTANCE_DIR / "results"
     max_content_length: int = 64 * 1024
     job_max_attempts: int = 3
+    job_timeout_seconds: int = 600
     log_level: str = "INFO"
     # Seconds running jobs get to finish after SIGTERM before they are put back in the
     # queue; gunicorn's graceful_timeout and Fly's kill_timeout are derived from it.
@@ -57,6 +61,10 @@ class Config:
     replicate_api_token: str = field(default="", repr=False)
     replicate_api_base: str = REPLICATE_DEFAULT_BASE
     replicate_timeout_seconds: int = 30
+    auth_mode: str = "open"
+    secret_key: str = field(default="", repr=False)
+    max_queued_per_key: int = 20
+    rate_limit: str = "10/second;300/minute"
 
     @property
     def result_ttl(self) -> timedelta | None:
@@ -90,6 +98,9 @@ class Config:
                 "MAX_CONTENT_LENGTH", cls.max_content_length, 1024, 100 * 1024 * 1024
             ),
             job_max_attempts=reader.integer("JOB_MAX_ATTEMPTS", cls.job_max_attempts, 1, 100),
+            job_timeout_seconds=reader.integer(
+                "JOB_TIMEOUT_SECONDS", cls.job_timeout_seconds, 1, 7 * 24 * 3600
+            ),
             log_level=reader.choice(
                 "LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
@@ -114,12 +125,29 @@ class Config:
             replicate_timeout_seconds=reader.integer(
                 "REPLICATE_TIMEOUT_SECONDS", cls.replicate_timeout_seconds, 1, 600
             ),
+            auth_mode=reader.choice("AUTH_MODE", cls.auth_mode, AUTH_MODES),
+            secret_key=reader.text("SECRET_KEY", cls.secret_key),
+            max_queued_per_key=reader.integer(
+                "MAX_QUEUED_PER_KEY", cls.max_queued_per_key, 1, 1_000_000
+            ),
+            rate_limit=reader.rate_limit("RATE_LIMIT", cls.rate_limit),
         )
         config.check()
         return config
 
+    @property
+    def requires_keys(self) -> bool:
+        return self.auth_mode == "keys"
+
     def check(self) -> None:
         """Reject combinations that would silently misbehave."""
+        if self.requires_keys and len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+            raise ConfigError(
+                f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters when "
+                "AUTH_MODE=keys: it signs the short-lived WebSocket tokens, and every process "
+                "must share it. Generate one with: "
+                'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
         if self.web_concurrency > 1:
             raise ConfigError(
                 "WEB_CONCURRENCY must be 1: each process keeps its own queue index over the "
@@ -167,9 +195,21 @@ class _Reader:
         return value
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
-        value = self.text(name, default).upper()
-        if value not in allowed:
-            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        value = self.text(name, default)
+        for option in allowed:
+            if option.lower() == value.lower():
+                return option
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+    def rate_limit(self, name: str, default: str) -> str:
+        """A limit in the `limits` notation: "10/second;300/minute"."""
+        value = self.text(name, default)
+        try:
+            limits = parse_many(value)
+        except ValueError:
+            limits = []
+        if not limits or any(limit.amount < 1 for limit in limits):
+            raise ConfigError(f'{name} must look like "10/second;300/minute", got {value!r}')
         return value
 
 

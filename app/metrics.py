@@ -41,7 +41,8 @@ class Metrics:
         )
         self.rejected = Counter(
             "generation_submissions_rejected",
-            "Submissions refused, by reason (queue_full, unavailable, invalid_params).",
+            "Submissions refused, by reason (queue_full, unavailable, invalid_params, "
+            "too_many_jobs, idempotency_key_reused).",
             ["reason"],
             registry=r,
         )

@@ -26,6 +26,7 @@ def build_service(config: Config, generators: GeneratorRegistry | None = None) -
         queue_size=config.generation_queue_size,
         max_attempts=config.job_max_attempts,
         cpu_isolation=config.generation_cpu_isolation,
+        job_timeout=config.job_timeout_seconds,
         result_ttl=config.result_ttl,
     )
 

@@ -3,6 +3,7 @@ a client. The service is started by the fixtures that need it and always shut do
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from app.generation.db import create_database_engine, create_schema
 from app.generation.generators import GeneratorRegistry
 from app.generation.generators.images import ImagesGenerator
 from app.generation.jobs import JobStore
+from app.generation.keys import Tier
 from app.generation.results import FilesystemResultStore
 
 from .generators import (
@@ -126,6 +128,36 @@ def app(config: Config, service: GenerationService) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+TEST_SECRET_KEY = "a-test-secret-key-that-is-long-enough"
+
+
+@pytest.fixture
+def keyed_app(config: Config, service: GenerationService) -> Flask:
+    """The app in AUTH_MODE=keys, on the same service as `app`."""
+    keyed = dataclasses.replace(
+        config, auth_mode="keys", secret_key=TEST_SECRET_KEY, rate_limit="1000/second"
+    )
+    app = create_app(keyed, service=service)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def keyed_client(keyed_app: Flask) -> FlaskClient:
+    return keyed_app.test_client()
+
+
+@pytest.fixture
+def issue_key(keyed_app: Flask) -> Callable[..., dict[str, str]]:
+    """Create a key; returns the request headers that authenticate with it."""
+
+    def issue(name: str, tier: str = "standard") -> dict[str, str]:
+        _, key = keyed_app.extensions["keys"].create(name, Tier(tier))
+        return {"Authorization": f"Bearer {key}"}
+
+    return issue
 
 
 def wait_for(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from app.generation.generators import FieldErrors, Generator, GeneratorContext, OutputFile
@@ -81,3 +83,41 @@ class SleepGenerator(_Simple):
             time.sleep(seconds / steps)
             context.progress("sleeping", 100 * step / steps, step=step, total=steps)
         yield OutputFile("slept.txt", f"{seconds}".encode())
+
+
+class HangingGenerator(_Simple):
+    """Blocks without ever checking for cancellation, like a stuck native call."""
+
+    name = "hang"
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.unblock = threading.Event()
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
+        self.started.set()
+        self.unblock.wait()
+        context.progress("working", 90, "woke up long after the deadline")
+        yield OutputFile("late.txt", b"too late")
+
+
+class FileGateGenerator(_Simple):
+    """Waits until the file named by the `path` param exists (usable across processes)."""
+
+    name = "wait_file"
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
+        path = Path(str(params["path"]))
+        while not path.exists():
+            context.check_cancelled()
+            time.sleep(0.01)
+        yield OutputFile("done.txt", b"the file appeared")
+
+
+class BlobGenerator(_Simple):
+    """Produces `megabytes` of incompressible bytes, for downloads that take a while."""
+
+    name = "blob"
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
+        yield OutputFile("blob.bin", os.urandom(int(params.get("megabytes", 1)) * 1024 * 1024))

@@ -39,10 +39,10 @@ def hold_worker(service, gate):
 
 def test_submit_returns_202_with_position_and_eta(call, service, gate):
     hold_worker(service, gate)
-    response = submit(call, priority="high", params={"prompt": "big", "width": 1024})
+    response = submit(call, priority="low", params={"prompt": "big", "width": 1024})
     assert response.status_code == 202
     job = response.get_json()
-    assert (job["status"], job["position"], job["priority"]) == ("queued", 0, "high")
+    assert (job["status"], job["position"], job["priority"]) == ("queued", 0, "low")
     assert job["eta_seconds"] > 0
     assert response.headers["Location"] == f"/api/v1/jobs/{job['id']}"
 

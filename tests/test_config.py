@@ -37,11 +37,32 @@ def test_values_are_read_and_typed():
         ("DATABASE_URL", "mysql://x/y", "DATABASE_URL must be a sqlite"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be one of"),
         ("WEB_CONCURRENCY", "2", "WEB_CONCURRENCY must be 1"),
+        ("AUTH_MODE", "sometimes", "AUTH_MODE must be one of open, keys"),
+        ("AUTH_MODE", "keys", "SECRET_KEY must be at least 32 characters when AUTH_MODE=keys"),
+        ("MAX_QUEUED_PER_KEY", "0", "MAX_QUEUED_PER_KEY must be between"),
+        ("RATE_LIMIT", "lots", "RATE_LIMIT must look like"),
+        ("RATE_LIMIT", "0/second", "RATE_LIMIT must look like"),
+        ("JOB_TIMEOUT_SECONDS", "0", "JOB_TIMEOUT_SECONDS must be between"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(name, value, message):
     with pytest.raises(ConfigError, match=message):
         Config.from_env({name: value})
+
+
+def test_access_settings_are_read():
+    config = Config.from_env(
+        {
+            "AUTH_MODE": "KEYS",
+            "SECRET_KEY": "s" * 32,
+            "MAX_QUEUED_PER_KEY": "5",
+            "RATE_LIMIT": "2/second;50/hour",
+            "JOB_TIMEOUT_SECONDS": "30",
+        }
+    )
+    assert (config.auth_mode, config.requires_keys, config.max_queued_per_key) == ("keys", True, 5)
+    assert (config.rate_limit, config.job_timeout_seconds) == ("2/second;50/hour", 30)
+    assert Config.from_env({}).auth_mode == "open"
 
 
 @pytest.mark.parametrize(

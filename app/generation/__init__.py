@@ -3,28 +3,35 @@
 from .errors import (
     GenerationError,
     GeneratorError,
+    IdempotencyKeyReusedError,
     InvalidParamsError,
     JobCancelled,
     JobFinishedError,
     JobNotFoundError,
+    PriorityNotAllowedError,
     QueueFullError,
     ServiceStoppedError,
+    TooManyJobsError,
 )
+from .keys import ANONYMOUS
 from .models import Job, JobStatus, Priority
-from .service import ANONYMOUS, GenerationService
+from .service import GenerationService
 
 __all__ = [
     "ANONYMOUS",
     "GenerationError",
     "GenerationService",
     "GeneratorError",
+    "IdempotencyKeyReusedError",
     "InvalidParamsError",
     "Job",
     "JobCancelled",
     "JobFinishedError",
     "JobNotFoundError",
     "JobStatus",
+    "PriorityNotAllowedError",
     "Priority",
     "QueueFullError",
     "ServiceStoppedError",
+    "TooManyJobsError",
 ]

@@ -14,6 +14,39 @@ class QueueFullError(GenerationError):
         self.retry_after = retry_after
 
 
+class TooManyJobsError(GenerationError):
+    """The owner already has as many queued jobs as one owner may have."""
+
+    def __init__(self, limit: int, retry_after: int = 5) -> None:
+        super().__init__(
+            f"you already have {limit} queued jobs, the most one key may have; "
+            "wait for some to start or cancel them"
+        )
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class PriorityNotAllowedError(GenerationError):
+    def __init__(self, requested: str, tier: str, ceiling: str) -> None:
+        super().__init__(
+            f"priority {requested!r} is above what a {tier} key may ask for (at most {ceiling!r})"
+        )
+        self.requested = requested
+        self.ceiling = ceiling
+
+
+class IdempotencyKeyReusedError(GenerationError):
+    """An Idempotency-Key was used before with a different request."""
+
+    def __init__(self, key: str, job_id: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used for job {job_id} with a different "
+            "request; use a new key for a new request"
+        )
+        self.key = key
+        self.job_id = job_id
+
+
 class ServiceStoppedError(GenerationError):
     """The service is not accepting work (not started yet, draining or shut down)."""
 

@@ -49,15 +49,34 @@ class JobStore:
             "priority": int(job.priority),
             "status": JobStatus.QUEUED.value,
             "created_at": job.created_at,
+            "idempotency_key": job.idempotency_key,
+            "request_hash": job.request_hash,
         }
         with self._engine.begin() as connection:
             pk = connection.execute(insert(_table).values(values).returning(_columns.pk))
             return Job.from_row(_Row(values | {"pk": pk.scalar_one()}))
 
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
     def get(self, job_id: str) -> Job | None:
         with self._engine.connect() as connection:
             row = connection.execute(select(_table).where(_columns.id == job_id)).first()
         return Job.from_row(row) if row else None
+
+    def find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        query = select(_table).where(_columns.owner == owner, _columns.idempotency_key == key)
+        with self._engine.connect() as connection:
+            row = connection.execute(query).first()
+        return Job.from_row(row) if row else None
+
+    def count_queued(self, owner: str) -> int:
+        query = select(func.count()).where(
+            _columns.owner == owner, _columns.status == JobStatus.QUEUED.value
+        )
+        with self._engine.connect() as connection:
+            return connection.execute(query).scalar_one()
 
     def page(
         self,

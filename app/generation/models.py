@@ -119,13 +119,37 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None]
     # Set when the retention sweep deleted the result; the row itself is kept.
     expired_at: Mapped[datetime | None]
+    # A client's `Idempotency-Key` and the fingerprint of the request it came with: a
+    # repeat with the same key finds this row instead of creating a second job.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_jobs_status_priority_pk", "status", "priority", "pk"),
         Index("ix_jobs_owner_pk", "owner", "pk"),
         # The retention sweep: succeeded, not yet expired, finished before a cutoff.
         Index("ix_jobs_status_expired_at_finished_at", "status", "expired_at", "finished_at"),
+        # NULL keys never collide (SQLite and Postgres alike), so jobs without one are free.
+        Index("uq_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
     )
+
+
+class ApiKeyRow(Base):
+    """An API key, stored as the SHA-256 of the key: the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    pk: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    # The public part of the key (`gsk_<key_id>_...`), for listing and revoking.
+    key_id: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The owner of every job submitted with this key; several keys may share one name.
+    name: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
 
 
 @dataclass(frozen=True)
@@ -158,9 +182,12 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     expired_at: datetime | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
     # Filled in by the service when it describes a job; not stored.
     position: int | None = None
     eta_seconds: float | None = None
+    replayed: bool = False  # returned for a repeated Idempotency-Key, not newly created
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -185,4 +212,6 @@ class Job:
             started_at=row.started_at,
             finished_at=row.finished_at,
             expired_at=row.expired_at,
+            idempotency_key=row.idempotency_key,
+            request_hash=row.request_hash,
         )

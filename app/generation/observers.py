@@ -29,7 +29,8 @@ class JobObserver:
         """A job was accepted (its row is written)."""
 
     def rejected(self, reason: str) -> None:
-        """A submission was refused: `queue_full`, `unavailable` or `invalid_params`."""
+        """A submission was refused: `queue_full`, `unavailable`, `invalid_params`,
+        `too_many_jobs` or `idempotency_key_reused`."""
 
     @contextmanager
     def running(self, job: Job) -> Iterator[None]:

@@ -7,6 +7,8 @@ the job ends in a recorded state and the worker thread lives on to take the next
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import threading
 import time
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from .deadline import DeadlineExceeded, call_with_deadline, deadline_timer
 from .errors import GeneratorError, JobCancelled
 from .eta import RunTimeEstimator
 from .events import EventBus
@@ -27,6 +30,8 @@ from .results import ResultStore
 log = logging.getLogger(__name__)
 
 PROGRESS_WRITE_INTERVAL = 0.5
+# How long a timed-out job may take to notice its cancellation before it is abandoned.
+STOP_GRACE_SECONDS = 5.0
 
 
 class CancelToken:
@@ -67,6 +72,8 @@ class RunContext:
         step: int | None = None,
         total: int | None = None,
     ) -> None:
+        if self._token.is_set():  # a run told to stop reports nothing more
+            return
         self._percent = max(self._percent, min(100.0, max(0.0, float(percent))))
         fields = {
             "percent": round(self._percent, 2),
@@ -113,6 +120,7 @@ class JobRunner:
         estimator: RunTimeEstimator,
         clock: Callable[[], datetime],
         observer: JobObserver | None = None,
+        timeout: float | None = None,
     ) -> None:
         self._store = store
         self._results = results
@@ -121,6 +129,15 @@ class JobRunner:
         self._estimator = estimator
         self._clock = clock
         self._observer = observer or JobObserver()
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._abandoned = 0
+
+    @property
+    def abandoned_runs(self) -> int:
+        """Timed-out runs whose threads are still going (they hold CPU and memory)."""
+        with self._lock:
+            return self._abandoned
 
     def claim(self, job_id: str, worker: str) -> Job | None:
         job = self._store.claim(job_id, worker, self._clock())
@@ -142,16 +159,20 @@ class JobRunner:
         self, job: Job, token: CancelToken, process: WorkerProcess | None, started: float
     ) -> Job | None:
         try:
-            info = self._generate(job, token, process)
+            info = self._generate_in_time(job, token, process)
         except JobCancelled:
             return self._stop(job, token)
         except GeneratorError as exc:
             log.warning("job %s (%s) failed: %s", job.id, job.generator, exc)
             return self._fail(job, str(exc))
+        except DeadlineExceeded as exc:
+            self._observer.failed(job, exc)
+            log.error("job %s (%s) %s", job.id, job.generator, exc)
+            return self._fail(job, _timeout_message(exc))
         except Exception as exc:  # noqa: BLE001 - one bad job must never kill the worker
             self._observer.failed(job, exc)
             log.exception("job %s (%s) failed", job.id, job.generator)
-            return self._fail(job, f"{type(exc).__name__}: {exc}")
+            return self._fail(job, failure_message(exc))
         self._estimator.record(job.generator, time.monotonic() - started)
         final = self._store.finish(
             job,
@@ -167,6 +188,36 @@ class JobRunner:
             return None
         self._bus.publish(job.id, "succeeded", result=result_summary(final))
         return final
+
+    def _generate_in_time(self, job: Job, token: CancelToken, process: WorkerProcess | None) -> Any:
+        """`_generate`, failing the job once it runs past the timeout."""
+        if self._timeout is None:
+            return self._generate(job, token, process)
+        expire = functools.partial(token.cancel, "timeout")
+        generator = self._generators.get(job.generator)
+        if generator is not None and generator.cpu_bound and process is not None:
+            # A worker process can be killed: cancelling is enough, it ends the run.
+            with deadline_timer(self._timeout, expire):
+                return self._generate(job, token, process)
+        return call_with_deadline(
+            lambda: self._generate(job, token, process),
+            seconds=self._timeout,
+            grace=min(STOP_GRACE_SECONDS, self._timeout),
+            on_expiry=expire,
+            on_abandoned=self._count_abandoned,
+            on_late_return=lambda: self._abandoned_run_ended(job),
+            name=f"{threading.current_thread().name}-job-{job.id[:8]}",
+        )
+
+    def _count_abandoned(self) -> None:
+        with self._lock:
+            self._abandoned += 1
+
+    def _abandoned_run_ended(self, job: Job) -> None:
+        self._discard(job)
+        with self._lock:
+            self._abandoned -= 1
+        log.warning("the abandoned run of job %s has ended", job.id)
 
     def _generate(self, job: Job, token: CancelToken, process: WorkerProcess | None) -> Any:
         generator = self._generators.get(job.generator)
@@ -185,7 +236,9 @@ class JobRunner:
         return info
 
     def _stop(self, job: Job, token: CancelToken) -> Job | None:
-        self._results.delete(job.id, job.lease_epoch)
+        if token.reason == "timeout":
+            return self._fail(job, _timeout_message(DeadlineExceeded(self._timeout, False)))
+        self._discard(job)
         if token.reason == "shutdown":
             final = self._store.requeue(job)
             if final is not None:
@@ -197,11 +250,32 @@ class JobRunner:
         return final
 
     def _fail(self, job: Job, error: str) -> Job | None:
-        self._results.delete(job.id, job.lease_epoch)
+        self._discard(job)
         final = self._store.finish(job, JobStatus.FAILED, self._clock(), error=error[:2000])
         if final is not None:
             self._bus.publish(job.id, "failed", error=final.error)
         return final
+
+    def _discard(self, job: Job) -> None:
+        """Remove a run's result file, if any; a failure here must not hide the outcome."""
+        try:
+            self._results.delete(job.id, job.lease_epoch)
+        except OSError:
+            log.exception("could not delete the result of job %s", job.id)
+
+
+def failure_message(error: Exception) -> str:
+    """What a failed job's `error` says about the exception that ended it."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return "the results disk is full (ENOSPC): the result could not be saved"
+    return f"{type(error).__name__}: {error}"
+
+
+def _timeout_message(exceeded: DeadlineExceeded) -> str:
+    message = f"timed out after {exceeded.seconds:g} seconds (JOB_TIMEOUT_SECONDS)"
+    if exceeded.abandoned:
+        message += "; the generator did not stop when asked and was abandoned"
+    return message
 
 
 def result_summary(job: Job) -> dict[str, Any]:

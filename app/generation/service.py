@@ -20,19 +20,23 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from .admission import Admission, fingerprint
 from .errors import (
+    IdempotencyKeyReusedError,
     InvalidParamsError,
     JobFinishedError,
     JobNotFoundError,
     QueueFullError,
     ServiceStoppedError,
+    TooManyJobsError,
 )
 from .eta import RunTimeEstimator, queued_eta, running_eta
 from .events import EventBus
 from .generators import GeneratorRegistry
 from .jobs import JobStore
+from .keys import ANONYMOUS
 from .models import Job, JobStatus, Priority
 from .observers import ObserverSet
 from .processes import WorkerProcess
@@ -44,10 +48,20 @@ from .stats import service_stats
 
 log = logging.getLogger(__name__)
 
-ANONYMOUS = "anonymous"
 CPU_ISOLATION_MODES = ("process", "thread")
 CLAIM_RETRY_SECONDS = 1.0
 SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+# What `observers.rejected` is told when a submission is refused.
+REJECTION_REASONS: dict[type[Exception], str] = {
+    QueueFullError: "queue_full",
+    ServiceStoppedError: "unavailable",
+    InvalidParamsError: "invalid_params",
+    TooManyJobsError: "too_many_jobs",
+    IdempotencyKeyReusedError: "idempotency_key_reused",
+}
+_REFUSALS = tuple(REJECTION_REASONS)
 
 
 def utcnow() -> datetime:
@@ -65,6 +79,7 @@ class GenerationService:
         queue_size: int = 100,
         max_attempts: int = 3,
         cpu_isolation: str = "thread",
+        job_timeout: float | None = None,
         bus: EventBus | None = None,
         clock: Callable[[], datetime] = utcnow,
         result_ttl: timedelta | None = None,
@@ -84,9 +99,17 @@ class GenerationService:
         self.cpu_isolation = cpu_isolation
         self._clock = clock
         self._queue = JobQueue(queue_size)
+        self._admission = Admission(store, self._queue, self._retry_after)
         self._estimator = RunTimeEstimator()
         self._runner = JobRunner(
-            store, results, generators, self.bus, self._estimator, clock, self.observers
+            store,
+            results,
+            generators,
+            self.bus,
+            self._estimator,
+            clock,
+            self.observers,
+            timeout=job_timeout,
         )
         self.sweeper = None
         if result_ttl:
@@ -166,38 +189,23 @@ class GenerationService:
         *,
         priority: Priority = Priority.NORMAL,
         owner: str = ANONYMOUS,
+        idempotency_key: str | None = None,
+        max_queued: int | None = None,
     ) -> Job:
-        """Validate, write the row, then index it. The returned job is durable."""
+        """Validate, write the row, then index it. The returned job is durable.
+
+        With an `idempotency_key`, a repeat of the same request by the same owner returns
+        the job the first one created (marked `replayed`), even after a restart; another
+        request under the same key raises IdempotencyKeyReusedError. `max_queued` caps
+        the queued jobs one owner may have (TooManyJobsError).
+        """
         try:
-            if not self.accepting:
-                raise ServiceStoppedError("the generation service is not accepting jobs")
-            clean = self._validate(generator, params)
-            self._queue.reserve()
-        except QueueFullError as full:
-            self.observers.rejected("queue_full")
-            raise QueueFullError(full.capacity, self._retry_after()) from None
-        except ServiceStoppedError:
-            self.observers.rejected("unavailable")
+            job = self._accept(generator, params, priority, owner, idempotency_key, max_queued)
+        except _REFUSALS as refused:
+            self.observers.rejected(REJECTION_REASONS[type(refused)])
             raise
-        except InvalidParamsError:
-            self.observers.rejected("invalid_params")
-            raise
-        try:
-            job = self.store.insert(
-                Job(
-                    pk=0,
-                    id=uuid.uuid4().hex,
-                    owner=owner,
-                    generator=generator,
-                    params=clean,
-                    priority=priority,
-                    status=JobStatus.QUEUED,
-                    created_at=self._clock(),
-                )
-            )
-        except BaseException:
-            self._queue.release()
-            raise
+        if job.replayed:
+            return job
         # Announce before indexing: once indexed, a worker may claim it and publish `started`.
         position = self._queue.rank(job.priority, job.pk)
         eta = round(self._queued_eta(job, position), 1)
@@ -259,7 +267,7 @@ class GenerationService:
         return job
 
     def stats(self) -> dict[str, Any]:
-        return service_stats(
+        stats = service_stats(
             self.store,
             running=self.accepting,
             workers=self.worker_count,
@@ -269,6 +277,8 @@ class GenerationService:
             queued_by_priority=self.queued_by_priority(),
             result_ttl=self.sweeper.ttl if self.sweeper else None,
         )
+        stats["abandoned_runs"] = self._runner.abandoned_runs
+        return stats
 
     def queued_by_priority(self) -> dict[Priority, int]:
         """Jobs waiting in this process's queue, by priority."""
@@ -333,6 +343,65 @@ class GenerationService:
             for thread in self._threads:
                 thread.join(max(0.0, grace_deadline - time.monotonic()))
 
+    def _accept(
+        self,
+        generator: str,
+        params: Mapping[str, Any],
+        priority: Priority,
+        owner: str,
+        idempotency_key: str | None,
+        max_queued: int | None,
+    ) -> Job:
+        """The new row, its queue slot reserved but not yet indexed; or, for a repeated
+        idempotency key, the job the first request created."""
+        if not self.accepting:
+            raise ServiceStoppedError("the generation service is not accepting jobs")
+        request_hash = None
+        if idempotency_key is not None:
+            request_hash = fingerprint(generator, params, priority)
+            if (earlier := self._replay(owner, idempotency_key, request_hash)) is not None:
+                return earlier
+        new = self._new_job(
+            owner,
+            generator,
+            self._validate(generator, params),
+            priority,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+        try:
+            return self._admission.admit(new, max_queued)
+        except IntegrityError:
+            # Another request with the same key won the race for the unique index.
+            earlier = self._replay(owner, idempotency_key, request_hash) if request_hash else None
+            if earlier is None:
+                raise
+            return earlier
+
+    def _replay(self, owner: str, key: str, request_hash: str) -> Job | None:
+        earlier = self._admission.earlier(owner, key, request_hash)
+        return dataclasses.replace(self.describe(earlier), replayed=True) if earlier else None
+
+    def _new_job(
+        self,
+        owner: str,
+        generator: str,
+        params: dict[str, Any],
+        priority: Priority,
+        **idempotency: str | None,
+    ) -> Job:
+        return Job(
+            pk=0,
+            id=uuid.uuid4().hex,
+            owner=owner,
+            generator=generator,
+            params=params,
+            priority=priority,
+            status=JobStatus.QUEUED,
+            created_at=self._clock(),
+            **idempotency,
+        )
+
     def _validate(self, generator_name: str, params: Mapping[str, Any]) -> dict[str, Any]:
         generator = self.generators.get(generator_name)
         if generator is None:
@@ -340,7 +409,7 @@ class GenerationService:
             raise InvalidParamsError({"generator": f"unknown generator; available: {names}"})
         clean, errors = generator.validate(params)
         if errors:
-            raise InvalidParamsError({f"params.{name}": text for name, text in errors.items()})
+            raise InvalidParamsError({f"params.{name[:64]}": text for name, text in errors.items()})
         return clean
 
     def _queued_eta(self, job: Job, position: int) -> float:

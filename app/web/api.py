@@ -1,19 +1,42 @@
-"""HTTP API v1: each view translates one request into one service call."""
+"""HTTP API v1: each view translates one request into one service call, as its caller.
+
+Every view acts for `current_principal()` (see auth.py): another owner's job is a 404,
+exactly like a job that does not exist.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
 
 from ..generation import GenerationService, JobStatus
+from .auth import TOKEN_MAX_AGE, current_principal, mint_token
 from .errors import ApiError
-from .parsing import encode_cursor, json_object, list_query, submission
+from .parsing import (
+    check_job_id,
+    encode_cursor,
+    idempotency_key,
+    json_object,
+    list_query,
+    submission,
+)
 from .serialize import generator_json, job_json
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 
+@bp.before_request
+def authenticate_and_check_ids() -> None:
+    """Authenticate every API request (401), then refuse malformed job ids (404)."""
+    current_principal()
+    check_job_id(request.view_args)
+
+
 def service() -> GenerationService:
     return current_app.extensions["generation"]
+
+
+def owner() -> str:
+    return current_principal().owner
 
 
 @bp.get("/generators")
@@ -25,23 +48,35 @@ def list_generators() -> Response:
 
 @bp.post("/jobs")
 def submit_job() -> tuple[Response, int, dict[str, str]]:
-    """Accept a job: 202 with the job, its queue position and ETA."""
+    """Accept a job: 202 with the job, its queue position and ETA (200 for a replay)."""
+    principal = current_principal()
     generator, params, priority = submission(json_object(request))
-    job = service().submit(generator, params, priority=priority)
-    return jsonify(job_json(job)), 202, {"Location": url_for("api.get_job", job_id=job.id)}
+    config = current_app.config["SERVICE_CONFIG"]
+    job = service().submit(
+        generator,
+        params,
+        priority=principal.priority_for(priority),
+        owner=principal.owner,
+        idempotency_key=idempotency_key(request.headers),
+        max_queued=config.max_queued_per_key if principal.key_id else None,
+    )
+    headers = {"Location": url_for("api.get_job", job_id=job.id)}
+    if job.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return jsonify(job_json(job)), 200 if job.replayed else 202, headers
 
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     """One job."""
-    return jsonify(job_json(service().get(job_id)))
+    return jsonify(job_json(service().get(job_id, owner=owner())))
 
 
 @bp.get("/jobs")
 def list_jobs() -> Response:
-    """Jobs, newest first, a page at a time."""
+    """The caller's jobs, newest first, a page at a time."""
     statuses, limit, before = list_query(request.args)
-    jobs = service().list(statuses=statuses, before_pk=before, limit=limit + 1)
+    jobs = service().list(owner=owner(), statuses=statuses, before_pk=before, limit=limit + 1)
     next_cursor = encode_cursor(jobs[limit - 1].pk) if len(jobs) > limit else None
     return jsonify(jobs=[job_json(job) for job in jobs[:limit]], next_cursor=next_cursor)
 
@@ -49,13 +84,13 @@ def list_jobs() -> Response:
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
     """Cancel a queued job now, or a running one at its next checkpoint."""
-    return jsonify(job_json(service().cancel(job_id)))
+    return jsonify(job_json(service().cancel(job_id, owner=owner())))
 
 
 @bp.get("/jobs/<job_id>/result")
 def get_result(job_id: str) -> Response:
     """The result ZIP, streamed as an attachment."""
-    job = service().get(job_id)
+    job = service().get(job_id, owner=owner())
     if job.expired_at is not None:
         raise ApiError(410, "expired", f"the result of job {job_id} expired and was deleted")
     if job.status is not JobStatus.SUCCEEDED:
@@ -78,3 +113,9 @@ def get_result(job_id: str) -> Response:
         download_name=f"{job.id}.zip",
         max_age=0,
     )
+
+
+@bp.post("/tokens")
+def create_token() -> Response:
+    """A token for opening a WebSocket as the caller (`?token=`), valid for a minute."""
+    return jsonify(token=mint_token(current_principal()), expires_in=TOKEN_MAX_AGE)

@@ -11,11 +11,14 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from ..generation import (
+    IdempotencyKeyReusedError,
     InvalidParamsError,
     JobFinishedError,
     JobNotFoundError,
+    PriorityNotAllowedError,
     QueueFullError,
     ServiceStoppedError,
+    TooManyJobsError,
 )
 
 log = logging.getLogger(__name__)
@@ -68,15 +71,28 @@ def _from_core(error: Exception) -> ApiError:
         return ApiError(
             503, "unavailable", str(error), headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
         )
+    if isinstance(error, TooManyJobsError):
+        return ApiError(
+            429, "too_many_jobs", str(error), headers={"Retry-After": str(error.retry_after)}
+        )
+    if isinstance(error, PriorityNotAllowedError):
+        return ApiError(
+            403, "priority_not_allowed", str(error), fields={"priority": f"at most {error.ceiling}"}
+        )
+    if isinstance(error, IdempotencyKeyReusedError):
+        return ApiError(422, "idempotency_key_reused", str(error))
     raise TypeError(f"no HTTP mapping for {type(error).__name__}")
 
 
 def _from_http(error: HTTPException) -> ApiError:
     code = (error.name or "error").lower().replace(" ", "_")
+    message = error.description or error.name
     if error.code == 413:
         code = "payload_too_large"
+    if error.code == 429:  # Flask-Limiter's RateLimitExceeded; it adds Retry-After itself
+        code, message = "rate_limited", f"too many requests: at most {message} per API key"
     headers = {k: v for k, v in error.get_headers() if k.lower() in ("allow", "retry-after")}
-    return ApiError(error.code or 500, code, error.description or error.name, headers=headers)
+    return ApiError(error.code or 500, code, message, headers=headers)
 
 
 def _database_down(error: DBAPIError) -> Response:
@@ -104,6 +120,9 @@ def register_error_handlers(app: Flask) -> None:
         JobFinishedError,
         QueueFullError,
         ServiceStoppedError,
+        TooManyJobsError,
+        PriorityNotAllowedError,
+        IdempotencyKeyReusedError,
     ):
         app.register_error_handler(core_error, lambda e: error_response(_from_core(e)))
     app.register_error_handler(DBAPIError, _database_down)

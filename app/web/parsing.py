@@ -5,34 +5,60 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from typing import Any
 
 from flask import Request
+from werkzeug.datastructures import Headers
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..generation import JobStatus, Priority
+from ..generation import JobNotFoundError, JobStatus, Priority
 from .errors import ApiError
 
 SUBMIT_FIELDS = {"generator", "params", "priority"}
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
+MAX_DEPTH = 32
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+_LIMIT = re.compile(r"[0-9]{1,3}")
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def check_job_id(view_args: dict[str, Any] | None) -> None:
+    """A `job_id` path parameter is the 32 hex digits the service generates; anything else
+    (NUL bytes, huge strings) is a 404 here, before it can reach the database."""
+    job_id = (view_args or {}).get("job_id")
+    if job_id is not None and not _JOB_ID.fullmatch(job_id):
+        raise JobNotFoundError(job_id[:64])
 
 
 def json_object(request: Request) -> dict[str, Any]:
-    """The body as a JSON object (any content type; curl users forget the header)."""
-    raw = request.get_data(cache=False)
+    """The body as a JSON object (any content type; curl users forget the header).
+
+    Only what every backend can store and every client can read gets through: UTF-8
+    (RFC 8259), finite numbers, no lone surrogates, at most MAX_DEPTH levels of nesting.
+    """
+    raw = _body(request)
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        body = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
+    except UnicodeDecodeError:
+        raise ApiError(400, "malformed_json", "the body must be UTF-8 encoded JSON") from None
     except (ValueError, RecursionError) as error:
         raise ApiError(
             400, "malformed_json", f"the body is not valid JSON: {_short(error)}"
         ) from None
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
+    _check_values(body)
     return body
 
 
-def submission(body: dict[str, Any]) -> tuple[str, dict[str, Any], Priority]:
-    """(generator, params, priority) of a submit request."""
+def submission(body: dict[str, Any]) -> tuple[str, dict[str, Any], Priority | None]:
+    """(generator, params, priority) of a submit request; priority None if not asked."""
     fields: dict[str, str] = {}
     for unknown in sorted(set(body) - SUBMIT_FIELDS):
         fields[unknown[:64]] = "unknown field"
@@ -42,9 +68,10 @@ def submission(body: dict[str, Any]) -> tuple[str, dict[str, Any], Priority]:
     params = body.get("params", {})
     if not isinstance(params, dict):
         fields["params"] = "must be an object"
-    priority = Priority.NORMAL
+    priority = None
     try:
-        priority = Priority.parse(_text(body.get("priority", "normal")))
+        if body.get("priority") is not None:
+            priority = Priority.parse(_text(body["priority"]))
     except ValueError as error:
         fields["priority"] = str(error)
     if fields:
@@ -64,7 +91,7 @@ def list_query(args: Any) -> tuple[list[JobStatus], int, int | None]:
     limit = DEFAULT_LIMIT
     raw_limit = args.get("limit", "")
     if raw_limit:
-        if raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIMIT:
+        if _LIMIT.fullmatch(raw_limit) and 1 <= int(raw_limit) <= MAX_LIMIT:
             limit = int(raw_limit)
         else:
             fields["limit"] = f"an integer from 1 to {MAX_LIMIT}"
@@ -78,6 +105,21 @@ def list_query(args: Any) -> tuple[list[JobStatus], int, int | None]:
     return statuses, limit, before
 
 
+def idempotency_key(headers: Headers) -> str | None:
+    """The `Idempotency-Key` header: 1-255 printable ASCII characters, or absent."""
+    value = headers.get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise ApiError(
+            400,
+            "invalid_header",
+            f"{IDEMPOTENCY_HEADER} must be 1 to 255 printable ASCII characters",
+            fields={IDEMPOTENCY_HEADER: "1 to 255 printable ASCII characters"},
+        )
+    return value
+
+
 def encode_cursor(pk: int) -> str:
     return base64.urlsafe_b64encode(f"pk:{pk}".encode()).decode().rstrip("=")
 
@@ -88,7 +130,7 @@ def decode_cursor(cursor: str) -> int | None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
     prefix, _, number = text.partition(":")
-    if prefix != "pk" or not number.isdigit() or len(number) > 18:
+    if prefix != "pk" or not (number.isascii() and number.isdigit()) or len(number) > 18:
         return None
     return int(number)
 
@@ -96,6 +138,49 @@ def decode_cursor(cursor: str) -> int | None:
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("priority must be one of: high, normal, low")
+    return value
+
+
+def _body(request: Request) -> bytes:
+    raw = request.get_data(cache=False)
+    limit = request.max_content_length
+    if limit is not None and request.content_length is None and len(raw) >= limit:
+        # A streamed (chunked) body is cut at the limit without an error; say so.
+        raise RequestEntityTooLarge()
+    return raw
+
+
+def _check_values(body: dict[str, Any]) -> None:
+    """Reject nesting deeper than MAX_DEPTH and strings that are not valid Unicode."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ApiError(
+                400, "malformed_json", f"the body is nested more than {MAX_DEPTH} levels deep"
+            )
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in (*value, *value.values()))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and not _is_unicode(value):
+            raise ApiError(
+                400, "malformed_json", "the body has a lone surrogate escape (\\ud800-\\udfff)"
+            )
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is out of range")
     return value
 
 

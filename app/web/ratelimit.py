@@ -1,0 +1,31 @@
+"""Per-key request rate limits (Flask-Limiter), applied to the API in AUTH_MODE=keys.
+
+The window is counted per owner (a key's name, so a rotated key does not double the
+allowance) in this process's memory. With several processes or machines each keeps its
+own window, so the effective limit is RATE_LIMIT times the number of processes
+(docs/security.md). Open mode has no keys and no limit: it is for local use.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+from flask_limiter import Limiter
+
+from .auth import current_principal
+
+LIMITER_EXTENSION = "rate_limiter"
+
+
+def init_rate_limit(app: Flask, api: Blueprint) -> None:
+    config = app.config["SERVICE_CONFIG"]
+    limiter = Limiter(
+        key_func=lambda: current_principal().owner,
+        storage_uri="memory://",
+        strategy="moving-window",
+        headers_enabled=True,
+        key_prefix="api",
+    )
+    limiter.init_app(app)
+    if config.requires_keys:
+        limiter.limit(config.rate_limit)(api)
+    app.extensions[LIMITER_EXTENSION] = limiter
