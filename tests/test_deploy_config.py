@@ -23,12 +23,14 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from app.config import Config
+from app.config import Config, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 FLY = tomllib.loads((ROOT / "fly.toml").read_text())
 FLY_ENV = FLY["env"]
+# What `fly secrets set` provides on top of [env]; docs/operations.md lists them.
+FLY_SECRETS = {"SECRET_KEY": "a-fly-secret-set-with-fly-secrets-set"}
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -53,6 +55,8 @@ def gunicorn_settings(monkeypatch, tmp_path):
     """gunicorn.conf.py's settings as gunicorn sees them on Fly (fly.toml's [env])."""
     monkeypatch.chdir(tmp_path)  # no stray .env
     for name, value in FLY_ENV.items():
+        monkeypatch.setenv(name, value)
+    for name, value in FLY_SECRETS.items():
         monkeypatch.setenv(name, value)
     return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
 
@@ -110,6 +114,13 @@ def test_image_exposes_the_port_fly_routes_to(gunicorn_settings):
     assert FLY_ENV["PORT"] == str(port) and f"PORT={port}" in " ".join(instruction("ENV"))
     assert gunicorn_settings["bind"] == f"0.0.0.0:{port}"
     assert FLY["metrics"] == {"port": port, "path": "/metrics"}
+
+
+def test_a_deployment_requires_api_keys_and_their_secret():
+    assert FLY_ENV["AUTH_MODE"] == "keys"
+    assert Config.from_env(FLY_ENV | FLY_SECRETS, dotenv=False).requires_keys
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        Config.from_env(FLY_ENV, dotenv=False)
 
 
 def test_healthcheck_uses_python_against_health(app):
@@ -171,7 +182,7 @@ def test_fly_stops_with_sigterm_after_gunicorn_has_drained(gunicorn_settings):
 
 
 def test_fly_env_is_a_valid_configuration():
-    config = Config.from_env(FLY_ENV, dotenv=False)
+    config = Config.from_env(FLY_ENV | FLY_SECRETS, dotenv=False)
     required = {"GENERATION_WORKERS", "GENERATION_QUEUE_SIZE", "WEB_CONCURRENCY", "WEB_THREADS"}
     assert required | {"PORT"} <= FLY_ENV.keys()
     assert config.generation_workers == 2 and config.web_threads == 8

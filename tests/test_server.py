@@ -16,7 +16,9 @@ import requests
 from app.generation.db import create_database_engine
 from app.generation.keys import KeyStore, Tier
 
-from .server import Server, gunicorn
+from .servers import Server, gunicorn
+
+APP = "tests.wsgi_with_test_generators:app"
 
 CAPACITY = 5
 BURST = 40
@@ -39,7 +41,7 @@ def gated_job(gate: Path, tag: int) -> dict:
 def test_a_burst_fills_the_queue_exactly_and_refuses_the_rest(tmp_path):
     gate = tmp_path / "open-the-gate"
     settings = {"GENERATION_QUEUE_SIZE": str(CAPACITY), "GENERATION_WORKERS": "1"}
-    with gunicorn(tmp_path, WEB_THREADS="48", **settings) as server:
+    with gunicorn(tmp_path, settings | {"WEB_THREADS": "48"}, app=APP) as server:
         submit = f"{server.url}/api/v1/jobs"
         blocker = requests.post(submit, json=gated_job(gate, -1), timeout=10).json()
         wait_for_status(server, blocker["id"], {"running"})  # the one worker is now busy
@@ -70,9 +72,18 @@ def test_a_burst_fills_the_queue_exactly_and_refuses_the_rest(tmp_path):
         assert stats["queue_size"] == 0
 
 
+def port_of(server: Server) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+def worker_pids(server: Server) -> list[int]:
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    return [int(pid) for pid in children.read_text().split()]
+
+
 def open_result_files(server: Server) -> list[str]:
     paths = []
-    for pid in server.worker_pids():
+    for pid in worker_pids(server):
         for fd in Path(f"/proc/{pid}/fd").iterdir():
             try:
                 target = os.readlink(fd)
@@ -88,7 +99,7 @@ def hang_up_mid_download(server: Server, path: str) -> list[str]:
     Returns the result files the server had open while the download was under way."""
     with socket.socket() as client:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        client.connect(("127.0.0.1", server.port))
+        client.connect(("127.0.0.1", port_of(server)))
         client.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
         assert client.recv(65536).startswith(b"HTTP/1.1 200")
         open_during = open_result_files(server)
@@ -97,7 +108,7 @@ def hang_up_mid_download(server: Server, path: str) -> list[str]:
 
 
 def test_a_client_that_hangs_up_mid_download_costs_nothing(tmp_path):
-    with gunicorn(tmp_path) as server:
+    with gunicorn(tmp_path, app=APP) as server:
         submit = f"{server.url}/api/v1/jobs"
         job = requests.post(submit, json={"generator": "blob", "params": {"megabytes": 64}})
         done = wait_for_status(server, job.json()["id"], {"succeeded"})
@@ -119,7 +130,7 @@ def test_a_client_that_hangs_up_mid_download_costs_nothing(tmp_path):
 
 
 def test_an_oversize_chunked_body_is_413_on_a_real_server(tmp_path):
-    with gunicorn(tmp_path, MAX_CONTENT_LENGTH="2048") as server:
+    with gunicorn(tmp_path, {"MAX_CONTENT_LENGTH": "2048"}, app=APP) as server:
         chunks = iter([b'{"generator": "record", "params": {"pad": "', b"x" * 4096, b'"}}'])
         response = requests.post(f"{server.url}/api/v1/jobs", data=chunks, timeout=10)
         assert response.request.headers["Transfer-Encoding"] == "chunked"
@@ -130,8 +141,8 @@ def test_an_oversize_chunked_body_is_413_on_a_real_server(tmp_path):
 
 def test_keys_mode_over_real_http(tmp_path):
     settings = {"AUTH_MODE": "keys", "SECRET_KEY": "k" * 32}
-    with gunicorn(tmp_path, **settings) as server:
-        engine = create_database_engine(f"sqlite:///{tmp_path / 'server.db'}")
+    with gunicorn(tmp_path, settings, app=APP) as server:
+        engine = create_database_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
         _, key = KeyStore(engine).create("alice", Tier.FREE)
         engine.dispose()
         submit = f"{server.url}/api/v1/jobs"

@@ -7,11 +7,20 @@ from app.generation.generators import default_registry
 from app.logs import configure_logging
 from app.wiring import build_service
 
-from .generators import FailingGenerator, SleepGenerator
+from .generators import (
+    BlobGenerator,
+    FailingGenerator,
+    FileGateGenerator,
+    RecordingGenerator,
+    SleepGenerator,
+)
 
 config = Config.from_env()
 configure_logging(config.log_level)
 registry = default_registry()
 registry.register(SleepGenerator())
 registry.register(FailingGenerator())
+registry.register(FileGateGenerator())
+registry.register(BlobGenerator())
+registry.register(RecordingGenerator())
 app = create_app(config, build_service(config, registry))
