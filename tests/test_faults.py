@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from app import create_app
+from app import create_app, logs
 from app.generation import GenerationService, JobStatus, db
 from app.generation.db import create_database_engine, create_schema
 from app.generation.generators import GeneratorRegistry, OutputFile
@@ -37,9 +37,30 @@ def hang() -> Iterator[HangingGenerator]:
     hang.unblock.set()
 
 
+class LogContextProbe(GateGenerator):
+    """A gate that notes the `job_id` log field its run thread sees."""
+
+    name = "probe"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str | None] = []
+
+    def run(self, params, context):
+        self.seen.append(logs.job_id.get())
+        return super().run(params, context)
+
+
 @pytest.fixture
-def registry(recorder, gate, hang) -> GeneratorRegistry:
-    return GeneratorRegistry([ImagesGenerator(), recorder, gate, hang])
+def probe() -> Iterator[LogContextProbe]:
+    probe = LogContextProbe()
+    yield probe
+    probe.release()
+
+
+@pytest.fixture
+def registry(recorder, gate, hang, probe) -> GeneratorRegistry:
+    return GeneratorRegistry([ImagesGenerator(), recorder, gate, hang, probe])
 
 
 def test_a_job_past_its_timeout_fails_and_the_worker_moves_on(make_service, gate):
@@ -80,6 +101,16 @@ def test_a_generator_that_ignores_cancellation_is_abandoned_not_waited_for(
         if event.job_id == stuck.id:
             stuck_events.append(event.type)
     assert stuck_events[-1] == "failed" and "progress" not in stuck_events
+
+
+def test_a_run_under_a_deadline_keeps_the_jobs_log_context(make_service, probe):
+    service = make_service(job_timeout=60)
+    service.observers.add(logs.JobLogContext())
+    service.start()
+    job = service.submit("probe", {})
+    probe.release()
+    assert wait_for(service, job.id).status is JobStatus.SUCCEEDED
+    assert probe.seen == [job.id]
 
 
 class FillingDisk(ResultStore):

@@ -6,11 +6,14 @@ import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from app import create_app
 from app.generation import TooManyJobsError
 from app.generation.keys import Tier
 
 from .conftest import TEST_SECRET_KEY
+from .test_observers import Journal
 from .test_service import hold_worker
 
 
@@ -42,6 +45,16 @@ def test_a_key_with_too_many_queued_jobs_gets_429(config, service, gate):
     assert int(refused.headers["Retry-After"]) >= 1
     assert submit(client, bob).status_code == 202  # a quota is per owner
     assert service.store.count_queued("alice") == 2
+
+
+def test_quota_refusals_are_reported_to_observers(service, gate):
+    journal = Journal()
+    service.observers.add(journal)
+    hold_worker(service, gate)
+    service.submit("record", {}, owner="alice", max_queued=1)
+    with pytest.raises(TooManyJobsError):
+        service.submit("record", {}, owner="alice", max_queued=1)
+    assert ("rejected", "too_many_jobs") in journal.calls
 
 
 def test_the_quota_frees_up_as_jobs_leave_the_queue(config, service, gate):
