@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from app.generation import IdempotencyKeyReusedError, Priority, QueueFullError
+from app.generation.admission import Admission
+from app.generation.queue import JobQueue
 
 from .conftest import wait_for
 from .test_service import hold_worker
@@ -85,6 +89,21 @@ def test_concurrent_repeats_create_one_job(make_service, gate):
         ids = set(pool.map(attempt, range(8)))
     assert len(ids) == 1
     assert service.stats()["queue_size"] == 1  # the losers gave their slots back
+
+
+def test_a_duplicate_that_loses_the_insert_race_gets_the_winners_job(service):
+    # Both passed the lookup before either wrote its row; the unique index decides.
+    winner = service.submit("record", {"tag": 1}, idempotency_key="race")
+    queue = JobQueue(capacity=1)
+    admission = Admission(service.store, queue, retry_after=lambda: 1)
+    loser = dataclasses.replace(winner, pk=0, id=uuid.uuid4().hex, position=None)
+    admitted = admission.admit(loser)
+    assert admitted.id == winner.id and admitted.replayed
+    different = dataclasses.replace(loser, request_hash="0" * 64)
+    with pytest.raises(IdempotencyKeyReusedError):
+        admission.admit(different)
+    assert len(queue) == 0
+    queue.reserve()  # the only slot, which both losers held in turn, was given back
 
 
 def post(client, key, body, headers=None):

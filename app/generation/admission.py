@@ -11,11 +11,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from .errors import IdempotencyKeyReusedError, QueueFullError, TooManyJobsError
 from .jobs import JobStore
@@ -42,18 +45,32 @@ class Admission:
         self._owner_locks = [threading.Lock() for _ in range(OWNER_LOCK_STRIPES)]
 
     def earlier(self, owner: str, key: str, request_hash: str) -> Job | None:
-        """The job a previous request with this key created, if that request was the same;
-        IdempotencyKeyReusedError if it was not."""
+        """The job a previous request with this key created (marked `replayed`), if that
+        request was the same; IdempotencyKeyReusedError if it was not."""
         earlier = self._store.find_by_idempotency_key(owner, key)
-        if earlier is not None and earlier.request_hash != request_hash:
+        if earlier is None:
+            return None
+        if earlier.request_hash != request_hash:
             raise IdempotencyKeyReusedError(key, earlier.id)
-        return earlier
+        return dataclasses.replace(earlier, replayed=True)
 
     def admit(self, job: Job, max_queued: int | None = None) -> Job:
         """Check the owner's quota, hold a queue slot and write the row; all or nothing.
+        If a concurrent request with the same idempotency key wrote its row first, return
+        that request's job instead (or refuse, if its request was a different one).
 
-        Raises TooManyJobsError, QueueFullError, or the database's error (IntegrityError
-        when another request took the same idempotency key first)."""
+        Raises TooManyJobsError, QueueFullError, IdempotencyKeyReusedError, or the
+        database's error."""
+        try:
+            return self._admit(job, max_queued)
+        except IntegrityError:
+            key, request_hash = job.idempotency_key, job.request_hash
+            earlier = self.earlier(job.owner, key, request_hash) if key and request_hash else None
+            if earlier is None:
+                raise
+            return earlier
+
+    def _admit(self, job: Job, max_queued: int | None) -> Job:
         if max_queued is None:
             return self._insert(job)
         # The count and the insert must not interleave with another submit of the same

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from .admission import Admission, fingerprint
 from .errors import (
@@ -205,7 +205,7 @@ class GenerationService:
             self.observers.rejected(REJECTION_REASONS[type(refused)])
             raise
         if job.replayed:
-            return job
+            return self.describe(job)
         # Announce before indexing: once indexed, a worker may claim it and publish `started`.
         position = self._queue.rank(job.priority, job.pk)
         eta = round(self._queued_eta(job, position), 1)
@@ -353,13 +353,14 @@ class GenerationService:
         max_queued: int | None,
     ) -> Job:
         """The new row, its queue slot reserved but not yet indexed; or, for a repeated
-        idempotency key, the job the first request created."""
+        idempotency key, the job the first request created (marked `replayed`)."""
         if not self.accepting:
             raise ServiceStoppedError("the generation service is not accepting jobs")
         request_hash = None
         if idempotency_key is not None:
             request_hash = fingerprint(generator, params, priority)
-            if (earlier := self._replay(owner, idempotency_key, request_hash)) is not None:
+            earlier = self._admission.earlier(owner, idempotency_key, request_hash)
+            if earlier is not None:
                 return earlier
         new = self._new_job(
             owner,
@@ -369,18 +370,7 @@ class GenerationService:
             idempotency_key=idempotency_key,
             request_hash=request_hash,
         )
-        try:
-            return self._admission.admit(new, max_queued)
-        except IntegrityError:
-            # Another request with the same key won the race for the unique index.
-            earlier = self._replay(owner, idempotency_key, request_hash) if request_hash else None
-            if earlier is None:
-                raise
-            return earlier
-
-    def _replay(self, owner: str, key: str, request_hash: str) -> Job | None:
-        earlier = self._admission.earlier(owner, key, request_hash)
-        return dataclasses.replace(self.describe(earlier), replayed=True) if earlier else None
+        return self._admission.admit(new, max_queued)
 
     def _new_job(
         self,
