@@ -27,6 +27,7 @@ from app.generation.jobs import JobStore
 from app.generation.results import FilesystemResultStore, ResultInfo, ResultStore
 
 from .conftest import wait_for
+from .cpu_generators import StubbornGenerator
 from .generators import GateGenerator, HangingGenerator, RecordingGenerator
 
 
@@ -60,7 +61,7 @@ def probe() -> Iterator[LogContextProbe]:
 
 @pytest.fixture
 def registry(recorder, gate, hang, probe) -> GeneratorRegistry:
-    return GeneratorRegistry([ImagesGenerator(), recorder, gate, hang, probe])
+    return GeneratorRegistry([ImagesGenerator(), recorder, gate, hang, probe, StubbornGenerator()])
 
 
 def test_a_job_past_its_timeout_fails_and_the_worker_moves_on(make_service, gate):
@@ -101,6 +102,18 @@ def test_a_generator_that_ignores_cancellation_is_abandoned_not_waited_for(
         if event.job_id == stuck.id:
             stuck_events.append(event.type)
     assert stuck_events[-1] == "failed" and "progress" not in stuck_events
+
+
+def test_a_stubborn_job_in_a_worker_process_is_killed_at_its_timeout(make_service):
+    service = make_service(cpu_isolation="process", job_timeout=0.5)
+    service.start()
+    stuck = service.submit("stubborn", {"seconds": 60})
+    failed = wait_for(service, stuck.id, timeout=30)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error == "timed out after 0.5 seconds (JOB_TIMEOUT_SECONDS)"
+    assert service.stats()["abandoned_runs"] == 0  # a process is killed, not abandoned
+    follower = service.submit("record", {"tag": "next"})  # in-thread: no process to respawn
+    assert wait_for(service, follower.id, timeout=30).status is JobStatus.SUCCEEDED
 
 
 def test_a_run_under_a_deadline_keeps_the_jobs_log_context(make_service, probe):
