@@ -37,7 +37,11 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Config:
     generation_workers: int = 2
+    generation_workers_max: int = 2
     generation_queue_size: int = 100
+    priority_aging_seconds: int = 60
+    generation_scale_up_seconds: int = 5
+    generation_worker_idle_seconds: int = 60
     web_concurrency: int = 1
     web_threads: int = 8
     port: int = 8000
@@ -82,10 +86,21 @@ class Config:
                 load_dotenv(Path.cwd() / ".env", override=False)
             environ = os.environ
         reader = _Reader(environ)
+        workers = reader.integer("GENERATION_WORKERS", cls.generation_workers, 1, 64)
         config = cls(
-            generation_workers=reader.integer("GENERATION_WORKERS", cls.generation_workers, 1, 64),
+            generation_workers=workers,
+            generation_workers_max=reader.integer("GENERATION_WORKERS_MAX", workers, 1, 64),
             generation_queue_size=reader.integer(
                 "GENERATION_QUEUE_SIZE", cls.generation_queue_size, 1, 1_000_000
+            ),
+            priority_aging_seconds=reader.integer(
+                "PRIORITY_AGING_SECONDS", cls.priority_aging_seconds, 1, 86_400
+            ),
+            generation_scale_up_seconds=reader.integer(
+                "GENERATION_SCALE_UP_SECONDS", cls.generation_scale_up_seconds, 1, 3_600
+            ),
+            generation_worker_idle_seconds=reader.integer(
+                "GENERATION_WORKER_IDLE_SECONDS", cls.generation_worker_idle_seconds, 1, 86_400
             ),
             web_concurrency=reader.integer("WEB_CONCURRENCY", cls.web_concurrency, 1, 64),
             web_threads=reader.integer("WEB_THREADS", cls.web_threads, 1, 4096),
@@ -141,6 +156,11 @@ class Config:
 
     def check(self) -> None:
         """Reject combinations that would silently misbehave."""
+        if self.generation_workers_max < self.generation_workers:
+            raise ConfigError(
+                f"GENERATION_WORKERS_MAX ({self.generation_workers_max}) must be at least "
+                f"GENERATION_WORKERS ({self.generation_workers})"
+            )
         if self.requires_keys and len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
             raise ConfigError(
                 f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters when "

@@ -123,7 +123,7 @@ class ServiceCollector(Collector):
             "generation_queue_capacity", "GENERATION_QUEUE_SIZE.", value=service.queue_capacity
         )
         yield GaugeMetricFamily(
-            "generation_workers", "GENERATION_WORKERS.", value=service.worker_count
+            "generation_workers", "Worker threads now.", value=service.worker_count
         )
         yield GaugeMetricFamily(
             "generation_active_workers", "Workers running a job now.", value=service.active_workers

@@ -23,11 +23,15 @@ def build_service(config: Config, generators: GeneratorRegistry | None = None) -
         FilesystemResultStore(config.results_dir),
         generators if generators is not None else build_registry(config),
         workers=config.generation_workers,
+        workers_max=max(config.generation_workers, config.generation_workers_max),
         queue_size=config.generation_queue_size,
         max_attempts=config.job_max_attempts,
         cpu_isolation=config.generation_cpu_isolation,
         job_timeout=config.job_timeout_seconds,
         result_ttl=config.result_ttl,
+        aging_seconds=config.priority_aging_seconds,
+        scale_up_seconds=config.generation_scale_up_seconds,
+        idle_worker_seconds=config.generation_worker_idle_seconds,
     )
 
 

@@ -1,26 +1,37 @@
+"""The thread-safe queue: capacity, blocking, removal, waking. Order is test_scheduling's."""
+
 import threading
 
 import pytest
 
 from app.generation import Priority, QueueFullError, ServiceStoppedError
 from app.generation.queue import JobQueue
+from app.generation.scheduling import QueueEntry
+
+
+def make_queue(capacity: int) -> JobQueue:
+    return JobQueue(capacity, clock=lambda: 0.0)  # no job ages
+
+
+def entry(job_id: str, priority: Priority = Priority.NORMAL, order: int = 0) -> QueueEntry:
+    return QueueEntry(job_id, priority, order, "anonymous", enqueued_at=0.0)
 
 
 def fill(queue: JobQueue, *jobs: tuple[str, Priority]) -> None:
     for order, (job_id, priority) in enumerate(jobs, start=1):
         queue.reserve()
-        queue.put(job_id, priority, order)
+        queue.put(entry(job_id, priority, order))
 
 
 def drain(queue: JobQueue) -> list[str]:
     out = []
-    while (ticket := queue.get(timeout=0)) is not None:
-        out.append(ticket.job_id)
+    while (taken := queue.get(timeout=0)) is not None:
+        out.append(taken.job_id)
     return out
 
 
 def test_higher_priority_comes_out_first_and_fifo_within_a_level():
-    queue = JobQueue(10)
+    queue = make_queue(10)
     fill(
         queue,
         ("low1", Priority.LOW),
@@ -34,17 +45,20 @@ def test_higher_priority_comes_out_first_and_fifo_within_a_level():
 
 
 def test_reserve_rejects_when_full_and_release_frees_the_slot():
-    queue = JobQueue(2)
+    queue = make_queue(2)
     fill(queue, ("a", Priority.NORMAL))
     queue.reserve()
     with pytest.raises(QueueFullError):
         queue.reserve()
+    with pytest.raises(QueueFullError):
+        queue.check_room()
     queue.release()
+    queue.check_room()  # checking holds nothing
     queue.reserve()  # the released slot is available again
 
 
 def test_removed_job_is_skipped_and_frees_capacity():
-    queue = JobQueue(2)
+    queue = make_queue(2)
     fill(queue, ("a", Priority.NORMAL), ("b", Priority.NORMAL))
     assert queue.remove("a")
     assert not queue.remove("a")
@@ -52,18 +66,28 @@ def test_removed_job_is_skipped_and_frees_capacity():
     assert drain(queue) == ["b"]
 
 
-def test_position_counts_jobs_that_start_before():
-    queue = JobQueue(10)
+def test_depth_and_version_follow_every_change():
+    queue = make_queue(10)
     fill(queue, ("n1", Priority.NORMAL), ("n2", Priority.NORMAL), ("h1", Priority.HIGH))
-    assert queue.position("h1") == 0
-    assert queue.position("n1") == 1
-    assert queue.position("n2") == 2
-    assert queue.position("missing") is None
     assert queue.depth_by_priority() == {Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 0}
+    before = queue.version
+    queue.remove("n2")
+    queue.get(timeout=0)
+    assert queue.version == before + 2
+    assert queue.depth_by_priority() == {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 0}
+    assert "n1" in queue and "h1" not in queue and len(queue) == 1
+
+
+def test_snapshot_is_a_private_copy():
+    queue = make_queue(10)
+    fill(queue, ("a", Priority.NORMAL))
+    version, index = queue.snapshot()
+    assert index.pop(0.0).job_id == "a"
+    assert "a" in queue and version == queue.version
 
 
 def test_close_wakes_waiting_getters_and_refuses_new_work():
-    queue = JobQueue(2)
+    queue = make_queue(2)
     results = []
     waiter = threading.Thread(target=lambda: results.append(queue.get()))
     waiter.start()
@@ -74,10 +98,17 @@ def test_close_wakes_waiting_getters_and_refuses_new_work():
         queue.reserve()
 
 
+def test_wake_makes_a_waiter_whose_stop_condition_holds_return_none():
+    queue = make_queue(2)
+    stop = threading.Event()
+    results = []
+    waiter = threading.Thread(target=lambda: results.append(queue.get(stop=stop.is_set)))
+    waiter.start()
+    stop.set()
+    queue.wake()
+    waiter.join(2)
+    assert results == [None] and not waiter.is_alive()
+
+
 def test_get_times_out_with_none():
-    assert JobQueue(1).get(timeout=0.01) is None
-
-
-def test_capacity_must_be_positive():
-    with pytest.raises(ValueError, match="at least 1"):
-        JobQueue(0)
+    assert make_queue(1).get(timeout=0.01) is None

@@ -15,6 +15,7 @@ from .errors import (
 )
 from .keys import ANONYMOUS
 from .models import Job, JobStatus, Priority
+from .outlook import Quote
 from .service import GenerationService
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "PriorityNotAllowedError",
     "Priority",
     "QueueFullError",
+    "Quote",
     "ServiceStoppedError",
     "TooManyJobsError",
 ]

@@ -54,6 +54,16 @@ class Admission:
             raise IdempotencyKeyReusedError(key, earlier.id)
         return dataclasses.replace(earlier, replayed=True)
 
+    def check(self, owner: str, max_queued: int | None = None) -> None:
+        """Raise as `admit` would for the owner's quota or a full queue, holding nothing
+        (for quotes)."""
+        if max_queued is not None and self._store.count_queued(owner) >= max_queued:
+            raise TooManyJobsError(max_queued, self._retry_after())
+        try:
+            self._queue.check_room()
+        except QueueFullError as full:
+            raise QueueFullError(full.capacity, self._retry_after()) from None
+
     def admit(self, job: Job, max_queued: int | None = None) -> Job:
         """Check the owner's quota, hold a queue slot and write the row; all or nothing.
         If a concurrent request with the same idempotency key wrote its row first, return

@@ -132,6 +132,17 @@ class EventBus:
             events = list(self._history.get(job_id, ()))
         return [event for event in events if event.seq > since]
 
+    def watched(self) -> set[str] | None:
+        """The job ids some subscriber follows; None when one follows every job."""
+        with self._lock:
+            subscribers = list(self._subscribers)
+        followed: set[str] = set()
+        for subscription in subscribers:
+            if subscription.job_ids is None:
+                return None
+            followed.update(subscription.job_ids)
+        return followed
+
     def subscriber_count(self) -> int:
         with self._lock:
             return len(self._subscribers)

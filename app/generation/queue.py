@@ -1,107 +1,126 @@
-"""The bounded, in-memory priority index over queued job rows.
+"""The bounded, thread-safe, in-memory queue: an index over queued job rows.
 
-Entries are `[priority, order, job_id]` in a heap (huey's MemoryStorage shape): lowest
-priority value first, then lowest `order` (the row's insertion key), so jobs of one
-level run first-in first-out. Cancelling removes an entry lazily: the entry's job id is
-blanked and the heap skips it when it surfaces.
+The order is the scheduling policy's (scheduling.py: aging priority, then fair turns
+between owners, then FIFO); this module adds capacity, blocking and thread safety.
 
 Capacity is taken in two steps so a slot is never promised twice: `reserve()` holds a
 slot while the caller writes the job row, then `put()` fills it or `release()` gives it
 back if the write failed.
 
-Lock invariant: `_lock` guards `_heap`, `_entries`, `_reserved` and `_closed`;
-`len(_entries) + _reserved <= capacity` holds whenever `_lock` is free.
+Lock invariant: `_lock` guards `_index`, `_depth`, `_reserved`, `_closed` and `version`;
+`len(_index) + _reserved <= capacity` holds whenever `_lock` is free (recovery at start
+may exceed it: rows accepted before a restart are never dropped).
 """
 
 from __future__ import annotations
 
-import heapq
 import threading
+import time
 from collections import Counter
-from typing import NamedTuple
+from collections.abc import Callable
 
 from .errors import QueueFullError, ServiceStoppedError
 from .models import Priority
+from .scheduling import QueueEntry, SchedulingIndex
 
-_REMOVED = ""
-
-
-class Ticket(NamedTuple):
-    """A job's place in the queue, as `get()` hands it out (and `put()` can take it back)."""
-
-    job_id: str
-    priority: Priority
-    order: int
+DEFAULT_AGING_SECONDS = 60.0
 
 
 class JobQueue:
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        aging_seconds: float = DEFAULT_AGING_SECONDS,
+        clock: Callable[[], float] = time.time,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
-        self._heap: list[list[int | str]] = []
-        self._entries: dict[str, list[int | str]] = {}
+        self.version = 0  # bumped by every change; forecasts cache on it
+        self._index = SchedulingIndex(aging_seconds)
+        self._depth: Counter[Priority] = Counter()
         self._reserved = 0
         self._closed = False
+        self._clock = clock
+        self._on_change = on_change
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
+
+    @property
+    def aging_seconds(self) -> float:
+        return self._index.aging_seconds
 
     def reserve(self) -> None:
         """Hold one slot; raise QueueFullError when none is free."""
         with self._lock:
-            if self._closed:
-                raise ServiceStoppedError("the generation service is shutting down")
-            if len(self._entries) + self._reserved >= self.capacity:
-                raise QueueFullError(self.capacity)
+            self._check_room()
             self._reserved += 1
+
+    def check_room(self) -> None:
+        """Raise as `reserve()` would, without holding a slot (for quotes)."""
+        with self._lock:
+            self._check_room()
 
     def release(self) -> None:
         """Give back a slot taken by `reserve()` that will not be filled."""
         with self._lock:
             self._reserved -= 1
 
-    def put(self, job_id: str, priority: Priority, order: int, *, reserved: bool = True) -> None:
-        """Add a job; with `reserved=False` (recovery at start) capacity is not enforced."""
-        entry: list[int | str] = [int(priority), order, job_id]
+    def put(self, entry: QueueEntry, *, reserved: bool = True) -> None:
+        """Add a job; with `reserved=False` (recovery, retries) capacity is not enforced."""
         with self._lock:
             if reserved:
                 self._reserved -= 1
-            self._entries[job_id] = entry
-            heapq.heappush(self._heap, entry)
+            self._index.add(entry, self._clock())
+            self._depth[entry.priority] += 1
+            self._changed()
             self._not_empty.notify()
+        self._on_change()
 
-    def get(self, timeout: float | None = None) -> Ticket | None:
-        """Remove and return the next job; None when closed or after `timeout` seconds."""
+    def get(
+        self, timeout: float | None = None, *, stop: Callable[[], bool] = lambda: False
+    ) -> QueueEntry | None:
+        """Remove and return the job the policy starts next.
+
+        Returns None when the queue is closed, after `timeout` seconds, or when `stop()`
+        is true; `stop` is checked under the lock, and `wake()` makes waiters check again.
+        """
         with self._not_empty:
             while True:
-                while self._heap and self._heap[0][2] == _REMOVED:
-                    heapq.heappop(self._heap)
-                if self._closed:
+                if self._closed or stop():
                     return None
-                if self._heap:
-                    priority, order, job_id = heapq.heappop(self._heap)
-                    del self._entries[str(job_id)]
-                    return Ticket(str(job_id), Priority(priority), int(order))
+                entry = self._index.pop(self._clock())
+                if entry is not None:
+                    self._depth[entry.priority] -= 1
+                    self._changed()
+                    break
                 if not self._not_empty.wait(timeout):
                     return None
+        self._on_change()
+        return entry
 
     def remove(self, job_id: str) -> bool:
         """Drop a queued job (cancelled); False if it was not in the queue."""
         with self._lock:
-            entry = self._entries.pop(job_id, None)
+            entry = self._index.remove(job_id)
             if entry is None:
                 return False
-            entry[2] = _REMOVED
-            return True
+            self._depth[entry.priority] -= 1
+            self._changed()
+        self._on_change()
+        return True
 
-    def position(self, job_id: str) -> int | None:
-        """How many queued jobs will start before this one; None if it is not queued."""
+    def wake(self) -> None:
+        """Make every waiting `get()` re-check its `stop` condition."""
         with self._lock:
-            entry = self._entries.get(job_id)
-            if entry is None:
-                return None
-            key = entry[:2]
-            return sum(1 for other in self._entries.values() if other[:2] < key)
+            self._not_empty.notify_all()
+
+    def snapshot(self) -> tuple[int, SchedulingIndex]:
+        """(version, a private copy of the index) for forecasting."""
+        with self._lock:
+            return self.version, self._index.copy()
 
     def rank(self, priority: Priority, order: int) -> int:
         """How many queued jobs would start before a job with this priority and order."""
@@ -111,8 +130,7 @@ class JobQueue:
 
     def depth_by_priority(self) -> dict[Priority, int]:
         with self._lock:
-            counts = Counter(entry[0] for entry in self._entries.values())
-        return {priority: counts.get(int(priority), 0) for priority in Priority}
+            return {priority: self._depth[priority] for priority in Priority}
 
     def close(self) -> None:
         """Wake every waiting `get()` with None; later reservations fail."""
@@ -120,10 +138,23 @@ class JobQueue:
             self._closed = True
             self._not_empty.notify_all()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def __len__(self) -> int:
         with self._lock:
-            return len(self._entries)
+            return len(self._index)
 
     def __contains__(self, job_id: object) -> bool:
         with self._lock:
-            return job_id in self._entries
+            return job_id in self._index
+
+    def _check_room(self) -> None:
+        if self._closed:
+            raise ServiceStoppedError("the generation service is shutting down")
+        if len(self._index) + self._reserved >= self.capacity:
+            raise QueueFullError(self.capacity)
+
+    def _changed(self) -> None:
+        self.version += 1

@@ -18,7 +18,6 @@ from typing import Any
 
 from .deadline import DeadlineExceeded, call_with_deadline, deadline_timer
 from .errors import GeneratorError, JobCancelled
-from .eta import RunTimeEstimator
 from .events import EventBus
 from .generators import GeneratorRegistry
 from .jobs import JobStore
@@ -117,7 +116,6 @@ class JobRunner:
         results: ResultStore,
         generators: GeneratorRegistry,
         bus: EventBus,
-        estimator: RunTimeEstimator,
         clock: Callable[[], datetime],
         observer: JobObserver | None = None,
         timeout: float | None = None,
@@ -126,7 +124,6 @@ class JobRunner:
         self._results = results
         self._generators = generators
         self._bus = bus
-        self._estimator = estimator
         self._clock = clock
         self._observer = observer or JobObserver()
         self._timeout = timeout
@@ -173,7 +170,6 @@ class JobRunner:
             self._observer.failed(job, exc)
             log.exception("job %s (%s) failed", job.id, job.generator)
             return self._fail(job, failure_message(exc))
-        self._estimator.record(job.generator, time.monotonic() - started)
         final = self._store.finish(
             job,
             JobStatus.SUCCEEDED,

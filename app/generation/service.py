@@ -1,18 +1,18 @@
 """GenerationService: the framework-free front door of the core.
 
-It accepts jobs (row first, then queue index), owns the worker threads that drain the
-queue, and answers questions about jobs and itself. Nothing here knows about HTTP.
+It accepts jobs (row first, then queue index), runs them on a pool of worker threads,
+and answers questions about jobs and itself: position and ETA come from a forecast of
+the scheduling policy (forecast.py). Nothing here knows about HTTP.
 
 Life cycle, as `concurrent.futures.ThreadPoolExecutor`: construct, `start()`, use,
 `shutdown(wait=True)`. Submitting before start or after shutdown raises
-`ServiceStoppedError`.
+`ServiceStoppedError`. A `gen-scheduler` thread wakes on queue changes (at most every
+ANNOUNCE_INTERVAL) and every TICK_SECONDS to resize the pool and push new positions.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import threading
 import time
 import uuid
@@ -32,27 +32,29 @@ from .errors import (
     ServiceStoppedError,
     TooManyJobsError,
 )
-from .eta import RunTimeEstimator, queued_eta, running_eta
 from .events import EventBus
 from .generators import GeneratorRegistry
 from .jobs import JobStore
 from .keys import ANONYMOUS
 from .models import Job, JobStatus, Priority
 from .observers import ObserverSet
+from .outlook import Outlook, Quote
 from .processes import WorkerProcess
-from .queue import JobQueue, Ticket
+from .queue import DEFAULT_AGING_SECONDS, JobQueue
 from .results import ResultStore
 from .retention import ResultSweeper
 from .runner import CancelToken, JobRunner
+from .scheduling import QueueEntry
 from .stats import service_stats
+from .workers import WorkerPool, WorkerScaler
 
 log = logging.getLogger(__name__)
 
 CPU_ISOLATION_MODES = ("process", "thread")
 CLAIM_RETRY_SECONDS = 1.0
 SHUTDOWN_GRACE_SECONDS = 5.0
-
-
+TICK_SECONDS = 1.0
+ANNOUNCE_INTERVAL = 0.25
 # What `observers.rejected` is told when a submission is refused.
 REJECTION_REASONS: dict[type[Exception], str] = {
     QueueFullError: "queue_full",
@@ -76,10 +78,14 @@ class GenerationService:
         generators: GeneratorRegistry,
         *,
         workers: int = 2,
+        workers_max: int | None = None,
         queue_size: int = 100,
         max_attempts: int = 3,
         cpu_isolation: str = "thread",
         job_timeout: float | None = None,
+        aging_seconds: float = DEFAULT_AGING_SECONDS,
+        scale_up_seconds: float = 5.0,
+        idle_worker_seconds: float = 60.0,
         bus: EventBus | None = None,
         clock: Callable[[], datetime] = utcnow,
         result_ttl: timedelta | None = None,
@@ -94,37 +100,41 @@ class GenerationService:
         self.generators = generators
         self.bus = bus or EventBus()
         self.observers = ObserverSet()
-        self.worker_count = workers
         self.max_attempts = max_attempts
         self.cpu_isolation = cpu_isolation
         self._clock = clock
-        self._queue = JobQueue(queue_size)
+        self._changed = threading.Event()
+        self._stopping = threading.Event()
+        self._queue = JobQueue(
+            queue_size, aging_seconds=aging_seconds, clock=self._now, on_change=self._changed.set
+        )
         self._admission = Admission(store, self._queue, self._retry_after)
-        self._estimator = RunTimeEstimator()
         self._runner = JobRunner(
-            store,
-            results,
-            generators,
-            self.bus,
-            self._estimator,
-            clock,
-            self.observers,
-            timeout=job_timeout,
+            store, results, generators, self.bus, clock, self.observers, timeout=job_timeout
         )
         self.sweeper = None
         if result_ttl:
             self.sweeper = ResultSweeper(
                 store, results, result_ttl, clock, self.observers, interval=sweep_interval
             )
-        self._threads: list[threading.Thread] = []
+        scaler = WorkerScaler(
+            workers, workers_max or workers, scale_up_seconds, idle_worker_seconds
+        )
+        self._pool = WorkerPool(
+            self._queue, self._process, scaler, self._now, helper=self._worker_process
+        )
+        self.outlook = Outlook(
+            self._queue, generators, self.bus, lambda: self._pool.count, self._now
+        )
         self._running: dict[str, CancelToken] = {}
         self._lock = threading.Lock()
         self._state = "new"
+        self._scheduler = threading.Thread(target=self._schedule, name="gen-scheduler", daemon=True)
 
     # -- life cycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Recover what a previous process left behind, then start the worker threads."""
+        """Recover what a previous process left behind, then start the threads."""
         with self._lock:
             if self._state != "new":
                 raise RuntimeError(f"cannot start a service that is {self._state}")
@@ -133,16 +143,9 @@ class GenerationService:
         if requeued or failed:
             log.warning("recovered interrupted jobs: %d requeued, %d failed", requeued, failed)
         for job in self.store.queued():
-            self._queue.put(job.id, job.priority, job.pk, reserved=False)
-        isolate = self.cpu_isolation == "process" and self.generators.has_cpu_bound
-        for number in range(1, self.worker_count + 1):
-            # Started here, after gunicorn's fork; each belongs to one worker thread.
-            process = WorkerProcess.spawn(f"gen-process-{number}") if isolate else None
-            thread = threading.Thread(
-                target=self._work, args=(process,), name=f"gen-worker-{number}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+            self._queue.put(self.outlook.entry(job), reserved=False)
+        self._pool.start()
+        self._scheduler.start()
         if self.sweeper is not None:
             self.sweeper.start()
 
@@ -169,6 +172,8 @@ class GenerationService:
                 return
             self._state = "stopping"
         self._queue.close()
+        self._stopping.set()
+        self._changed.set()
         if self.sweeper is not None:
             self.sweeper.stop()
         if wait:
@@ -207,12 +212,32 @@ class GenerationService:
         if job.replayed:
             return self.describe(job)
         # Announce before indexing: once indexed, a worker may claim it and publish `started`.
-        position = self._queue.rank(job.priority, job.pk)
-        eta = round(self._queued_eta(job, position), 1)
-        self.bus.publish(job.id, "queued", position=position, eta_seconds=eta)
+        try:
+            described = self.outlook.admit(job)
+        except Exception:  # noqa: BLE001 - a failed forecast must not strand a stored job
+            log.exception("could not forecast job %s; queueing it without an ETA", job.id)
+            described = job
+        self.bus.publish(
+            job.id, "queued", position=described.position, eta_seconds=described.eta_seconds
+        )
         self.observers.submitted(job)
-        self._queue.put(job.id, job.priority, job.pk)
-        return dataclasses.replace(job, position=position, eta_seconds=eta)
+        self._queue.put(self.outlook.entry(job))
+        return described
+
+    def quote(
+        self,
+        generator: str,
+        params: Mapping[str, Any],
+        *,
+        priority: Priority = Priority.NORMAL,
+        owner: str = ANONYMOUS,
+        max_queued: int | None = None,
+    ) -> Quote:
+        """What `submit` would answer now, without queueing anything; raises as it would."""
+        self._check_accepting()
+        clean = self._validate(generator, params)
+        self._admission.check(owner, max_queued)
+        return self.outlook.quote(generator, clean, priority, owner)
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job:
         """The job, described; JobNotFoundError if missing or owned by someone else."""
@@ -239,6 +264,7 @@ class GenerationService:
             cancelled = self.store.cancel_queued(job_id, self._clock())
             if cancelled is not None:
                 self._queue.remove(job_id)
+                self.outlook.accuracy.forget(job_id)
                 self.bus.publish(job_id, "cancelled")
                 return self.describe(cancelled)
             job = self.get(job_id)  # it started meanwhile
@@ -254,28 +280,23 @@ class GenerationService:
         raise JobFinishedError(job_id, job.status.value)
 
     def describe(self, job: Job) -> Job:
-        """The job with its current queue position and ETA filled in."""
-        if job.status is JobStatus.QUEUED:
-            position = self._queue.position(job.id)
-            if position is None:  # indexed by another process, or not yet
-                return job
-            eta = round(self._queued_eta(job, position), 1)
-            return dataclasses.replace(job, position=position, eta_seconds=eta)
-        if job.status is JobStatus.RUNNING:
-            eta = running_eta(job.progress.percent, self._run_seconds(job))
-            return dataclasses.replace(job, eta_seconds=round(eta, 1))
-        return job
+        """The job with its current queue position and ETA (seconds to finish) filled in."""
+        return self.outlook.describe(job)
 
     def stats(self) -> dict[str, Any]:
+        scaler = self._pool.scaler
         stats = service_stats(
             self.store,
             running=self.accepting,
-            workers=self.worker_count,
+            workers=self._pool.count,
+            workers_range=(scaler.minimum, scaler.maximum),
             active_workers=self.active_workers,
             queue_size=len(self._queue),
             queue_capacity=self._queue.capacity,
             queued_by_priority=self.queued_by_priority(),
             result_ttl=self.sweeper.ttl if self.sweeper else None,
+            aging_seconds=self._queue.aging_seconds,
+            eta_accuracy=self.outlook.summary(),
         )
         stats["abandoned_runs"] = self._runner.abandoned_runs
         return stats
@@ -293,55 +314,71 @@ class GenerationService:
         with self._lock:
             return len(self._running)
 
+    @property
+    def worker_count(self) -> int:
+        return self._pool.count
+
+    def tick(self) -> None:
+        """Resize the worker pool and push changed positions; the scheduler thread's step."""
+        self._pool.rebalance()
+        self.outlook.announce()
+
     # -- workers ------------------------------------------------------------------
 
-    def _work(self, process: WorkerProcess | None) -> None:
-        name = threading.current_thread().name
-        try:
-            while (ticket := self._queue.get()) is not None:
-                try:
-                    self._process(ticket, name, process)
-                except Exception:  # noqa: BLE001 - the worker outlives any one job
-                    log.exception("worker %s could not process job %s", name, ticket.job_id)
-        finally:
-            if process is not None:
-                process.close()
+    def _worker_process(self, worker: str) -> WorkerProcess | None:
+        """The child process a worker thread runs CPU-bound generators in, if isolated.
+        Started with the thread, so (as the service starts) after gunicorn's fork."""
+        if self.cpu_isolation == "process" and self.generators.has_cpu_bound:
+            return WorkerProcess.spawn(worker.replace("worker", "process"))
+        return None
 
-    def _process(self, ticket: Ticket, worker: str, process: WorkerProcess | None) -> None:
+    def _process(
+        self, entry: QueueEntry, worker: str, process: WorkerProcess | None = None
+    ) -> None:
+        taken = self._now()
         try:
-            job = self._runner.claim(ticket.job_id, worker)
+            job = self._runner.claim(entry.job_id, worker)
         except SQLAlchemyError:
             # The row is still queued; put it back where it was and let the database recover.
             log.exception(
-                "claiming job %s failed; retrying in %ss", ticket.job_id, CLAIM_RETRY_SECONDS
+                "claiming job %s failed; retrying in %ss", entry.job_id, CLAIM_RETRY_SECONDS
             )
             time.sleep(CLAIM_RETRY_SECONDS)
-            self._queue.put(*ticket, reserved=False)
+            self._queue.put(entry, reserved=False)
             return
         if job is None:
             return
         token = CancelToken()
         with self._lock:
             self._running[job.id] = token
+        self.outlook.started(entry, taken)
+        final = None
         try:
-            self._runner.run(job, token, process)
+            final = self._runner.run(job, token, process)
         finally:
             with self._lock:
                 del self._running[job.id]
+            self.outlook.finished(entry, final)
+
+    def _schedule(self) -> None:
+        while not self._stopping.is_set():
+            self._changed.wait(TICK_SECONDS)
+            self._changed.clear()
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - scheduling must outlive one bad forecast
+                log.exception("scheduler tick failed")
+            self._stopping.wait(ANNOUNCE_INTERVAL)
 
     def _join(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        if any(thread.is_alive() for thread in self._threads):
+        if not self._pool.join(timeout):
             with self._lock:
                 tokens = list(self._running.values())
             log.warning("drain deadline passed; requeueing %d running jobs", len(tokens))
             for token in tokens:
                 token.cancel("shutdown")
-            grace_deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
-            for thread in self._threads:
-                thread.join(max(0.0, grace_deadline - time.monotonic()))
+            self._pool.join(SHUTDOWN_GRACE_SECONDS)
+        self._scheduler.join(SHUTDOWN_GRACE_SECONDS)
 
     def _accept(
         self,
@@ -354,43 +391,30 @@ class GenerationService:
     ) -> Job:
         """The new row, its queue slot reserved but not yet indexed; or, for a repeated
         idempotency key, the job the first request created (marked `replayed`)."""
-        if not self.accepting:
-            raise ServiceStoppedError("the generation service is not accepting jobs")
+        self._check_accepting()
         request_hash = None
         if idempotency_key is not None:
             request_hash = fingerprint(generator, params, priority)
             earlier = self._admission.earlier(owner, idempotency_key, request_hash)
             if earlier is not None:
                 return earlier
-        new = self._new_job(
-            owner,
-            generator,
-            self._validate(generator, params),
-            priority,
+        new = Job(
+            pk=0,
+            id=uuid.uuid4().hex,
+            owner=owner,
+            generator=generator,
+            params=self._validate(generator, params),
+            priority=priority,
+            status=JobStatus.QUEUED,
+            created_at=self._clock(),
             idempotency_key=idempotency_key,
             request_hash=request_hash,
         )
         return self._admission.admit(new, max_queued)
 
-    def _new_job(
-        self,
-        owner: str,
-        generator: str,
-        params: dict[str, Any],
-        priority: Priority,
-        **idempotency: str | None,
-    ) -> Job:
-        return Job(
-            pk=0,
-            id=uuid.uuid4().hex,
-            owner=owner,
-            generator=generator,
-            params=params,
-            priority=priority,
-            status=JobStatus.QUEUED,
-            created_at=self._clock(),
-            **idempotency,
-        )
+    def _check_accepting(self) -> None:
+        if not self.accepting:
+            raise ServiceStoppedError("the generation service is not accepting jobs")
 
     def _validate(self, generator_name: str, params: Mapping[str, Any]) -> dict[str, Any]:
         generator = self.generators.get(generator_name)
@@ -402,15 +426,8 @@ class GenerationService:
             raise InvalidParamsError({f"params.{name[:64]}": text for name, text in errors.items()})
         return clean
 
-    def _queued_eta(self, job: Job, position: int) -> float:
-        return queued_eta(position, self.active_workers, self.worker_count, self._run_seconds(job))
-
     def _retry_after(self) -> int:
-        """Seconds until a queue slot is likely to free up: one run spread over the workers."""
-        run_seconds = self._estimator.typical_seconds()
-        return max(1, min(300, math.ceil(run_seconds / self.worker_count)))
+        return self.outlook.retry_after()
 
-    def _run_seconds(self, job: Job) -> float:
-        generator = self.generators.get(job.generator)
-        prior = generator.estimate_seconds(job.params) if generator else None
-        return self._estimator.run_seconds(job.generator, prior)
+    def _now(self) -> float:
+        return self._clock().timestamp()

@@ -14,11 +14,14 @@ def service_stats(
     *,
     running: bool,
     workers: int,
+    workers_range: tuple[int, int],
     active_workers: int,
     queue_size: int,
     queue_capacity: int,
     queued_by_priority: dict[Priority, int],
     result_ttl: timedelta | None,
+    aging_seconds: float,
+    eta_accuracy: dict[str, Any],
 ) -> dict[str, Any]:
     """Counts come from the database (they survive restarts); the rest is this process."""
     counts = store.count_by_status()
@@ -27,10 +30,13 @@ def service_stats(
     return {
         "running": running,
         "workers": workers,
+        "workers_min": workers_range[0],
+        "workers_max": workers_range[1],
         "active_workers": active_workers,
         "queue_size": queue_size,
         "queue_capacity": queue_capacity,
         "queued_by_priority": {p.label: n for p, n in queued_by_priority.items()},
+        "priority_aging_seconds": aging_seconds,
         "total_requests": sum(counts.values()),
         "completed_requests": counts[JobStatus.SUCCEEDED],
         "failed_requests": counts[JobStatus.FAILED],
@@ -43,6 +49,8 @@ def service_stats(
             "bytes": stored_bytes,
             "ttl_hours": result_ttl / timedelta(hours=1) if result_ttl else None,
         },
+        # |predicted - actual| / actual of the ETA given at submit, for recent successes.
+        "eta_error": eta_accuracy,
     }
 
 

@@ -13,13 +13,14 @@ from .auth import TOKEN_MAX_AGE, current_principal, mint_token
 from .errors import ApiError
 from .parsing import (
     check_job_id,
+    dry_run,
     encode_cursor,
     idempotency_key,
     json_object,
     list_query,
     submission,
 )
-from .serialize import generator_json, job_json
+from .serialize import generator_json, job_json, quote_json
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -48,17 +49,22 @@ def list_generators() -> Response:
 
 @bp.post("/jobs")
 def submit_job() -> tuple[Response, int, dict[str, str]]:
-    """Accept a job: 202 with the job, its queue position and ETA (200 for a replay)."""
+    """Accept a job: 202 with the job, its queue position and ETA (200 for a replay).
+
+    With `?dry_run=true`: 200 with the position and ETA it would get, or the error it
+    would get, and nothing queued."""
     principal = current_principal()
     generator, params, priority = submission(json_object(request))
     config = current_app.config["SERVICE_CONFIG"]
+    limits = {
+        "priority": principal.priority_for(priority),
+        "owner": principal.owner,
+        "max_queued": config.max_queued_per_key if principal.key_id else None,
+    }
+    if dry_run(request.args):
+        return jsonify(quote_json(service().quote(generator, params, **limits))), 200, {}
     job = service().submit(
-        generator,
-        params,
-        priority=principal.priority_for(priority),
-        owner=principal.owner,
-        idempotency_key=idempotency_key(request.headers),
-        max_queued=config.max_queued_per_key if principal.key_id else None,
+        generator, params, idempotency_key=idempotency_key(request.headers), **limits
     )
     headers = {"Location": url_for("api.get_job", job_id=job.id)}
     if job.replayed:

@@ -79,6 +79,19 @@ def submission(body: dict[str, Any]) -> tuple[str, dict[str, Any], Priority | No
     return generator, params, priority
 
 
+def dry_run(args: Any) -> bool:
+    """Whether `?dry_run=` asks for a quote instead of a job."""
+    value = args.get("dry_run", "false").strip().lower()
+    if value not in ("true", "1", "false", "0", ""):
+        raise ApiError(
+            400,
+            "invalid_query",
+            "the query string has invalid values",
+            fields={"dry_run": "true or false"},
+        )
+    return value in ("true", "1")
+
+
 def list_query(args: Any) -> tuple[list[JobStatus], int, int | None]:
     """(statuses, limit, before_pk) from `?status=a,b&limit=n&cursor=c`."""
     fields: dict[str, str] = {}

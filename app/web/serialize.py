@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import url_for
 
-from ..generation import Job, JobStatus
+from ..generation import Job, JobStatus, Quote
 from ..generation.generators import Generator
 
 
@@ -48,6 +48,18 @@ def generator_json(generator: Generator) -> dict[str, Any]:
         "description": generator.description,
         "cpu_bound": generator.cpu_bound,
         "params_schema": generator.params_schema(),
+    }
+
+
+def quote_json(quote: Quote) -> dict[str, Any]:
+    """What a dry run answers: the job as it would be queued, without an id."""
+    return {
+        "dry_run": True,
+        "generator": quote.generator,
+        "params": quote.params,
+        "priority": quote.priority.label,
+        "position": quote.position,
+        "eta_seconds": quote.eta_seconds,
     }
 
 

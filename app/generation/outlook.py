@@ -1,0 +1,168 @@
+"""What the service predicts: positions, ETAs, quotes, Retry-After, and how right it was.
+
+`Outlook` ties together the run-time estimator (eta.py), the cached forecast of the
+queue (forecast.py), the pushes of changed positions (announce.py) and the scoring of
+past ETAs. The service tells it when jobs start and finish; it never blocks a worker
+for longer than a dictionary update.
+
+ETAs are seconds until the job is predicted to *finish* (queue wait plus its own run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .announce import PositionAnnouncer
+from .eta import EtaAccuracy, RunTimeEstimator, job_cost
+from .events import EventBus
+from .forecast import Forecaster
+from .generators import GeneratorRegistry
+from .models import Job, JobStatus, Priority
+from .queue import JobQueue
+from .scheduling import QueueEntry
+
+MAX_RETRY_AFTER = 300
+# A quoted (hypothetical) job: an id no job has, and an order behind every real one.
+QUOTE_ID = "<quote>"
+QUOTE_ORDER = 2**62
+
+
+@dataclasses.dataclass(frozen=True)
+class Quote:
+    """What a submission would get now: its position and ETA (seconds until finished)."""
+
+    generator: str
+    params: dict[str, Any]
+    priority: Priority
+    position: int
+    eta_seconds: float
+
+
+class Outlook:
+    def __init__(
+        self,
+        queue: JobQueue,
+        generators: GeneratorRegistry,
+        bus: EventBus,
+        workers: Callable[[], int],
+        clock: Callable[[], float],
+    ) -> None:
+        self._queue = queue
+        self.estimator = RunTimeEstimator()
+        self.accuracy = EtaAccuracy()
+        self._generators = generators
+        self._workers = workers
+        self._clock = clock
+        self._forecaster = Forecaster(queue, self.estimator, self._capacity, clock)
+        self._announcer = PositionAnnouncer(bus)
+        # Of each job running here: when its worker took it, and its predicted finish.
+        self._taken_at: dict[str, float] = {}
+        self._ends_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def entry(self, job: Job) -> QueueEntry:
+        """The job as the scheduler sees it, priced in its generator's cost unit."""
+        return QueueEntry(
+            job.id,
+            job.priority,
+            job.pk,
+            job.owner,
+            job.created_at.timestamp(),
+            job.generator,
+            job_cost(self._generators.get(job.generator), job.params),
+        )
+
+    def describe(self, job: Job) -> Job:
+        """The job with its position (if queued here) and ETA filled in."""
+        now = self._clock()
+        if job.status is JobStatus.QUEUED:
+            slot = self._forecaster.current().slots.get(job.id)
+            if slot is None and job.id in self._queue:  # queued after that forecast
+                slot = self._forecaster.current(exact=True).slots.get(job.id)
+            if slot is None:  # indexed by another process, or not yet
+                return job
+            return dataclasses.replace(
+                job, position=slot.position, eta_seconds=_seconds(slot.finish - now)
+            )
+        if job.status is JobStatus.RUNNING:
+            with self._lock:
+                ends_at = self._ends_at.get(job.id)
+            if ends_at is None:  # running in another process: scale by its progress
+                predicted = self.estimator.predict(job.generator, self.entry(job).cost)
+                ends_at = now + predicted * (1 - job.progress.percent / 100)
+            return dataclasses.replace(job, eta_seconds=_seconds(ends_at - now))
+        return job
+
+    def admit(self, job: Job) -> Job:
+        """A just-written job, not yet indexed, with the position and ETA it will get.
+
+        The ETA is remembered, to be scored when the job succeeds, and counts as already
+        announced (the caller publishes it with the job's `queued` event).
+        """
+        now = self._clock()
+        entry = self.entry(job)
+        slot = self._forecaster.quote(entry)
+        self._forecaster.arrivals.record(entry)
+        self.accuracy.promise(job.id, slot.finish - now)
+        self._announcer.sent(job.id, slot)
+        return dataclasses.replace(
+            job, position=slot.position, eta_seconds=_seconds(slot.finish - now)
+        )
+
+    def quote(
+        self, generator: str, params: dict[str, Any], priority: Priority, owner: str
+    ) -> Quote:
+        """The position and ETA a job with these (valid) fields would get if submitted now."""
+        now = self._clock()
+        cost = job_cost(self._generators.get(generator), params)
+        entry = QueueEntry(QUOTE_ID, priority, QUOTE_ORDER, owner, now, generator, cost)
+        slot = self._forecaster.quote(entry)
+        return Quote(generator, params, priority, slot.position, _seconds(slot.finish - now))
+
+    def retry_after(self) -> int:
+        """Whole seconds until a queue slot is predicted to free up (the next start)."""
+        next_start = self._forecaster.current().next_start
+        wait = 1.0 if next_start is None else next_start - self._clock()
+        return max(1, min(MAX_RETRY_AFTER, math.ceil(wait)))
+
+    def started(self, entry: QueueEntry, taken_at: float) -> None:
+        """A worker took the job off the queue at `taken_at` and has claimed it."""
+        ends_at = taken_at + self.estimator.predict(entry.generator, entry.cost)
+        with self._lock:
+            self._ends_at[entry.job_id] = ends_at
+            self._taken_at[entry.job_id] = taken_at
+
+    def finished(self, entry: QueueEntry, final: Job | None) -> None:
+        """Learn from a run's outcome: its run time, and the error of the promised ETA."""
+        with self._lock:
+            self._ends_at.pop(entry.job_id, None)
+            taken_at = self._taken_at.pop(entry.job_id, None)
+        if final is None or final.status is JobStatus.QUEUED:  # lost its claim, or requeued
+            return
+        if final.status is not JobStatus.SUCCEEDED or not final.started_at:
+            self.accuracy.forget(final.id)
+            return
+        if taken_at is not None:  # the worker's whole time on it: claim, run, result, finish
+            self.estimator.record(entry.generator, entry.cost, self._clock() - taken_at)
+        finished = final.finished_at or final.started_at
+        self.accuracy.observe(final.id, (finished - final.created_at).total_seconds())
+
+    def announce(self) -> int:
+        """Push positions and ETAs that changed to their watchers."""
+        return self._announcer.announce(lambda: self._forecaster.current(exact=True), self._clock())
+
+    def summary(self) -> dict[str, Any]:
+        return self.accuracy.summary()
+
+    def _capacity(self) -> tuple[list[float], int]:
+        with self._lock:
+            ends = list(self._ends_at.values())
+        return ends, self._workers()
+
+
+def _seconds(delta: float) -> float:
+    return round(max(0.0, delta), 1)

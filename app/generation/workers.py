@@ -1,0 +1,161 @@
+"""The worker threads that drain the queue, and how many of them there are.
+
+The pool keeps between `minimum` (GENERATION_WORKERS) and `maximum`
+(GENERATION_WORKERS_MAX) threads. `WorkerScaler` is the pure rule: add one thread when the
+queue has had work waiting and no idle worker for `scale_up_after` seconds, and retire one
+extra thread that has been idle for `idle_after` seconds. `WorkerPool.rebalance()` applies
+the rule; the service calls it on every submit and on a periodic tick, with its clock, so
+tests drive scaling by moving an injected clock instead of sleeping.
+
+Each thread is named (`gen-worker-N`) and outlives any one bad job, like huey's workers.
+A thread may own a helper child process (`gen-process-N`, for CPU-bound generators): it is
+started with the thread, by the caller of `start()` or `rebalance()`, so a failure to start
+one surfaces there, and the thread closes it when it ends.
+
+Lock invariant: `_lock` guards `_threads`, `_idle_since`, `_retiring` and `_numbers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .processes import WorkerProcess
+from .queue import JobQueue
+from .scheduling import QueueEntry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerScaler:
+    minimum: int
+    maximum: int
+    scale_up_after: float
+    idle_after: float
+    backlog_since: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.minimum <= self.maximum:
+            raise ValueError(f"need 1 <= minimum <= maximum, got {self.minimum}, {self.maximum}")
+
+    def decide(self, now: float, workers: int, queued: int, oldest_idle: float | None) -> int:
+        """+1 to add a worker, -1 to retire an idle one, 0 to stay.
+
+        `oldest_idle` is since when the longest-idle worker has waited (None: all busy).
+        """
+        backlog = queued > 0 and oldest_idle is None
+        if not backlog:
+            self.backlog_since = None
+        elif self.backlog_since is None:
+            self.backlog_since = now
+        if backlog and workers < self.maximum and now - self.backlog_since >= self.scale_up_after:
+            self.backlog_since = now  # the next thread needs another full period of backlog
+            return 1
+        if (
+            workers > self.minimum
+            and queued == 0
+            and oldest_idle is not None
+            and now - oldest_idle >= self.idle_after
+        ):
+            return -1
+        return 0
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        queue: JobQueue,
+        process: Callable[[QueueEntry, str, WorkerProcess | None], None],
+        scaler: WorkerScaler,
+        clock: Callable[[], float],
+        *,
+        helper: Callable[[str], WorkerProcess | None] = lambda name: None,
+    ) -> None:
+        self._queue = queue
+        self._process = process
+        self._helper = helper
+        self.scaler = scaler
+        self._clock = clock
+        self._threads: dict[str, threading.Thread] = {}
+        self._idle_since: dict[str, float] = {}
+        self._retiring: set[str] = set()
+        self._numbers = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        for _ in range(self.scaler.minimum):
+            self._spawn()
+
+    @property
+    def count(self) -> int:
+        """Threads that take jobs (not counting ones told to retire)."""
+        with self._lock:
+            return len(self._threads) - len(self._retiring)
+
+    def threads(self) -> list[threading.Thread]:
+        with self._lock:
+            return list(self._threads.values())
+
+    def rebalance(self) -> int:
+        """Apply the scaling rule once; returns the change in thread count."""
+        with self._lock:
+            workers = len(self._threads) - len(self._retiring)
+            idle = {n: t for n, t in self._idle_since.items() if n not in self._retiring}
+            oldest = min(idle.values(), default=None)
+            change = self.scaler.decide(self._clock(), workers, len(self._queue), oldest)
+            if change < 0:
+                self._retiring.add(min(idle, key=idle.__getitem__))
+        if change > 0:
+            self._spawn()
+            log.info("queue backlog: added a worker (now %d)", self.count)
+        elif change < 0:
+            self._queue.wake()
+            log.info("idle: retiring a worker (now %d)", self.count)
+        return change
+
+    def join(self, timeout: float | None) -> bool:
+        """Wait for every thread to end, within `timeout` in all; True if they did."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self.threads():
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(remaining)
+        return not any(thread.is_alive() for thread in self.threads())
+
+    def _spawn(self) -> None:
+        with self._lock:
+            self._numbers += 1
+            name = f"gen-worker-{self._numbers}"
+        helper = self._helper(name)
+        thread = threading.Thread(target=self._loop, args=(helper,), name=name, daemon=True)
+        with self._lock:
+            self._threads[name] = thread
+        thread.start()
+
+    def _loop(self, helper: WorkerProcess | None) -> None:
+        name = threading.current_thread().name
+        try:
+            while True:
+                with self._lock:
+                    self._idle_since[name] = self._clock()
+                entry = self._queue.get(stop=lambda: name in self._retiring)
+                with self._lock:
+                    self._idle_since.pop(name, None)
+                if entry is None:
+                    if self._queue.closed or name in self._retiring:
+                        return
+                    continue
+                try:
+                    self._process(entry, name, helper)
+                except Exception:  # noqa: BLE001 - the worker outlives any one job
+                    log.exception("worker %s could not process job %s", name, entry.job_id)
+        finally:
+            if helper is not None:
+                helper.close()
+            with self._lock:
+                self._threads.pop(name, None)
+                self._retiring.discard(name)
+                self._idle_since.pop(name, None)

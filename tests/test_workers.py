@@ -1,0 +1,78 @@
+"""Dynamic workers: the pure scaling rule, then the pool growing and shrinking for real."""
+
+import time
+
+import pytest
+
+from app.generation import JobStatus
+from app.generation.workers import WorkerScaler
+
+from .clock import FakeClock
+from .conftest import wait_for
+
+
+def scaler(**overrides) -> WorkerScaler:
+    options = {"minimum": 1, "maximum": 3, "scale_up_after": 5.0, "idle_after": 30.0}
+    return WorkerScaler(**(options | overrides))
+
+
+def test_scaler_adds_a_worker_once_a_backlog_lasted_long_enough():
+    rule = scaler()
+    assert rule.decide(100.0, workers=1, queued=2, oldest_idle=None) == 0
+    assert rule.decide(104.9, workers=1, queued=2, oldest_idle=None) == 0
+    assert rule.decide(105.0, workers=1, queued=2, oldest_idle=None) == 1
+    assert rule.decide(106.0, workers=2, queued=2, oldest_idle=None) == 0  # a new period
+    assert rule.decide(110.0, workers=2, queued=2, oldest_idle=None) == 1
+    assert rule.decide(200.0, workers=3, queued=9, oldest_idle=None) == 0  # at maximum
+
+
+def test_scaler_forgets_a_backlog_that_cleared():
+    rule = scaler()
+    rule.decide(100.0, workers=1, queued=2, oldest_idle=None)
+    rule.decide(103.0, workers=1, queued=0, oldest_idle=103.0)
+    assert rule.decide(106.0, workers=1, queued=2, oldest_idle=None) == 0
+
+
+def test_scaler_retires_an_extra_worker_idle_long_enough_never_below_minimum():
+    rule = scaler()
+    assert rule.decide(100.0, workers=2, queued=0, oldest_idle=80.0) == 0
+    assert rule.decide(110.0, workers=2, queued=0, oldest_idle=80.0) == -1
+    assert rule.decide(500.0, workers=1, queued=0, oldest_idle=80.0) == 0
+
+
+def test_scaler_rejects_a_maximum_below_the_minimum():
+    with pytest.raises(ValueError):
+        scaler(minimum=2, maximum=1)
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def test_pool_grows_while_the_queue_stays_deep_and_shrinks_when_idle(make_service, gate):
+    clock = FakeClock()
+    service = make_service(
+        workers=1, workers_max=2, scale_up_seconds=5, idle_worker_seconds=30, clock=clock
+    )
+    service.start()
+    first = service.submit("gate", {})
+    assert gate.started.wait(5)
+    waiting = service.submit("gate", {})
+    service.tick()  # the backlog is noticed now...
+    assert service.worker_count == 1
+    clock.advance(5)
+    service.tick()  # ...and has lasted long enough
+    assert service.worker_count == 2 and service.stats()["workers"] == 2
+    wait_for(service, waiting.id, {JobStatus.RUNNING})  # the new worker took it
+    gate.release()
+    wait_for(service, first.id), wait_for(service, waiting.id)
+    wait_until(lambda: service.active_workers == 0)
+    clock.advance(30)
+    service.tick()
+    assert service.worker_count == 1
+    wait_until(lambda: len(service._pool.threads()) == 1)
+    follower = service.submit("record", {})
+    assert wait_for(service, follower.id).status is JobStatus.SUCCEEDED
