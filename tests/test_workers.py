@@ -76,3 +76,17 @@ def test_pool_grows_while_the_queue_stays_deep_and_shrinks_when_idle(make_servic
     wait_until(lambda: len(service._pool.threads()) == 1)
     follower = service.submit("record", {})
     assert wait_for(service, follower.id).status is JobStatus.SUCCEEDED
+
+
+def test_a_draining_pool_does_not_grow(make_service, gate):
+    clock = FakeClock()
+    service = make_service(workers=1, workers_max=3, scale_up_seconds=1, clock=clock)
+    service.start()
+    service.submit("gate", {})
+    assert gate.started.wait(5)
+    service.submit("record", {})
+    service.stop_accepting()
+    service.tick()
+    clock.advance(10)
+    service.tick()
+    assert len(service._pool.threads()) <= 1

@@ -46,6 +46,7 @@ from .retention import ResultSweeper
 from .runner import CancelToken, JobRunner
 from .scheduling import QueueEntry
 from .stats import service_stats
+from .ticker import Ticker
 from .workers import WorkerPool, WorkerScaler
 
 log = logging.getLogger(__name__)
@@ -103,10 +104,8 @@ class GenerationService:
         self.max_attempts = max_attempts
         self.cpu_isolation = cpu_isolation
         self._clock = clock
-        self._changed = threading.Event()
-        self._stopping = threading.Event()
         self._queue = JobQueue(
-            queue_size, aging_seconds=aging_seconds, clock=self._now, on_change=self._changed.set
+            queue_size, aging_seconds=aging_seconds, clock=self._now, on_change=self._poke
         )
         self._admission = Admission(store, self._queue, self._retry_after)
         self._runner = JobRunner(
@@ -129,7 +128,9 @@ class GenerationService:
         self._running: dict[str, CancelToken] = {}
         self._lock = threading.Lock()
         self._state = "new"
-        self._scheduler = threading.Thread(target=self._schedule, name="gen-scheduler", daemon=True)
+        self._scheduler = Ticker(
+            self.tick, "gen-scheduler", every=TICK_SECONDS, min_interval=ANNOUNCE_INTERVAL
+        )
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -172,8 +173,7 @@ class GenerationService:
                 return
             self._state = "stopping"
         self._queue.close()
-        self._stopping.set()
-        self._changed.set()
+        self._scheduler.stop(timeout=0 if not wait else SHUTDOWN_GRACE_SECONDS)
         if self.sweeper is not None:
             self.sweeper.stop()
         if wait:
@@ -360,16 +360,6 @@ class GenerationService:
                 del self._running[job.id]
             self.outlook.finished(entry, final)
 
-    def _schedule(self) -> None:
-        while not self._stopping.is_set():
-            self._changed.wait(TICK_SECONDS)
-            self._changed.clear()
-            try:
-                self.tick()
-            except Exception:  # noqa: BLE001 - scheduling must outlive one bad forecast
-                log.exception("scheduler tick failed")
-            self._stopping.wait(ANNOUNCE_INTERVAL)
-
     def _join(self, timeout: float | None) -> None:
         if not self._pool.join(timeout):
             with self._lock:
@@ -378,7 +368,6 @@ class GenerationService:
             for token in tokens:
                 token.cancel("shutdown")
             self._pool.join(SHUTDOWN_GRACE_SECONDS)
-        self._scheduler.join(SHUTDOWN_GRACE_SECONDS)
 
     def _accept(
         self,
@@ -428,6 +417,9 @@ class GenerationService:
 
     def _retry_after(self) -> int:
         return self.outlook.retry_after()
+
+    def _poke(self) -> None:
+        self._scheduler.poke()
 
     def _now(self) -> float:
         return self._clock().timestamp()

@@ -102,6 +102,8 @@ class WorkerPool:
 
     def rebalance(self) -> int:
         """Apply the scaling rule once; returns the change in thread count."""
+        if self._queue.closed:  # draining: the threads are on their way out
+            return 0
         with self._lock:
             workers = len(self._threads) - len(self._retiring)
             idle = {n: t for n, t in self._idle_since.items() if n not in self._retiring}
