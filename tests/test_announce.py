@@ -17,7 +17,7 @@ def messages(subscription):
 
 
 def test_nothing_is_forecast_or_sent_while_nobody_watches():
-    announcer = PositionAnnouncer(EventBus())
+    announcer = PositionAnnouncer(EventBus(), lambda job_id: True)
 
     def never():
         raise AssertionError("forecast computed for nobody")
@@ -27,7 +27,7 @@ def test_nothing_is_forecast_or_sent_while_nobody_watches():
 
 def test_a_watched_job_hears_of_moves_but_not_of_small_drifts():
     bus = EventBus()
-    announcer = PositionAnnouncer(bus)
+    announcer = PositionAnnouncer(bus, lambda job_id: True)
     watching = bus.subscribe(["a"])
     announcer.sent("a", Slot(3, 40.0, 60.0))
     assert announcer.announce(forecast_of(a=Slot(3, 41.0, 61.0)), now=0.0) == 0  # 1 s < 6 s
@@ -35,3 +35,15 @@ def test_a_watched_job_hears_of_moves_but_not_of_small_drifts():
     assert announcer.announce(forecast_of(a=Slot(2, 28.0, 48.0)), now=0.0) == 1  # 8 s >= 4 s
     announcer.announce(forecast_of(a=Slot(2, 28.0, 48.0), b=Slot(3, 48.0, 60.0)), now=10.0)
     assert messages(watching) == [(2, 40.0), (2, 48.0)]  # b is not watched
+
+
+def test_a_job_taken_off_the_queue_is_never_announced_again():
+    bus = EventBus()
+    queued = {"a"}
+    announcer = PositionAnnouncer(bus, queued.__contains__)
+    watching = bus.subscribe(["a"])
+    announcer.sent("a", Slot(3, 40.0, 60.0))
+    queued.discard("a")  # a worker took it; its forecast slot is stale
+    announcer.withdraw("a")
+    assert announcer.announce(forecast_of(a=Slot(0, 0.0, 20.0)), now=0.0) == 0
+    assert messages(watching) == []

@@ -1,5 +1,7 @@
 """The service schedules fairly and predicts honestly: aging, turns, pushes, quotes."""
 
+import threading
+
 import pytest
 
 from app.generation import InvalidParamsError, JobStatus, Priority, QueueFullError
@@ -152,3 +154,29 @@ def test_a_failing_forecast_still_queues_and_runs_the_stored_job(service, monkey
     assert (job.status, job.position, job.eta_seconds) == (JobStatus.QUEUED, None, None)
     assert wait_for(service, job.id).status is JobStatus.SUCCEEDED
     assert recorder.ran == ["kept"]
+
+
+def test_no_queued_event_ever_follows_a_jobs_start(make_service):
+    service = make_service(workers=2, queue_size=100)
+    service.start()
+    everything = service.bus.subscribe(None, capacity=10_000)
+    done = threading.Event()
+
+    def keep_announcing():
+        while not done.is_set():
+            service.tick()
+
+    announcer = threading.Thread(target=keep_announcing)
+    announcer.start()
+    try:
+        jobs = [service.submit("record", {}, priority=Priority(1 + n % 3)) for n in range(60)]
+        for job in jobs:
+            wait_for(service, job.id)
+    finally:
+        done.set()
+        announcer.join(5)
+    service.bus.unsubscribe(everything)
+    for job in jobs:
+        types = [event.type for event in service.bus.history(job.id)]
+        assert types[0] == "queued" and "started" in types
+        assert "queued" not in types[types.index("started") :], types

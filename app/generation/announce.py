@@ -6,6 +6,11 @@ slot with the one it last sent, and publishes a `queued` event (`position`,
 max(MIN_SHIFT_SECONDS, MIN_SHIFT_RATIO x the time still to wait). ETAs that merely count
 down are not news: clients count down themselves. Jobs nobody subscribes to are skipped;
 their snapshot carries the current figures when someone does.
+
+Ordering rule: a `queued` event is only published under `_lock`, for a job still in the
+queue; whoever takes a job out of the queue calls `withdraw()` (which takes `_lock`)
+before publishing that job's `started` or `cancelled`. So no `queued` event ever follows
+them, however a forecast and a worker interleave.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ MIN_SHIFT_RATIO = 0.1
 
 
 class PositionAnnouncer:
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: EventBus, is_queued: Callable[[str], bool]) -> None:
         self._bus = bus
+        self._is_queued = is_queued
         self._sent: dict[str, Slot] = {}
         self._lock = threading.Lock()
 
@@ -35,14 +41,15 @@ class PositionAnnouncer:
         """Publish what changed since the last call; returns how many events went out.
 
         `forecast` is only called when someone watches a job (forecasts of deep queues
-        are not free).
+        are not free), and outside the lock, so `withdraw()` never waits for one.
         """
-        with self._lock:
-            watched = self._bus.watched()
-            if watched == set():
+        watched = self._bus.watched()
+        if watched == set():
+            with self._lock:
                 self._sent.clear()  # nobody to tell; a later watcher gets fresh figures
-                return 0
-            slots = forecast().slots
+            return 0
+        slots = forecast().slots
+        with self._lock:
             self._sent = {job_id: s for job_id, s in self._sent.items() if job_id in slots}
             candidates = slots if watched is None else watched.intersection(slots)
             published = 0
@@ -50,6 +57,8 @@ class PositionAnnouncer:
                 slot = slots[job_id]
                 previous = self._sent.get(job_id)
                 if previous is not None and not moved(previous, slot, now):
+                    continue
+                if not self._is_queued(job_id):  # taken meanwhile: it says `started` next
                     continue
                 self._bus.publish(
                     job_id,
@@ -60,6 +69,11 @@ class PositionAnnouncer:
                 self._sent[job_id] = slot
                 published += 1
             return published
+
+    def withdraw(self, job_id: str) -> None:
+        """The job left the queue: after this returns, no `queued` event for it goes out."""
+        with self._lock:
+            self._sent.pop(job_id, None)
 
 
 def moved(before: Slot, after: Slot, now: float) -> bool:

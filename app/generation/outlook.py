@@ -58,7 +58,7 @@ class Outlook:
         self._workers = workers
         self._clock = clock
         self._forecaster = Forecaster(queue, self.estimator, self._capacity, clock)
-        self._announcer = PositionAnnouncer(bus)
+        self._announcer = PositionAnnouncer(bus, queue.__contains__)
         # Of each job running here: when its worker took it, and its predicted finish.
         self._taken_at: dict[str, float] = {}
         self._ends_at: dict[str, float] = {}
@@ -150,6 +150,10 @@ class Outlook:
             self.estimator.record(entry.generator, entry.cost, self._clock() - taken_at)
         finished = final.finished_at or final.started_at
         self.accuracy.observe(final.id, (finished - final.created_at).total_seconds())
+
+    def withdraw(self, job_id: str) -> None:
+        """The job left the queue (taken or cancelled); call before saying so on the bus."""
+        self._announcer.withdraw(job_id)
 
     def announce(self) -> int:
         """Push positions and ETAs that changed to their watchers."""

@@ -264,6 +264,7 @@ class GenerationService:
             cancelled = self.store.cancel_queued(job_id, self._clock())
             if cancelled is not None:
                 self._queue.remove(job_id)
+                self.outlook.withdraw(job_id)
                 self.outlook.accuracy.forget(job_id)
                 self.bus.publish(job_id, "cancelled")
                 return self.describe(cancelled)
@@ -336,6 +337,7 @@ class GenerationService:
         self, entry: QueueEntry, worker: str, process: WorkerProcess | None = None
     ) -> None:
         taken = self._now()
+        self.outlook.withdraw(entry.job_id)  # no `queued` event may follow its `started`
         try:
             job = self._runner.claim(entry.job_id, worker)
         except SQLAlchemyError:
