@@ -153,7 +153,8 @@ def summarise(
             runs.append((final.finished_at - final.started_at).total_seconds())
             if final.created_at >= warm:
                 errors[final.priority].append(abs(promised.eta_seconds - actual) / actual)
-    high_units = [w / mean_run for w in waits[Priority.HIGH]]
+    unit = statistics.fmean(runs) if runs else mean_run  # one job's measured run time
+    high_units = [w / unit for w in waits[Priority.HIGH]]
     worst_low = max(waits[Priority.LOW], default=None)
     # The bound of docs/scheduling.md for one worker: (p - 1) x A to reach HIGH, then at
     # most the jobs queued ahead of it (capacity - 1) plus one turn per other owner.
