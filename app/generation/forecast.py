@@ -12,7 +12,7 @@ position, which counts only jobs queued now). Cancellations are not foreseen; th
 every real arrival change the forecast, and the service pushes the new position and ETA
 to whoever is watching.
 
-Cost: O(n log n) for n queued jobs (about 20 us per job on the reference machine),
+Cost: O(n log n) for n queued jobs (8-50 us per job on the reference machine, by load),
 shared by every reader: `Forecaster` caches it per queue version. When one forecast costs
 more than CHEAP_SECONDS (a deep queue), readers that do not ask for an exact one may get
 one up to MAX_AGE_SECONDS old rather than each paying for a new one after every change;
