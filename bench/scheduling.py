@@ -15,7 +15,8 @@ temporary folder, one worker thread, a generator that sleeps for its run time):
 3. `index`: the cost of one pick (`SchedulingIndex.pop`), a full forecast, and the
    forecast done on submit, with 10,000 queued jobs and 1, 100 or 1,000 owners.
 
-Run: `python -m bench.scheduling` (about 100 s). Timings depend on a shared, noisy machine.
+Run from the repository root: `.venv/bin/python -m bench.scheduling` (about 100 s).
+Timings depend on a shared, noisy machine.
 """
 
 from __future__ import annotations
