@@ -1,11 +1,14 @@
 """Dynamic workers: the pure scaling rule, then the pool growing and shrinking for real."""
 
+import threading
 import time
 
 import pytest
 
-from app.generation import JobStatus
-from app.generation.workers import WorkerScaler
+from app.generation import JobStatus, Priority
+from app.generation.queue import JobQueue
+from app.generation.scheduling import QueueEntry
+from app.generation.workers import WorkerPool, WorkerScaler
 
 from .clock import FakeClock
 from .conftest import wait_for
@@ -90,3 +93,48 @@ def test_a_draining_pool_does_not_grow(make_service, gate):
     clock.advance(10)
     service.tick()
     assert len(service._pool.threads()) <= 1
+
+
+class FakeHelper:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.closed = threading.Event()
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_each_thread_gets_its_own_helper_process_closed_when_it_retires():
+    now = [0.0]
+    queue = JobQueue(10, clock=lambda: now[0])
+    helpers: list[FakeHelper] = []
+    release = threading.Event()
+    ran: list[tuple[str, str]] = []
+
+    def helper(name: str) -> FakeHelper:
+        helpers.append(FakeHelper(name.replace("worker", "process")))
+        return helpers[-1]
+
+    def process(entry, worker, own_helper):
+        ran.append((entry.job_id, own_helper.name))
+        release.wait(5)
+
+    pool = WorkerPool(queue, process, scaler(maximum=2), lambda: now[0], helper=helper)
+    pool.start()
+    for order, job_id in enumerate(("held", "waiting"), start=1):
+        queue.reserve()
+        queue.put(QueueEntry(job_id, Priority.NORMAL, order, "anonymous", 0.0))
+    wait_until(lambda: len(queue) == 1)
+    pool.rebalance()
+    now[0] = 5.0
+    assert pool.rebalance() == 1
+    wait_until(lambda: len(ran) == 2)
+    assert sorted(ran) == [("held", "gen-process-1"), ("waiting", "gen-process-2")]
+    release.set()
+    wait_until(lambda: pool.idle == 2)
+    now[0] = 100.0
+    assert pool.rebalance() == -1
+    wait_until(lambda: sum(h.closed.is_set() for h in helpers) == 1)
+    assert pool.count == 1
+    queue.close()
+    assert pool.join(5) and all(h.closed.is_set() for h in helpers)

@@ -96,6 +96,12 @@ class WorkerPool:
         with self._lock:
             return len(self._threads) - len(self._retiring)
 
+    @property
+    def idle(self) -> int:
+        """Threads waiting for a job."""
+        with self._lock:
+            return len(self._idle_since)
+
     def threads(self) -> list[threading.Thread]:
         with self._lock:
             return list(self._threads.values())
