@@ -4,7 +4,13 @@ import threading
 
 import pytest
 
-from app.generation import InvalidParamsError, JobStatus, Priority, QueueFullError
+from app.generation import (
+    InvalidParamsError,
+    JobStatus,
+    Priority,
+    QueueFullError,
+    TooManyJobsError,
+)
 
 from .clock import FakeClock
 from .conftest import wait_for
@@ -180,3 +186,11 @@ def test_no_queued_event_ever_follows_a_jobs_start(make_service):
         types = [event.type for event in service.bus.history(job.id)]
         assert types[0] == "queued" and "started" in types
         assert "queued" not in types[types.index("started") :], types
+
+
+def test_quote_refuses_like_submit_when_the_owners_quota_is_used(service, gate):
+    hold_worker(service, gate)
+    service.submit("record", {}, owner="alice", max_queued=1)
+    with pytest.raises(TooManyJobsError):
+        service.quote("record", {}, owner="alice", max_queued=1)
+    assert service.quote("record", {}, owner="bob", max_queued=1).position == 1
