@@ -2,8 +2,8 @@
 
 `Outlook` ties together the run-time estimator (eta.py), the cached forecast of the
 queue (forecast.py), the pushes of changed positions (announce.py) and the scoring of
-past ETAs. The service tells it when jobs start and finish; it never blocks a worker
-for longer than a dictionary update.
+past ETAs. The service tells it when jobs start and finish; a worker never waits for a
+forecast (at most for an announcement in progress to finish publishing).
 
 ETAs are seconds until the job is predicted to *finish* (queue wait plus its own run).
 """
