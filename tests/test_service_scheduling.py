@@ -1,6 +1,7 @@
 """The service schedules fairly and predicts honestly: aging, turns, pushes, quotes."""
 
 import threading
+import time
 
 import pytest
 
@@ -114,6 +115,10 @@ def test_eta_accuracy_is_scored_and_run_times_are_learned(make_service, gate):
     clock.advance(10)
     gate.release()
     wait_for(service, job.id)
+    # The worker scores the ETA just after it records the outcome that wait_for sees.
+    deadline = time.monotonic() + 10
+    while service.stats()["eta_error"]["samples"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert service.stats()["eta_error"] == {"median": 0.5, "p90": 0.5, "samples": 1}
     assert service.quote("gate", {}).eta_seconds == 10.0  # measured: 2x the estimate
 
