@@ -97,7 +97,7 @@ def _wait_until_ready(server: Server, timeout: float) -> None:
         try:
             if requests.get(f"{server.url}/ready", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or too slow while the machine is busy
             pass
         time.sleep(0.05)
     raise RuntimeError(f"gunicorn not ready after {timeout}s:\n{server.log()}")
