@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ lint: $(DEV_STAMP)
 format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+screenshot: $(DEV_STAMP)  ## Refresh docs/screenshot*.png (needs Debian chromium)
+	SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/test_browser.py -k mid_generation
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -4,14 +4,20 @@ The generation service's worker threads must live in the process that serves req
 and threads do not survive fork, so the app is loaded in each worker (no preload) and
 the service is started in `post_worker_init` and stopped in `worker_exit`.
 
-Stopping, inside out: SIGTERM starts a drain that gives running jobs
-DRAIN_TIMEOUT_SECONDS, then requeues what still runs (app/drain.py); gunicorn's
-`graceful_timeout` leaves room for that; Fly's `kill_timeout` (fly.toml) leaves room
-for gunicorn. tests/test_deploy_config.py checks that each fits in the next.
+Threads: every open WebSocket holds one of `threads` for as long as it is open, so the
+pool is large (docs/performance.md has the measurements behind WEB_THREADS) and the app
+caps sockets at WS_MAX_CONNECTIONS, leaving the rest of the pool to HTTP.
+
+Stopping, inside out: SIGTERM closes every open WebSocket with 1001 at once and starts a
+drain that gives running jobs DRAIN_TIMEOUT_SECONDS, then requeues what still runs
+(app/drain.py); gunicorn's `graceful_timeout` leaves room for that; Fly's `kill_timeout`
+(fly.toml) leaves room for gunicorn. tests/test_deploy_config.py checks that each fits
+in the next.
 """
 
 import math
 import signal
+import threading
 
 from app.config import Config
 from app.drain import Drain, longest_drain
@@ -24,6 +30,8 @@ bind = f"0.0.0.0:{_config.port}"
 worker_class = "gthread"
 workers = _config.web_concurrency
 threads = _config.web_threads
+# Connections beyond `threads` wait in keep-alive (no thread) or in the pool's queue.
+worker_connections = 2 * _config.web_threads
 preload_app = False
 # gunicorn's control socket lives at one fixed path per user; several servers on one
 # machine (tests, benchmarks) would fight over it, and nothing here uses it.
@@ -45,6 +53,7 @@ def post_worker_init(worker):
     service = worker.wsgi.extensions["generation"]
     service.start()
     _drain_on_sigterm(worker, service)
+    _close_sockets_on_sigterm(worker)
 
 
 def _drain_on_sigterm(worker, service):
@@ -60,6 +69,22 @@ def _drain_on_sigterm(worker, service):
 
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn sets it: requests are not disturbed
+
+
+def _close_sockets_on_sigterm(worker):
+    """On SIGTERM, every open WebSocket gets `server_restarting` and close code 1001 at
+    once, instead of holding the stop for `graceful_timeout`; then the handler installed
+    before this one (the drain's, then gunicorn's) runs as usual."""
+    sockets = worker.wsgi.extensions["sockets"]
+    previous_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        # A signal handler must not take locks the code it interrupted may hold: hand over.
+        threading.Thread(target=sockets.close_all, name="ws-close-all", daemon=True).start()
+        previous_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.siginterrupt(signal.SIGTERM, False)
 
 
 def worker_exit(server, worker):

@@ -30,6 +30,10 @@ AUTH_MODES = ("open", "keys")
 MIN_SECRET_KEY_LENGTH = 32
 
 
+# Threads never given to WebSockets, so /health and the API answer however many are open.
+MIN_HTTP_THREADS = 2
+
+
 class ConfigError(ValueError):
     """A setting in the environment is missing or malformed."""
 
@@ -43,7 +47,7 @@ class Config:
     generation_scale_up_seconds: int = 5
     generation_worker_idle_seconds: int = 60
     web_concurrency: int = 1
-    web_threads: int = 8
+    web_threads: int = 1024
     port: int = 8000
     database_url: str = f"sqlite:///{DEFAULT_INSTANCE_DIR / 'generation.db'}"
     results_dir: Path = DEFAULT_INSTANCE_DIR / "results"
@@ -73,6 +77,18 @@ class Config:
     @property
     def result_ttl(self) -> timedelta | None:
         return timedelta(hours=self.result_ttl_hours) if self.result_ttl_hours else None
+    # None: half of WEB_THREADS (each open socket holds one thread; HTTP keeps the rest).
+    ws_max_connections: int | None = None
+    ws_ping_interval: int = 25
+    # A socket sends a job's progress at most this often (the newest); outcomes at once.
+    ws_update_interval_ms: int = 250
+
+    @property
+    def websocket_capacity(self) -> int:
+        """How many WebSockets one process keeps open at once."""
+        if self.ws_max_connections is not None:
+            return self.ws_max_connections
+        return max(1, self.web_threads // 2)
 
     @property
     def is_sqlite(self) -> bool:
@@ -146,6 +162,11 @@ class Config:
                 "MAX_QUEUED_PER_KEY", cls.max_queued_per_key, 1, 1_000_000
             ),
             rate_limit=reader.rate_limit("RATE_LIMIT", cls.rate_limit),
+            ws_max_connections=reader.optional_integer("WS_MAX_CONNECTIONS", 1, 100_000),
+            ws_ping_interval=reader.integer("WS_PING_INTERVAL", cls.ws_ping_interval, 1, 3600),
+            ws_update_interval_ms=reader.integer(
+                "WS_UPDATE_INTERVAL_MS", cls.ws_update_interval_ms, 0, 10_000
+            ),
         )
         config.check()
         return config
@@ -174,6 +195,12 @@ class Config:
                 "database, so jobs submitted to one process would wait for that process alone, "
                 "and a restart of one would retry jobs another is still running. "
                 "Use WEB_THREADS to serve more requests."
+            )
+        if self.web_threads - self.websocket_capacity < MIN_HTTP_THREADS:
+            raise ConfigError(
+                f"WS_MAX_CONNECTIONS ({self.websocket_capacity}) must leave at least "
+                f"{MIN_HTTP_THREADS} of WEB_THREADS ({self.web_threads}) for HTTP requests: "
+                "every open WebSocket holds a thread"
             )
 
 
@@ -213,6 +240,11 @@ class _Reader:
         if not low <= value <= high:
             raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
         return value
+
+    def optional_integer(self, name: str, low: int, high: int) -> int | None:
+        if not self._environ.get(name, "").strip():
+            return None
+        return self.integer(name, low, low, high)
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
         value = self.text(name, default)

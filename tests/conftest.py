@@ -4,6 +4,7 @@ a client. The service is started by the fixtures that need it and always shut do
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 
 from app import create_app
 from app.config import Config
@@ -24,11 +26,13 @@ from app.generation.keys import Tier
 from app.generation.results import FilesystemResultStore
 
 from .generators import (
+    ChattyGenerator,
     FailingGenerator,
     GarbageGenerator,
     GateGenerator,
     RecordingGenerator,
     SleepGenerator,
+    StepperGenerator,
 )
 
 
@@ -73,12 +77,23 @@ def gate() -> Iterator[GateGenerator]:
 
 
 @pytest.fixture
-def registry(recorder: RecordingGenerator, gate: GateGenerator) -> GeneratorRegistry:
+def stepper() -> Iterator[StepperGenerator]:
+    stepper = StepperGenerator()
+    yield stepper
+    stepper.advance(1000)
+
+
+@pytest.fixture
+def registry(
+    recorder: RecordingGenerator, gate: GateGenerator, stepper: StepperGenerator
+) -> GeneratorRegistry:
     return GeneratorRegistry(
         [
             ImagesGenerator(),
             recorder,
             gate,
+            stepper,
+            ChattyGenerator(),
             FailingGenerator(),
             GarbageGenerator(),
             SleepGenerator(),
@@ -158,6 +173,18 @@ def issue_key(keyed_app: Flask) -> Callable[..., dict[str, str]]:
         return {"Authorization": f"Bearer {key}"}
 
     return issue
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    """The app on a real, threaded HTTP server (WebSockets need one): its `host:port`."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="live-server", daemon=True
+    )
+    thread.start()
+    yield f"127.0.0.1:{server.server_port}"
+    app.extensions["sockets"].close_all()
+    server.shutdown()
+    thread.join(5)
 
 
 def wait_for(

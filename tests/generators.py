@@ -121,3 +121,38 @@ class BlobGenerator(_Simple):
 
     def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
         yield OutputFile("blob.bin", os.urandom(int(params.get("megabytes", 1)) * 1024 * 1024))
+
+
+class StepperGenerator(_Simple):
+    """Takes `steps` steps (default 4), one per `advance()`, reporting progress after each."""
+
+    name = "stepper"
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self._steps = threading.Semaphore(0)
+
+    def advance(self, steps: int = 1) -> None:
+        self._steps.release(steps)
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
+        self.started.set()
+        total = params.get("steps", 4)
+        for step in range(1, total + 1):
+            while not self._steps.acquire(timeout=0.01):
+                context.check_cancelled()
+            context.progress("stepping", 100 * step / total, f"step {step}", step=step, total=total)
+        yield OutputFile("steps.txt", str(total).encode())
+
+
+class ChattyGenerator(_Simple):
+    """Reports progress `updates` times with long messages, as fast as it can."""
+
+    name = "chatty"
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
+        updates = params.get("updates", 1000)
+        padding = "x" * 450
+        for update in range(1, updates + 1):
+            context.progress("talking", 100 * update / updates, f"{update} {padding}")
+        yield OutputFile("chatty.txt", b"done")

@@ -34,7 +34,9 @@ def test_a_watched_job_hears_of_moves_but_not_of_small_drifts():
     assert announcer.announce(forecast_of(a=Slot(2, 20.0, 40.0)), now=0.0) == 1
     assert announcer.announce(forecast_of(a=Slot(2, 28.0, 48.0)), now=0.0) == 1  # 8 s >= 4 s
     announcer.announce(forecast_of(a=Slot(2, 28.0, 48.0), b=Slot(3, 48.0, 60.0)), now=10.0)
-    assert messages(watching) == [(2, 40.0), (2, 48.0)]  # b is not watched
+    published = [(event.data["position"], event.data["eta_seconds"]) for event in bus.history("a")]
+    assert published == [(2, 40.0), (2, 48.0)] and bus.history("b") == []  # b is not watched
+    assert messages(watching) == [(2, 48.0)]  # a subscriber that fell behind gets the newest
 
 
 def test_a_job_taken_off_the_queue_is_never_announced_again():

@@ -127,3 +127,24 @@ def test_bad_generator_settings_fail_naming_the_variable(name, value, message):
 
 def test_the_replicate_token_never_shows_in_the_config_repr():
     assert "r8_secret" not in repr(Config.from_env({"REPLICATE_API_TOKEN": "r8_secret"}))
+
+
+def test_websockets_get_half_the_threads_unless_told_otherwise():
+    assert Config.from_env({"WEB_THREADS": "64"}).websocket_capacity == 32
+    assert (
+        Config.from_env({"WEB_THREADS": "64", "WS_MAX_CONNECTIONS": "50"}).websocket_capacity == 50
+    )
+
+
+def test_sockets_may_not_take_the_threads_http_needs():
+    with pytest.raises(ConfigError, match="WS_MAX_CONNECTIONS .* WEB_THREADS"):
+        Config.from_env({"WEB_THREADS": "64", "WS_MAX_CONNECTIONS": "63"})
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("WS_PING_INTERVAL", "0"), ("WS_PING_INTERVAL", "soon"), ("WS_MAX_CONNECTIONS", "-3")],
+)
+def test_bad_websocket_settings_fail_naming_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Config.from_env({name: value})

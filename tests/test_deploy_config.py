@@ -185,7 +185,8 @@ def test_fly_env_is_a_valid_configuration():
     config = Config.from_env(FLY_ENV | FLY_SECRETS, dotenv=False)
     required = {"GENERATION_WORKERS", "GENERATION_QUEUE_SIZE", "WEB_CONCURRENCY", "WEB_THREADS"}
     assert required | {"PORT"} <= FLY_ENV.keys()
-    assert config.generation_workers == 2 and config.web_threads == 8
+    assert config.generation_workers == 2 and config.web_threads == 1024
+    assert config.websocket_capacity == 512  # docs/performance.md measures 500 sockets
 
 
 def test_fly_concurrency_fits_the_thread_budget(gunicorn_settings):

@@ -79,9 +79,11 @@ def test_rejections_are_counted_by_reason(client):
     assert value(samples, rejected, reason="invalid_params") == 2
 
 
-def test_websocket_gauge_is_there_for_the_websocket_layer_to_move(app, client):
-    app.extensions["metrics"].websockets_open.inc(3)
-    assert value(scrape(client), "generation_websockets_open") == 3
+def test_websocket_gauge_counts_the_open_sockets(app, client):
+    sockets = app.extensions["sockets"]
+    for waker in (lambda: None, lambda: None):
+        assert sockets.admit(waker)
+    assert value(scrape(client), "generation_websockets_open") == 2
 
 
 def test_requests_in_flight_include_the_scrape_itself(client):

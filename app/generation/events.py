@@ -1,21 +1,29 @@
 """The progress event bus: workers publish, subscribers drain their own bounded buffers.
 
 `publish()` never blocks a worker on a subscriber: it appends to each interested
-subscriber's buffer under that buffer's lock and returns. A subscriber that falls behind
-loses its oldest *droppable* events (progress and queue-position updates, which the next
-one supersedes); lifecycle events (`started` and the terminal ones) are never dropped.
+subscriber's buffer under that buffer's lock and returns. Progress and queue-position
+updates are *droppable*: a later one supersedes them. So a newer update replaces one of
+the same job still waiting in a buffer (a subscriber that falls behind sends the latest,
+not a backlog), and a full buffer loses its oldest droppable event. Lifecycle events
+(`started` and the terminal ones) are never dropped.
 
 Each job's events carry a `seq` that strictly increases; the bus keeps a bounded history
-per job so a client that reconnects with the last `seq` it saw can catch up.
+per job so a client that reconnects with the last `seq` it saw can catch up. Counters
+live in memory: after a restart a job's events start again from 1.
 
-Lock invariant: `EventBus._lock` guards `_seq`, `_history` and `_subscribers`; a
-`Subscription._ready` condition guards only that subscription's buffer. Publishers take
-the bus lock, then release it before touching any buffer, so no thread ever holds both.
+To show a job and then its changes without a gap or a repeat, subscribe first, then read
+`last_seq()` and the job, and skip buffered events whose `seq` is not above that number.
+
+Lock invariant: `EventBus._lock` guards `_seq`, `_history`, `_subscribers` and every
+subscription's `job_ids`; a `Subscription._ready` condition guards only that
+subscription's buffer and flags. Publishers take the bus lock, then release it before
+touching any buffer, so no thread ever holds both.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,32 +52,62 @@ class Subscription:
     """One subscriber's view: a bounded buffer of events for the jobs it follows."""
 
     def __init__(self, job_ids: Iterable[str] | None, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.job_ids: set[str] | None = set(job_ids) if job_ids is not None else None
         self.capacity = capacity
         self.dropped = 0
         self._buffer: deque[Event] = deque()
         self._ready = threading.Condition()
         self._closed = False
+        self._woken = False
+        self._holding_until = 0.0  # while a get() holds updates back: until when
 
     def wants(self, job_id: str) -> bool:
         return self.job_ids is None or job_id in self.job_ids
 
     def offer(self, event: Event) -> None:
+        """Buffer an event, or let it replace the update it supersedes. When full, the
+        oldest droppable event makes room; a droppable event that finds only lifecycle
+        events ahead of it is the one dropped."""
         with self._ready:
-            if len(self._buffer) >= self.capacity and event.type in DROPPABLE_EVENTS:
-                self.dropped += 1
+            if event.type in DROPPABLE_EVENTS and self._supersede(event):
                 return
-            if len(self._buffer) >= self.capacity:
-                self._drop_oldest_droppable()
+            if len(self._buffer) >= self.capacity and not self._drop_oldest_droppable():
+                if event.type in DROPPABLE_EVENTS:
+                    self.dropped += 1
+                    return
             self._buffer.append(event)
-            self._ready.notify()
+            # A reader holding updates back wakes by itself when the hold ends: waking it
+            # for each one would cost a thread switch per update for nothing.
+            if event.type not in DROPPABLE_EVENTS or self._holding_until <= time.monotonic():
+                self._ready.notify()
 
-    def get(self, timeout: float | None = None) -> Event | None:
-        """The next event, or None after `timeout` seconds or once closed and empty."""
+    def get(self, timeout: float | None = None, *, updates_from: float = 0.0) -> Event | None:
+        """The next event; None after `timeout` seconds, after `wake()`, or once closed
+        and empty. Until the `time.monotonic()` instant `updates_from`, droppable events
+        are held back (newer ones replace them meanwhile) unless a lifecycle event waits
+        behind them: that is how a reader paces updates without delaying outcomes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._ready:
-            if not self._buffer and not self._closed:
-                self._ready.wait(timeout)
-            return self._buffer.popleft() if self._buffer else None
+            self._holding_until = updates_from
+            while not (self._closed or self._woken or self._takeable(updates_from)):
+                wait = self._seconds_to_wait(deadline, updates_from)
+                if wait is not None and wait <= 0:
+                    break
+                self._ready.wait(wait)
+            self._holding_until = 0.0
+            self._woken = False
+            if self._buffer and (self._closed or self._takeable(updates_from)):
+                return self._buffer.popleft()
+            return None
+
+    def wake(self) -> None:
+        """Make a waiting (or the next) `get()` return at once, even with nothing buffered:
+        the reader has something else to look at (input from its client, a shutdown)."""
+        with self._ready:
+            self._woken = True
+            self._ready.notify_all()
 
     def close(self) -> None:
         with self._ready:
@@ -80,12 +118,39 @@ class Subscription:
     def closed(self) -> bool:
         return self._closed
 
-    def _drop_oldest_droppable(self) -> None:
+    def _takeable(self, updates_from: float) -> bool:
+        return bool(self._buffer) and (
+            updates_from <= time.monotonic()
+            or any(event.type not in DROPPABLE_EVENTS for event in self._buffer)
+        )
+
+    def _seconds_to_wait(self, deadline: float | None, updates_from: float) -> float | None:
+        now = time.monotonic()
+        limits = [deadline - now] if deadline is not None else []
+        if updates_from > now:  # updates offered meanwhile do not notify: look again then
+            limits.append(updates_from - now)
+        return min(limits) if limits else None
+
+    def _supersede(self, event: Event) -> bool:
+        """Replace the job's last waiting event if it is an update of the same kind (only
+        the last: replacing one behind a lifecycle event would reorder the job's events)."""
+        for index in range(len(self._buffer) - 1, -1, -1):
+            waiting = self._buffer[index]
+            if waiting.job_id == event.job_id:
+                if waiting.type != event.type:
+                    return False
+                self._buffer[index] = event
+                self.dropped += 1
+                return True
+        return False
+
+    def _drop_oldest_droppable(self) -> bool:
         for index, queued in enumerate(self._buffer):
             if queued.type in DROPPABLE_EVENTS:
                 del self._buffer[index]
                 self.dropped += 1
-                return
+                return True
+        return False
 
 
 class EventBus:
@@ -122,6 +187,18 @@ class EventBus:
             self._subscribers.discard(subscription)
         subscription.close()
 
+    def follow(self, subscription: Subscription, job_id: str) -> None:
+        """Add a job to what a subscription receives, from the next event published on."""
+        with self._lock:
+            if subscription.job_ids is not None:
+                subscription.job_ids.add(job_id)
+
+    def unfollow(self, subscription: Subscription, job_id: str) -> None:
+        """Stop delivering a job's events (some may already sit in the buffer)."""
+        with self._lock:
+            if subscription.job_ids is not None:
+                subscription.job_ids.discard(job_id)
+
     def last_seq(self, job_id: str) -> int:
         with self._lock:
             return self._seq.get(job_id, 0)
@@ -134,14 +211,24 @@ class EventBus:
 
     def watched(self) -> set[str] | None:
         """The job ids some subscriber follows; None when one follows every job."""
-        with self._lock:
-            subscribers = list(self._subscribers)
         followed: set[str] = set()
-        for subscription in subscribers:
-            if subscription.job_ids is None:
-                return None
-            followed.update(subscription.job_ids)
+        with self._lock:  # it guards every subscription's job_ids (follow/unfollow)
+            for subscription in self._subscribers:
+                if subscription.job_ids is None:
+                    return None
+                followed.update(subscription.job_ids)
         return followed
+
+    def missed(self, job_id: str, since: int) -> list[Event] | None:
+        """Every event after `since`, oldest first; None when the history cannot say,
+        because it has forgotten some of them or `since` comes from another life of
+        the process (it is ahead of the job's counter)."""
+        with self._lock:
+            last = self._seq.get(job_id, 0)
+            events = list(self._history.get(job_id, ()))
+        if since > last or (since < last and (not events or events[0].seq > since + 1)):
+            return None
+        return [event for event in events if event.seq > since]
 
     def subscriber_count(self) -> int:
         with self._lock:

@@ -1,4 +1,4 @@
-"""The thin web layer: blueprints that translate HTTP to service calls."""
+"""The thin web layer: blueprints that translate HTTP and WebSocket to service calls."""
 
 from __future__ import annotations
 
@@ -6,24 +6,38 @@ from flask import Flask
 
 from ..generation.keys import KeyStore
 from ..metrics import Metrics
-from . import api, docs, ops, ui
+from . import api, docs, ops, ui, ws
 from .auth import init_auth
 from .errors import register_error_handlers
 from .inflight import InFlightCounter
 from .ratelimit import init_rate_limit
 from .requestid import init_request_ids
+from .sockets import InputSignal, ReaderThread, SocketRegistry
+
+# Client messages are small commands; anything bigger is a mistake or an attack.
+MAX_CLIENT_MESSAGE_BYTES = 4096
 
 
 def init_web(app: Flask, keys: KeyStore) -> None:
+    config = app.config["SERVICE_CONFIG"]
     counter = InFlightCounter(app.wsgi_app)
     app.wsgi_app = counter  # type: ignore[method-assign]
     app.extensions["inflight"] = counter
+    sockets = SocketRegistry(config.websocket_capacity)
+    app.extensions["sockets"] = sockets
+    app.config["SOCK_SERVER_OPTIONS"] = {
+        "ping_interval": config.ws_ping_interval,
+        "max_message_size": MAX_CLIENT_MESSAGE_BYTES,
+        "event_class": InputSignal,
+        "thread_class": ReaderThread,
+    }
     metrics = Metrics()
     metrics.watch(app.extensions["generation"], lambda: counter.current)
+    metrics.websockets_open.set_function(lambda: len(sockets))
     app.extensions["metrics"] = metrics
     init_request_ids(app)
     init_auth(app, keys)
     init_rate_limit(app, api.bp)
-    for blueprint in (api.bp, ops.bp, docs.bp, ui.bp):
+    for blueprint in (api.bp, ws.bp, ops.bp, docs.bp, ui.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

@@ -43,6 +43,7 @@ def status() -> Response:
     """The seed's status document: web tier figures plus the generation service's."""
     config = current_app.config["SERVICE_CONFIG"]
     counter = current_app.extensions["inflight"]
+    sockets = current_app.extensions["sockets"]
     stats = service().stats()
     return jsonify(
         status="healthy" if stats["running"] else "degraded",
@@ -50,6 +51,7 @@ def status() -> Response:
         max_concurrent_requests=config.web_concurrency * config.web_threads,
         web_workers=config.web_concurrency,
         web_threads=config.web_threads,
+        websockets={"open": len(sockets), "capacity": sockets.capacity},
         generation_service=stats,
     )
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
+from ..generation import Priority
+
 bp = Blueprint(
-    "ui", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
+    "ui", __name__, template_folder="templates", static_folder="static", static_url_path="/assets"
 )
 
 
 @bp.get("/")
 def index() -> str:
-    """A page to submit jobs and follow them."""
-    return render_template("index.html")
+    """A page to submit jobs and follow them live."""
+    return render_template("index.html", priorities=[priority.label for priority in Priority])

@@ -1,0 +1,1 @@
+"""Benchmarks: standalone modules with a `run(...) -> dict` and a `__main__`."""
