@@ -7,6 +7,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -173,18 +174,34 @@ def issue_key(keyed_app: Flask) -> Callable[..., dict[str, str]]:
         return {"Authorization": f"Bearer {key}"}
 
     return issue
-@pytest.fixture
-def live_server(app: Flask) -> Iterator[str]:
-    """The app on a real, threaded HTTP server (WebSockets need one): its `host:port`."""
+
+
+@contextmanager
+def serving(app: Flask) -> Iterator[str]:
+    """`app` on a real, threaded HTTP server (WebSockets need one): its `host:port`."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="live-server", daemon=True
     )
     thread.start()
-    yield f"127.0.0.1:{server.server_port}"
-    app.extensions["sockets"].close_all()
-    server.shutdown()
-    thread.join(5)
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        app.extensions["sockets"].close_all()
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    with serving(app) as address:
+        yield address
+
+
+@pytest.fixture
+def keyed_live_server(keyed_app: Flask) -> Iterator[str]:
+    with serving(keyed_app) as address:
+        yield address
 
 
 def wait_for(

@@ -179,3 +179,31 @@ def test_mid_generation_page_shows_progress_and_queue_place(
     (tmp_path / name).write_bytes(png)
     if target := os.environ.get("SCREENSHOT_DIR"):
         shutil.copy(tmp_path / name, Path(target) / name)
+
+
+def test_with_keys_the_page_asks_for_one_and_then_works(
+    browser, keyed_live_server, issue_key, tmp_path
+):
+    key = issue_key("alice")["Authorization"].removeprefix("Bearer ")
+    context = browser.new_context(viewport=LAPTOP, accept_downloads=True)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    page.goto(f"http://{keyed_live_server}/")
+    key_form = page.locator("#key-form")
+    expect(key_form).to_be_visible()
+    page.fill("#key-form input[name=key]", "gsk_not_a_real_key")
+    page.click("#key-form button")
+    expect(page.locator("#key-message")).to_contain_text("That key was refused")
+    page.fill("#key-form input[name=key]", key)
+    page.click("#key-form button")
+    expect(page.locator("#connection")).to_have_text("Live")  # through a minted token
+    submit(page, "behind a key", count=1)
+    job = card(page, "behind a key")
+    expect(job).to_have_attribute("data-status", "succeeded")
+    with page.expect_download() as download:
+        job.locator("a.download").click()
+    path = tmp_path / "keyed.zip"
+    download.value.save_as(path)
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == ["image-01.png", "manifest.json"]
+    context.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, current_app, render_template
 
 from ..generation import Priority
 
@@ -14,4 +14,8 @@ bp = Blueprint(
 @bp.get("/")
 def index() -> str:
     """A page to submit jobs and follow them live."""
-    return render_template("index.html", priorities=[priority.label for priority in Priority])
+    return render_template(
+        "index.html",
+        priorities=[priority.label for priority in Priority],
+        requires_keys=current_app.config["SERVICE_CONFIG"].requires_keys,
+    )

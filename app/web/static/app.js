@@ -4,28 +4,56 @@
 "use strict";
 
 // ---------------------------------------------------------------------------------------
-// The server. Every HTTP request and the socket are made here, and only here, so that
-// credentials (an API key header, a token in the socket URL) are added in one place.
+// The server. Every HTTP request and the socket are made here, and only here: this is
+// where the API key goes (a Bearer header; for the socket, whose handshake a browser
+// cannot give headers, a one-minute token from POST /api/v1/tokens).
+const KEY_STORAGE = "generation-service-api-key";
+
 const api = {
   base: "/api/v1",
+  key: localStorage.getItem(KEY_STORAGE) || "",
+  onUnauthorized: () => {},
 
+  useKey(key) {
+    this.key = key;
+    localStorage.setItem(KEY_STORAGE, key);
+  },
+  headers(extra = {}) {
+    return this.key ? { ...extra, Authorization: `Bearer ${this.key}` } : extra;
+  },
   async request(method, path, body) {
-    const options = { method, headers: { Accept: "application/json" } };
+    const options = { method, headers: this.headers({ Accept: "application/json" }) };
     if (body !== undefined) {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);
     }
     const response = await fetch(this.base + path, options);
     const data = await response.json().catch(() => ({}));
+    if (response.status === 401) this.onUnauthorized(data.error);
     return { ok: response.ok, status: response.status, headers: response.headers, data };
   },
   submit(body) { return this.request("POST", "/jobs", body); },
   recent(limit) { return this.request("GET", `/jobs?limit=${limit}`); },
   cancel(id) { return this.request("POST", `/jobs/${encodeURIComponent(id)}/cancel`); },
   resultUrl(job) { return job.result.url; },
-  eventsSocket() {
+  async download(job) {
+    // With a key the result needs the header too, so fetch it rather than follow a link.
+    const response = await fetch(this.resultUrl(job), { headers: this.headers() });
+    if (!response.ok) throw new Error(`download failed: ${response.status}`);
+    const link = el("a", { href: URL.createObjectURL(await response.blob()) });
+    link.download = `${job.id}.zip`;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+  },
+  async eventsSocket() {
+    let query = "";
+    if (this.key) {
+      const token = await this.request("POST", "/tokens");
+      if (!token.ok) throw Object.assign(new Error("no socket token"), { status: token.status });
+      query = `?token=${encodeURIComponent(token.data.token)}`;
+    }
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return new WebSocket(`${scheme}//${location.host}${this.base}/events`);
+    return new WebSocket(`${scheme}//${location.host}${this.base}/events${query}`);
   },
 };
 
@@ -64,10 +92,16 @@ class LiveConnection {
     return true;
   }
 
-  connect() {
+  async connect() {
     clearTimeout(this.timer);
     this.onState("connecting");
-    const socket = api.eventsSocket();
+    let socket;
+    try {
+      socket = await api.eventsSocket();
+    } catch (error) {
+      if (error.status === 401) return this.onState("locked"); // until a key is given
+      return this.retryAfter(this.delayFor(1006));
+    }
     this.socket = socket;
     socket.onopen = () => {
       this.failures = 0;
@@ -118,6 +152,8 @@ const form = document.getElementById("submit-form");
 const formMessage = document.getElementById("form-message");
 const submitButton = document.getElementById("submit-button");
 const connection = document.getElementById("connection");
+const keyForm = document.getElementById("key-form");
+const keyMessage = document.getElementById("key-message");
 const live = new LiveConnection(handleMessage, showConnection);
 
 const EVENT_EFFECTS = {
@@ -190,6 +226,7 @@ function showConnection(state, seconds) {
     live: "Live",
     reconnecting: `Offline · retrying in ${seconds} s`,
     restarting: "Server restarting…",
+    locked: "Waiting for a valid key",
   };
   connection.dataset.state = state;
   connection.textContent = labels[state];
@@ -213,6 +250,11 @@ class JobView {
     this.cancel.addEventListener("click", () => cancelJob(id));
     this.download = el("a", { className: "button download", textContent: "Download ZIP" });
     this.download.setAttribute("download", "");
+    this.download.addEventListener("click", (event) => {
+      if (!api.key) return; // without keys, the plain link downloads
+      event.preventDefault();
+      api.download(jobs.get(id)).catch(() => showConnection("reconnecting", 1));
+    });
     const head = el("div", { className: "job-head" }, [this.prompt, this.badge]);
     const actions = el("div", { className: "actions" }, [this.cancel, this.download]);
     const foot = el("div", { className: "job-foot" }, [this.detail, actions]);
@@ -363,4 +405,29 @@ function size(bytes) {
 
 function capitalize(text) { return text.charAt(0).toUpperCase() + text.slice(1); }
 
-loadRecent().finally(() => live.connect());
+// ---------------------------------------------------------------------------------------
+// The API key, where the server asks for one.
+function askForKey(message) {
+  keyForm.hidden = false;
+  keyMessage.textContent = message || "";
+  keyForm.elements.key.focus();
+}
+
+api.onUnauthorized = (error) =>
+  askForKey(api.key ? `That key was refused: ${error?.message || "unauthorized"}` : "");
+
+keyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const key = keyForm.elements.key.value.trim();
+  if (!key) return askForKey("Paste your API key first.");
+  api.useKey(key);
+  keyForm.hidden = true;
+  start();
+});
+
+function start() {
+  loadRecent().finally(() => live.reconnectNow());
+}
+
+if (document.body.dataset.requiresKeys === "true" && !api.key) askForKey();
+else start();
