@@ -8,6 +8,9 @@ Stopping, inside out: SIGTERM starts a drain that gives running jobs
 DRAIN_TIMEOUT_SECONDS, then requeues what still runs (app/drain.py); gunicorn's
 `graceful_timeout` leaves room for that; Fly's `kill_timeout` (fly.toml) leaves room
 for gunicorn. tests/test_deploy_config.py checks that each fits in the next.
+
+Pending database migrations are applied once, in the master before it forks
+(`on_starting`); `flask --app wsgi db upgrade` does the same by hand or as a release step.
 """
 
 import math
@@ -15,6 +18,8 @@ import signal
 
 from app.config import Config
 from app.drain import Drain, longest_drain
+from app.generation import schema
+from app.generation.db import create_database_engine
 from app.logs import logging_config
 
 _config = Config.from_env()
@@ -39,6 +44,12 @@ errorlog = "-"
 loglevel = _config.log_level.lower()
 logconfig_dict = logging_config(_config.log_level)
 logger_class = "app.access_log.JsonAccessLogger"
+
+
+def on_starting(server):
+    engine = create_database_engine(_config.database_url)
+    schema.upgrade(engine)
+    engine.dispose()
 
 
 def post_worker_init(worker):

@@ -6,7 +6,7 @@ import secrets
 
 from flask import Flask
 
-from .cli import db, keys_cli
+from .cli import db_cli, keys_cli
 from .config import Config
 from .generation import GenerationService
 from .generation.keys import KeyStore
@@ -19,8 +19,9 @@ SERVICE_KEY = "generation"
 
 
 def create_app(config: Config | None = None, service: GenerationService | None = None) -> Flask:
-    """Build the app. The service is created but not started: the server starts it
-    (gunicorn.conf.py does, after fork) so that CLI commands never run workers."""
+    """Build the app. The service is created but not started, and no database connection
+    is opened: the server starts it (gunicorn.conf.py does, after fork), so CLI commands
+    such as `db upgrade` never run workers."""
     config = config or Config.from_env()
     app = Flask(__name__)
     app.config.update(
@@ -34,7 +35,7 @@ def create_app(config: Config | None = None, service: GenerationService | None =
     app.extensions[SERVICE_KEY] = service
     init_web(app, KeyStore(service.store.engine))
     init_sentry(config, service)
-    app.cli.add_command(db)
+    app.cli.add_command(db_cli)
     app.cli.add_command(keys_cli)
     return app
 

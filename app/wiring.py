@@ -1,33 +1,67 @@
-"""Turn a Config into a ready-to-start GenerationService."""
+"""Turn a Config into a ready-to-start GenerationService, with the backends its database
+calls for: on SQLite an in-memory queue index and results on disk; on PostgreSQL the
+shared queue, the LISTEN connection and the event relay, and results in the database."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from .config import Config
 from .generation import GenerationService
-from .generation.db import create_database_engine, create_schema
+from .generation.db import create_database_engine
+from .generation.events import EventBus
 from .generation.generators import GeneratorRegistry, default_registry
 from .generation.generators.replicate import ReplicateGenerator
 from .generation.jobs import JobStore
-from .generation.results import FilesystemResultStore
+from .generation.listener import PgListener
+from .generation.queue_postgres import PostgresQueue
+from .generation.relay import EventRelay
+from .generation.results import FilesystemResultStore, ResultStore
+from .generation.results_db import DatabaseResultStore
 
 log = logging.getLogger(__name__)
 
 
-def build_service(config: Config, generators: GeneratorRegistry | None = None) -> GenerationService:
+def build_service(
+    config: Config, generators: GeneratorRegistry | None = None, *, name: str | None = None
+) -> GenerationService:
+    """Build (not start: no connection is opened) the service `config` describes."""
     engine = create_database_engine(config.database_url)
-    create_schema(engine)
+    store = JobStore(engine, lease_seconds=config.job_lease_seconds)
+    results: ResultStore = (
+        DatabaseResultStore(engine)
+        if config.results_store == "database"
+        else FilesystemResultStore(config.results_dir)
+    )
+    options: dict[str, Any] = {
+        "workers": config.generation_workers,
+        "queue_size": config.generation_queue_size,
+        "max_attempts": config.job_max_attempts,
+        "cpu_isolation": config.generation_cpu_isolation,
+        "job_timeout": config.job_timeout_seconds,
+        "result_ttl": config.result_ttl,
+        "name": name,
+    }
+    if config.is_sqlite:
+        return GenerationService(
+            store,
+            results,
+            generators if generators is not None else build_registry(config),
+            **options,
+        )
+    bus = EventBus()
+    listener = PgListener(engine)
+    queue = PostgresQueue(store, config.generation_queue_size, listener)
+    relay = EventRelay(engine, store, bus, listener)
     return GenerationService(
-        JobStore(engine),
-        FilesystemResultStore(config.results_dir),
+        store,
+        results,
         generators if generators is not None else build_registry(config),
-        workers=config.generation_workers,
-        queue_size=config.generation_queue_size,
-        max_attempts=config.job_max_attempts,
-        cpu_isolation=config.generation_cpu_isolation,
-        job_timeout=config.job_timeout_seconds,
-        result_ttl=config.result_ttl,
+        queue=queue,
+        bus=bus,
+        background=[listener, relay],
+        **options,
     )
 
 

@@ -1,10 +1,17 @@
 """Shared fixtures: a service on a temporary SQLite file with test generators, an app,
-a client. The service is started by the fixtures that need it and always shut down."""
+a client. The service is started by the fixtures that need it and always shut down.
+
+PostgreSQL fixtures use a database of their own on the local server, created for the
+test session and dropped after it. Without a server those tests skip, except in CI
+(`CI=true`), where they fail.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,11 +19,13 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from app import create_app
 from app.config import Config
-from app.generation import GenerationService, Job, JobStatus
-from app.generation.db import create_database_engine, create_schema
+from app.generation import GenerationService, Job, JobStatus, schema
+from app.generation.db import create_database_engine
 from app.generation.generators import GeneratorRegistry
 from app.generation.generators.images import ImagesGenerator
 from app.generation.jobs import JobStore
@@ -24,6 +33,7 @@ from app.generation.keys import Tier
 from app.generation.results import FilesystemResultStore
 
 from .generators import (
+    CountingGenerator,
     FailingGenerator,
     GarbageGenerator,
     GateGenerator,
@@ -73,7 +83,10 @@ def gate() -> Iterator[GateGenerator]:
 
 
 @pytest.fixture
-def registry(recorder: RecordingGenerator, gate: GateGenerator) -> GeneratorRegistry:
+def registry(
+    recorder: RecordingGenerator, gate: GateGenerator, tmp_path: Path
+) -> GeneratorRegistry:
+    counter = CountingGenerator(tmp_path / "executions.log", "test")
     return GeneratorRegistry(
         [
             ImagesGenerator(),
@@ -82,6 +95,7 @@ def registry(recorder: RecordingGenerator, gate: GateGenerator) -> GeneratorRegi
             FailingGenerator(),
             GarbageGenerator(),
             SleepGenerator(),
+            counter,
         ]
     )
 
@@ -95,7 +109,7 @@ def make_service(
 
     def make(**overrides: object) -> GenerationService:
         engine = create_database_engine(config.database_url)
-        create_schema(engine)
+        schema.upgrade(engine)
         options = {
             "workers": config.generation_workers,
             "queue_size": config.generation_queue_size,
@@ -158,6 +172,47 @@ def issue_key(keyed_app: Flask) -> Callable[..., dict[str, str]]:
         return {"Authorization": f"Bearer {key}"}
 
     return issue
+
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh, migrated database for this test session."""
+    name = f"gs_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as error:
+        admin.dispose()
+        reason = f"no PostgreSQL at {POSTGRES_ADMIN_URL}: {error.orig}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    engine = create_database_engine(url)
+    schema.upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_engine(postgres_url: str) -> Iterator[Engine]:
+    """An engine on the session's PostgreSQL database, emptied for this test."""
+    engine = create_database_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE jobs, result_chunks RESTART IDENTITY"))
+    yield engine
+    engine.dispose()
 
 
 def wait_for(

@@ -121,3 +121,24 @@ class BlobGenerator(_Simple):
 
     def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
         yield OutputFile("blob.bin", os.urandom(int(params.get("megabytes", 1)) * 1024 * 1024))
+
+
+class CountingGenerator(_Simple):
+    """Appends "<job id> <node>" to `executions` each time it starts a job, so tests can
+    count executions across processes; then sleeps `ms` in `steps` reported steps."""
+
+    name = "count"
+
+    def __init__(self, executions: Path, node: str) -> None:
+        self._executions = executions
+        self._node = node
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
+        with self._executions.open("a") as log:
+            log.write(f"{params['job']} {self._node}\n")
+        steps = int(params.get("steps", 1))
+        for step in range(1, steps + 1):
+            time.sleep(int(params.get("ms", 0)) / 1000 / steps)
+            context.check_cancelled()
+            context.progress("counting", 100 * step / steps, step=step, total=steps)
+        yield OutputFile("count.txt", str(params["job"]).encode())

@@ -1,5 +1,6 @@
 """The generation core: jobs, queue, workers, generators, results. Imports no Flask."""
 
+from . import schema
 from .errors import (
     GenerationError,
     GeneratorError,
@@ -34,4 +35,5 @@ __all__ = [
     "QueueFullError",
     "ServiceStoppedError",
     "TooManyJobsError",
+    "schema",
 ]

@@ -5,8 +5,12 @@
   finds the first job (even after a restart) and a different request under the same key
   is refused. Two racing repeats cannot both insert: the loser hits the unique index.
 - Per-owner quota: at most `max_queued` queued jobs per owner.
-- Capacity: a queue slot is reserved before the row is written and given back if the
-  write fails, so a refused or failed submission leaves nothing behind.
+- Capacity: the queue backend writes the row only if a slot is free (queue.py), so a
+  refused or failed submission leaves nothing behind.
+
+The per-owner quota is checked under a lock of this process: with several processes on
+PostgreSQL, two submissions of one owner to two processes at the same moment may both
+take the last place, so the quota can be exceeded by (processes - 1) at most.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from .errors import IdempotencyKeyReusedError, QueueFullError, TooManyJobsError
 from .jobs import JobStore
 from .models import Job, Priority
-from .queue import JobQueue
+from .queue import Announce, JobQueue
 
 OWNER_LOCK_STRIPES = 16
 
@@ -54,15 +58,18 @@ class Admission:
             raise IdempotencyKeyReusedError(key, earlier.id)
         return dataclasses.replace(earlier, replayed=True)
 
-    def admit(self, job: Job, max_queued: int | None = None) -> Job:
-        """Check the owner's quota, hold a queue slot and write the row; all or nothing.
+    def admit(
+        self, job: Job, max_queued: int | None = None, *, announce: Announce | None = None
+    ) -> Job:
+        """Check the owner's quota and queue the job (with its `position`; `announce` as
+        `JobQueue.submit` says); all or nothing.
         If a concurrent request with the same idempotency key wrote its row first, return
         that request's job instead (or refuse, if its request was a different one).
 
         Raises TooManyJobsError, QueueFullError, IdempotencyKeyReusedError, or the
         database's error."""
         try:
-            return self._admit(job, max_queued)
+            return self._admit(job, max_queued, announce)
         except IntegrityError:
             key, request_hash = job.idempotency_key, job.request_hash
             earlier = self.earlier(job.owner, key, request_hash) if key and request_hash else None
@@ -70,23 +77,19 @@ class Admission:
                 raise
             return earlier
 
-    def _admit(self, job: Job, max_queued: int | None) -> Job:
+    def _admit(self, job: Job, max_queued: int | None, announce: Announce | None) -> Job:
         if max_queued is None:
-            return self._insert(job)
+            return self._insert(job, announce)
         # The count and the insert must not interleave with another submit of the same
         # owner in this process, or both could take the last place in the quota.
         with self._owner_locks[hash(job.owner) % OWNER_LOCK_STRIPES]:
             if self._store.count_queued(job.owner) >= max_queued:
                 raise TooManyJobsError(max_queued, self._retry_after())
-            return self._insert(job)
+            return self._insert(job, announce)
 
-    def _insert(self, job: Job) -> Job:
+    def _insert(self, job: Job, announce: Announce | None) -> Job:
         try:
-            self._queue.reserve()
+            written, position = self._queue.submit(job, announce=announce)
         except QueueFullError as full:
             raise QueueFullError(full.capacity, self._retry_after()) from None
-        try:
-            return self._store.insert(job)
-        except BaseException:
-            self._queue.release()
-            raise
+        return dataclasses.replace(written, position=position)

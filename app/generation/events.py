@@ -8,6 +8,10 @@ one supersedes); lifecycle events (`started` and the terminal ones) are never dr
 Each job's events carry a `seq` that strictly increases; the bus keeps a bounded history
 per job so a client that reconnects with the last `seq` it saw can catch up.
 
+With several processes on PostgreSQL, `forward` hands every event published here to the
+relay (relay.py), which sends it to the other processes; they `receive()` it into their
+own bus, under their own `seq`.
+
 Lock invariant: `EventBus._lock` guards `_seq`, `_history` and `_subscribers`; a
 `Subscription._ready` condition guards only that subscription's buffer. Publishers take
 the bus lock, then release it before touching any buffer, so no thread ever holds both.
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,8 +100,16 @@ class EventBus:
         self._seq: dict[str, int] = {}
         self._history: OrderedDict[str, deque[Event]] = OrderedDict()
         self._subscribers: set[Subscription] = set()
+        self.forward: Callable[[Event], None] | None = None
 
     def publish(self, job_id: str, type: str, **data: Any) -> Event:  # noqa: A002
+        event = self.receive(job_id, type, data)
+        if self.forward is not None:
+            self.forward(event)
+        return event
+
+    def receive(self, job_id: str, type: str, data: dict[str, Any]) -> Event:  # noqa: A002
+        """Deliver an event here without forwarding it (it came from another process)."""
         with self._lock:
             seq = self._seq.get(job_id, 0) + 1
             self._seq[job_id] = seq
@@ -131,6 +143,12 @@ class EventBus:
         with self._lock:
             events = list(self._history.get(job_id, ()))
         return [event for event in events if event.seq > since]
+
+    def watched_jobs(self) -> set[str]:
+        """Jobs that some subscriber follows by id."""
+        with self._lock:
+            subscriptions = list(self._subscribers)
+        return set().union(*(sub.job_ids or () for sub in subscriptions))
 
     def subscriber_count(self) -> int:
         with self._lock:

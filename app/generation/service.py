@@ -1,7 +1,11 @@
 """GenerationService: the framework-free front door of the core.
 
-It accepts jobs (row first, then queue index), owns the worker threads that drain the
-queue, and answers questions about jobs and itself. Nothing here knows about HTTP.
+It accepts jobs (row first, through the queue backend: queue.py), owns the worker
+threads that claim and run them and the heartbeat that keeps their leases (leases.py),
+and answers questions about jobs and itself. Nothing here knows about HTTP.
+
+On PostgreSQL several services (processes, machines) share one database and so one
+queue; each is named (`name`, default host:pid) so rows show which one runs a job.
 
 Life cycle, as `concurrent.futures.ThreadPoolExecutor`: construct, `start()`, use,
 `shutdown(wait=True)`. Submitting before start or after shutdown raises
@@ -13,15 +17,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import schema
 from .admission import Admission, fingerprint
 from .errors import (
     IdempotencyKeyReusedError,
@@ -37,10 +44,11 @@ from .events import EventBus
 from .generators import GeneratorRegistry
 from .jobs import JobStore
 from .keys import ANONYMOUS
+from .leases import LeaseKeeper
 from .models import Job, JobStatus, Priority
 from .observers import ObserverSet
 from .processes import WorkerProcess
-from .queue import JobQueue, Ticket
+from .queue import JobQueue, MemoryQueue, utcnow
 from .results import ResultStore
 from .retention import ResultSweeper
 from .runner import CancelToken, JobRunner
@@ -64,8 +72,13 @@ REJECTION_REASONS: dict[type[Exception], str] = {
 _REFUSALS = tuple(REJECTION_REASONS)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+class Background(Protocol):
+    """A helper that lives as long as the service: started before the workers, stopped
+    after them (e.g. the PostgreSQL listener and event relay)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class GenerationService:
@@ -80,7 +93,10 @@ class GenerationService:
         max_attempts: int = 3,
         cpu_isolation: str = "thread",
         job_timeout: float | None = None,
+        queue: JobQueue | None = None,
         bus: EventBus | None = None,
+        background: Sequence[Background] = (),
+        name: str | None = None,
         clock: Callable[[], datetime] = utcnow,
         result_ttl: timedelta | None = None,
         sweep_interval: float = 60.0,
@@ -97,8 +113,10 @@ class GenerationService:
         self.worker_count = workers
         self.max_attempts = max_attempts
         self.cpu_isolation = cpu_isolation
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._clock = clock
-        self._queue = JobQueue(queue_size)
+        self._queue = queue if queue is not None else MemoryQueue(store, queue_size, clock=clock)
+        self._background = list(background)
         self._admission = Admission(store, self._queue, self._retry_after)
         self._estimator = RunTimeEstimator()
         self._runner = JobRunner(
@@ -110,30 +128,32 @@ class GenerationService:
             clock,
             self.observers,
             timeout=job_timeout,
+            max_attempts=max_attempts,
         )
+        self._leases = LeaseKeeper(self._queue, self.bus, max_attempts=max_attempts, clock=clock)
         self.sweeper = None
         if result_ttl:
             self.sweeper = ResultSweeper(
                 store, results, result_ttl, clock, self.observers, interval=sweep_interval
             )
         self._threads: list[threading.Thread] = []
-        self._running: dict[str, CancelToken] = {}
+        self._closing = threading.Event()
         self._lock = threading.Lock()
         self._state = "new"
 
     # -- life cycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Recover what a previous process left behind, then start the worker threads."""
+        """Recover what a dead process left behind, then start the helpers and workers."""
+        schema.prepare(self.store.engine)
         with self._lock:
             if self._state != "new":
                 raise RuntimeError(f"cannot start a service that is {self._state}")
             self._state = "running"
-        requeued, failed = self.store.recover_running(self.max_attempts, self._clock())
-        if requeued or failed:
-            log.warning("recovered interrupted jobs: %d requeued, %d failed", requeued, failed)
-        for job in self.store.queued():
-            self._queue.put(job.id, job.priority, job.pk, reserved=False)
+        self._leases.announce(self._queue.recover(self.max_attempts))
+        for helper in self._background:
+            helper.start()
+        self._leases.start()
         isolate = self.cpu_isolation == "process" and self.generators.has_cpu_bound
         for number in range(1, self.worker_count + 1):
             # Started here, after gunicorn's fork; each belongs to one worker thread.
@@ -155,6 +175,7 @@ class GenerationService:
         """
         with self._lock:
             self._state = {"new": "stopped", "running": "stopping"}.get(self._state, self._state)
+        self._closing.set()
         self._queue.close()
 
     def shutdown(self, wait: bool = True, *, timeout: float | None = None) -> None:
@@ -168,11 +189,16 @@ class GenerationService:
                 self._state = "stopped"
                 return
             self._state = "stopping"
+        self._closing.set()
         self._queue.close()
         if self.sweeper is not None:
             self.sweeper.stop()
         if wait:
             self._join(timeout)
+        self._leases.stop()
+        for helper in reversed(self._background):
+            helper.stop()
+        self.store.engine.dispose()  # close pooled connections now, not at garbage collection
         with self._lock:
             self._state = "stopped"
 
@@ -192,7 +218,7 @@ class GenerationService:
         idempotency_key: str | None = None,
         max_queued: int | None = None,
     ) -> Job:
-        """Validate, write the row, then index it. The returned job is durable.
+        """Validate, then write the row and queue it. The returned job is durable.
 
         With an `idempotency_key`, a repeat of the same request by the same owner returns
         the job the first one created (marked `replayed`), even after a restart; another
@@ -206,13 +232,15 @@ class GenerationService:
             raise
         if job.replayed:
             return self.describe(job)
-        # Announce before indexing: once indexed, a worker may claim it and publish `started`.
-        position = self._queue.rank(job.priority, job.pk)
-        eta = round(self._queued_eta(job, position), 1)
-        self.bus.publish(job.id, "queued", position=position, eta_seconds=eta)
         self.observers.submitted(job)
-        self._queue.put(job.id, job.priority, job.pk)
-        return dataclasses.replace(job, position=position, eta_seconds=eta)
+        position = job.position or 0
+        return dataclasses.replace(job, eta_seconds=self._queued_eta(job, position))
+
+    def _announce(self, job: Job, position: int) -> None:
+        # The queue calls this before any worker can claim the job, so `queued` comes
+        # before `started` on the bus.
+        eta = self._queued_eta(job, position)
+        self.bus.publish(job.id, "queued", position=position, eta_seconds=eta)
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job:
         """The job, described; JobNotFoundError if missing or owned by someone else."""
@@ -236,16 +264,14 @@ class GenerationService:
         """Cancel a queued job at once, or ask a running one to stop at its next checkpoint."""
         job = self.get(job_id, owner=owner)
         if job.status is JobStatus.QUEUED:
-            cancelled = self.store.cancel_queued(job_id, self._clock())
+            cancelled = self._queue.cancel(job_id)
             if cancelled is not None:
-                self._queue.remove(job_id)
                 self.bus.publish(job_id, "cancelled")
                 return self.describe(cancelled)
             job = self.get(job_id)  # it started meanwhile
         if job.status is JobStatus.RUNNING:
             flagged = self.store.request_cancel(job_id)
-            with self._lock:
-                token = self._running.get(job_id)
+            token = self._leases.token(job_id)  # on another process, its heartbeat tells it
             if token is not None:
                 token.cancel("cancelled")
             if flagged is not None:
@@ -256,10 +282,10 @@ class GenerationService:
     def describe(self, job: Job) -> Job:
         """The job with its current queue position and ETA filled in."""
         if job.status is JobStatus.QUEUED:
-            position = self._queue.position(job.id)
-            if position is None:  # indexed by another process, or not yet
+            position = self._queue.position(job)
+            if position is None:  # claimed meanwhile
                 return job
-            eta = round(self._queued_eta(job, position), 1)
+            eta = self._queued_eta(job, position)
             return dataclasses.replace(job, position=position, eta_seconds=eta)
         if job.status is JobStatus.RUNNING:
             eta = running_eta(job.progress.percent, self._run_seconds(job))
@@ -270,8 +296,9 @@ class GenerationService:
         stats = service_stats(
             self.store,
             running=self.accepting,
+            process=self.name,
             workers=self.worker_count,
-            active_workers=self.active_workers,
+            running_here=[job.id for job in self._leases.jobs()],
             queue_size=len(self._queue),
             queue_capacity=self._queue.capacity,
             queued_by_priority=self.queued_by_priority(),
@@ -281,7 +308,7 @@ class GenerationService:
         return stats
 
     def queued_by_priority(self) -> dict[Priority, int]:
-        """Jobs waiting in this process's queue, by priority."""
+        """Jobs waiting in the queue (the cluster's, on PostgreSQL), by priority."""
         return self._queue.depth_by_priority()
 
     @property
@@ -290,52 +317,49 @@ class GenerationService:
 
     @property
     def active_workers(self) -> int:
-        with self._lock:
-            return len(self._running)
+        return len(self._leases)
+
+    def heartbeat(self) -> None:
+        """Beat once now (the heartbeat thread does this every third of a lease)."""
+        self._leases.beat()
 
     # -- workers ------------------------------------------------------------------
 
     def _work(self, process: WorkerProcess | None) -> None:
-        name = threading.current_thread().name
+        worker = f"{self.name}/{threading.current_thread().name}"
         try:
-            while (ticket := self._queue.get()) is not None:
-                try:
-                    self._process(ticket, name, process)
-                except Exception:  # noqa: BLE001 - the worker outlives any one job
-                    log.exception("worker %s could not process job %s", name, ticket.job_id)
+            while (job := self._claim(worker)) is not None:
+                self._process(job, process)
         finally:
             if process is not None:
                 process.close()
 
-    def _process(self, ticket: Ticket, worker: str, process: WorkerProcess | None) -> None:
-        try:
-            job = self._runner.claim(ticket.job_id, worker)
-        except SQLAlchemyError:
-            # The row is still queued; put it back where it was and let the database recover.
-            log.exception(
-                "claiming job %s failed; retrying in %ss", ticket.job_id, CLAIM_RETRY_SECONDS
-            )
-            time.sleep(CLAIM_RETRY_SECONDS)
-            self._queue.put(*ticket, reserved=False)
-            return
-        if job is None:
-            return
+    def _claim(self, worker: str) -> Job | None:
+        """The next job for `worker`; None once the service closes."""
+        while True:
+            try:
+                return self._queue.claim(worker)
+            except SQLAlchemyError as error:
+                log.warning("%s could not claim a job: %s", worker, error)
+                if self._closing.wait(CLAIM_RETRY_SECONDS):
+                    return None
+
+    def _process(self, job: Job, process: WorkerProcess | None) -> None:
         token = CancelToken()
-        with self._lock:
-            self._running[job.id] = token
+        self._leases.add(job, token)
         try:
             self._runner.run(job, token, process)
+        except Exception:  # noqa: BLE001 - the worker outlives any one job
+            log.exception("worker could not process job %s", job.id)
         finally:
-            with self._lock:
-                del self._running[job.id]
+            self._leases.remove(job.id)
 
     def _join(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if any(thread.is_alive() for thread in self._threads):
-            with self._lock:
-                tokens = list(self._running.values())
+            tokens = self._leases.tokens()
             log.warning("drain deadline passed; requeueing %d running jobs", len(tokens))
             for token in tokens:
                 token.cancel("shutdown")
@@ -352,7 +376,7 @@ class GenerationService:
         idempotency_key: str | None,
         max_queued: int | None,
     ) -> Job:
-        """The new row, its queue slot reserved but not yet indexed; or, for a repeated
+        """The new row, queued (with its position) and announced; or, for a repeated
         idempotency key, the job the first request created (marked `replayed`)."""
         if not self.accepting:
             raise ServiceStoppedError("the generation service is not accepting jobs")
@@ -370,7 +394,7 @@ class GenerationService:
             idempotency_key=idempotency_key,
             request_hash=request_hash,
         )
-        return self._admission.admit(new, max_queued)
+        return self._admission.admit(new, max_queued, announce=self._announce)
 
     def _new_job(
         self,
@@ -403,7 +427,8 @@ class GenerationService:
         return clean
 
     def _queued_eta(self, job: Job, position: int) -> float:
-        return queued_eta(position, self.active_workers, self.worker_count, self._run_seconds(job))
+        run_seconds = self._run_seconds(job)
+        return round(queued_eta(position, self.active_workers, self.worker_count, run_seconds), 1)
 
     def _retry_after(self) -> int:
         """Seconds until a queue slot is likely to free up: one run spread over the workers."""

@@ -13,21 +13,35 @@ def service_stats(
     store: JobStore,
     *,
     running: bool,
+    process: str,
     workers: int,
-    active_workers: int,
+    running_here: list[str],
     queue_size: int,
     queue_capacity: int,
     queued_by_priority: dict[Priority, int],
     result_ttl: timedelta | None,
 ) -> dict[str, Any]:
-    """Counts come from the database (they survive restarts); the rest is this process."""
+    """Counts and the queue are the whole cluster's (one process alone on SQLite);
+    workers are this process's. `local` and `cluster` say which is which."""
     counts = store.count_by_status()
     timings = store.recent_timings()
     stored_jobs, stored_bytes = store.stored_results()
     return {
         "running": running,
         "workers": workers,
-        "active_workers": active_workers,
+        "active_workers": len(running_here),
+        "local": {
+            "process": process,
+            "workers": workers,
+            "active_workers": len(running_here),
+            "running_jobs": running_here,
+        },
+        "cluster": {
+            "queue_size": queue_size,
+            "queue_capacity": queue_capacity,
+            "queued_by_priority": {p.label: n for p, n in queued_by_priority.items()},
+            "running_jobs": counts[JobStatus.RUNNING],
+        },
         "queue_size": queue_size,
         "queue_capacity": queue_capacity,
         "queued_by_priority": {p.label: n for p, n in queued_by_priority.items()},

@@ -1,0 +1,189 @@
+"""Separate service processes (tests/cluster_node.py) on one PostgreSQL database, each with
+its own results folder: one queue, each job executed once, nothing lost to kill -9 or to
+the database dropping every connection."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import func, select, text
+
+from app.generation.models import JobRow
+
+# When the server kills a connection while it is being set up, psycopg can leave the
+# half-made connection to the garbage collector, which warns; nothing of ours leaks.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function BaseConnection.__del__"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+ROOT = Path(__file__).resolve().parent.parent
+jobs = JobRow.__table__
+
+
+@dataclass
+class Node:
+    name: str
+    process: subprocess.Popen[str]
+    url: str
+
+    def submit(self, tag: str, **params: object) -> requests.Response:
+        body = {"generator": "count", "params": {"job": tag, **params}}
+        return requests.post(f"{self.url}/api/v1/jobs", json=body, timeout=10)
+
+
+@pytest.fixture
+def executions(tmp_path: Path) -> Path:
+    return tmp_path / "executions.log"
+
+
+@pytest.fixture
+def start_node(
+    postgres_url: str, pg_engine, tmp_path: Path, executions: Path
+) -> Iterator[Callable[..., Node]]:
+    """Start service processes; every one is stopped at the end, even on failure."""
+    nodes: list[Node] = []
+
+    def start(name: str, **settings: object) -> Node:
+        env = os.environ | {
+            "DATABASE_URL": postgres_url,
+            "RESULTS_DIR": str(tmp_path / name),
+            "EXECUTIONS_FILE": str(executions),
+            "GENERATION_WORKERS": "2",
+            "GENERATION_QUEUE_SIZE": "1000",
+        }
+        env |= {key: str(value) for key, value in settings.items()}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.cluster_node", name],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        nodes.append(node := Node(name, process, ""))
+        ready = process.stdout.readline().split()
+        assert ready[:1] == ["READY"], f"node {name} did not start"
+        node.url = f"http://127.0.0.1:{ready[1]}"
+        return node
+
+    yield start
+    for node in nodes:
+        node.process.terminate()
+    for node in nodes:
+        try:
+            node.process.wait(15)
+        except subprocess.TimeoutExpired:
+            node.process.kill()
+            node.process.wait()
+        node.process.stdout.close()
+
+
+def statuses(engine) -> Counter[str]:
+    with engine.connect() as connection:
+        rows = connection.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status))
+        return Counter(dict(rows.all()))
+
+
+def wait_until_finished(engine, count: int, timeout: float) -> Counter[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            seen = statuses(engine)
+        except Exception:  # noqa: BLE001 - the database may be dropping connections
+            seen = Counter()
+        if sum(seen[s] for s in ("succeeded", "failed", "cancelled")) >= count:
+            return seen
+        time.sleep(0.1)
+    raise AssertionError(f"jobs not finished after {timeout}s: {seen}")
+
+
+def executed(executions: Path) -> list[tuple[str, str]]:
+    return [tuple(line.split()) for line in executions.read_text().splitlines()]
+
+
+def test_two_processes_run_500_jobs_each_exactly_once(start_node, pg_engine, executions):
+    nodes = [start_node("a"), start_node("b")]
+    with ThreadPoolExecutor(8) as clients:
+        answers = clients.map(lambda n: nodes[n % 2].submit(f"job{n}").status_code, range(500))
+        assert set(answers) == {202}
+    assert wait_until_finished(pg_engine, 500, timeout=120) == Counter(succeeded=500)
+    runs = executed(executions)
+    assert sorted(Counter(tag for tag, _ in runs).values()) == [1] * 500
+    assert {node for _, node in runs} == {"a", "b"}  # both shared the one queue
+
+
+def test_kill_9_of_one_process_its_jobs_complete_on_the_other(start_node, pg_engine, executions):
+    a = start_node("a", JOB_LEASE_SECONDS=2)
+    for n in range(2):
+        assert a.submit(f"slow{n}", ms=6000, steps=60).status_code == 202
+    deadline = time.monotonic() + 10
+    while statuses(pg_engine)["running"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    b = start_node("b", JOB_LEASE_SECONDS=2)
+    for n in range(4):
+        assert b.submit(f"queued{n}", ms=50).status_code == 202
+    a.process.send_signal(signal.SIGKILL)
+    a.process.wait()
+    assert wait_until_finished(pg_engine, 6, timeout=60) == Counter(succeeded=6)
+    with pg_engine.connect() as connection:
+        rows = connection.execute(select(jobs.c.params, jobs.c.attempts, jobs.c.worker)).all()
+    retried = {row.params["job"]: (row.attempts, row.worker.split("/")[0]) for row in rows}
+    assert retried["slow0"] == retried["slow1"] == (2, "b")
+    assert Counter(tag for tag, _ in executed(executions))["slow0"] == 2  # once on a, once on b
+
+
+def test_database_dropping_every_connection_loses_nothing(start_node, pg_engine, executions):
+    nodes = [start_node("a"), start_node("b")]
+    accepted: list[str] = []
+    for n in range(100):
+        if nodes[n % 2].submit(f"before{n}", ms=20, steps=2).status_code == 202:
+            accepted.append(f"before{n}")
+    stop = threading.Event()
+    kills = 0
+
+    def restart_database_repeatedly() -> None:
+        nonlocal kills
+        while kills < 10 and not stop.wait(0.3):
+            with pg_engine.connect() as connection:
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            pg_engine.dispose()
+            kills += 1
+
+    chaos = threading.Thread(target=restart_database_repeatedly)
+    chaos.start()
+    try:
+        for n in range(100):
+            try:
+                if nodes[n % 2].submit(f"during{n}", ms=20, steps=2).status_code == 202:
+                    accepted.append(f"during{n}")
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.02)
+    finally:
+        chaos.join(30)
+        stop.set()
+    assert kills == 10
+    wait_until_finished(pg_engine, len(accepted), timeout=120)
+    with pg_engine.connect() as connection:
+        rows = connection.execute(select(jobs.c.params, jobs.c.status)).all()
+    outcome = {row.params["job"]: row.status for row in rows}
+    assert {tag: outcome.get(tag) for tag in accepted} == dict.fromkeys(accepted, "succeeded")
+    assert set(accepted) <= {tag for tag, _ in executed(executions)}
+    for node in nodes:
+        assert requests.get(f"{node.url}/ready", timeout=5).status_code == 200
