@@ -124,8 +124,9 @@ class BlobGenerator(_Simple):
 
 
 class CountingGenerator(_Simple):
-    """Appends "<job id> <node>" to `executions` each time it starts a job, so tests can
-    count executions across processes; then sleeps `ms` in `steps` reported steps."""
+    """Appends "<job> <node>" to `executions` each time it starts a job, so tests can
+    count executions across processes; then waits for the file `until` names, if any,
+    and sleeps `ms` in `steps` reported steps."""
 
     name = "count"
 
@@ -136,6 +137,10 @@ class CountingGenerator(_Simple):
     def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
         with self._executions.open("a") as log:
             log.write(f"{params['job']} {self._node}\n")
+        if "until" in params:
+            while not Path(params["until"]).exists():
+                context.check_cancelled()
+                time.sleep(0.01)
         steps = int(params.get("steps", 1))
         for step in range(1, steps + 1):
             time.sleep(int(params.get("ms", 0)) / 1000 / steps)

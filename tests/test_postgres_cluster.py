@@ -123,10 +123,13 @@ def test_two_processes_run_500_jobs_each_exactly_once(start_node, pg_engine, exe
     assert {node for _, node in runs} == {"a", "b"}  # both shared the one queue
 
 
-def test_kill_9_of_one_process_its_jobs_complete_on_the_other(start_node, pg_engine, executions):
+def test_kill_9_of_one_process_its_jobs_complete_on_the_other(
+    start_node, pg_engine, executions, tmp_path
+):
+    release = tmp_path / "release"  # the jobs on a wait for it: a dies before it appears
     a = start_node("a", JOB_LEASE_SECONDS=2)
     for n in range(2):
-        assert a.submit(f"slow{n}", ms=6000, steps=60).status_code == 202
+        assert a.submit(f"slow{n}", until=str(release)).status_code == 202
     deadline = time.monotonic() + 10
     while statuses(pg_engine)["running"] < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -135,6 +138,7 @@ def test_kill_9_of_one_process_its_jobs_complete_on_the_other(start_node, pg_eng
         assert b.submit(f"queued{n}", ms=50).status_code == 202
     a.process.send_signal(signal.SIGKILL)
     a.process.wait()
+    release.touch()
     assert wait_until_finished(pg_engine, 6, timeout=60) == Counter(succeeded=6)
     with pg_engine.connect() as connection:
         rows = connection.execute(select(jobs.c.params, jobs.c.attempts, jobs.c.worker)).all()

@@ -84,10 +84,6 @@ class LeaseKeeper:
         with self._lock:
             return [run.token for run in self._runs.values()]
 
-    def jobs(self) -> list[Job]:
-        with self._lock:
-            return [run.job for run in self._runs.values()]
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._runs)

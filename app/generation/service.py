@@ -298,7 +298,7 @@ class GenerationService:
             running=self.accepting,
             process=self.name,
             workers=self.worker_count,
-            running_here=[job.id for job in self._leases.jobs()],
+            running_here=self.active_workers,
             queue_size=len(self._queue),
             queue_capacity=self._queue.capacity,
             queued_by_priority=self.queued_by_priority(),

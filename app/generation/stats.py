@@ -15,7 +15,7 @@ def service_stats(
     running: bool,
     process: str,
     workers: int,
-    running_here: list[str],
+    running_here: int,
     queue_size: int,
     queue_capacity: int,
     queued_by_priority: dict[Priority, int],
@@ -29,13 +29,8 @@ def service_stats(
     return {
         "running": running,
         "workers": workers,
-        "active_workers": len(running_here),
-        "local": {
-            "process": process,
-            "workers": workers,
-            "active_workers": len(running_here),
-            "running_jobs": running_here,
-        },
+        "active_workers": running_here,
+        "local": {"process": process, "workers": workers, "active_workers": running_here},
         "cluster": {
             "queue_size": queue_size,
             "queue_capacity": queue_capacity,
