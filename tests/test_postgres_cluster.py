@@ -22,12 +22,6 @@ from sqlalchemy import func, select, text
 
 from app.generation.models import JobRow
 
-# When the server kills a connection while it is being set up, psycopg can leave the
-# half-made connection to the garbage collector, which warns; nothing of ours leaks.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <function BaseConnection.__del__"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
 ROOT = Path(__file__).resolve().parent.parent
 jobs = JobRow.__table__
 
@@ -166,7 +160,6 @@ def test_database_dropping_every_connection_loses_nothing(start_node, pg_engine,
                         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                     )
                 )
-            pg_engine.dispose()
             kills += 1
 
     chaos = threading.Thread(target=restart_database_repeatedly)

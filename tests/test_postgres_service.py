@@ -24,15 +24,7 @@ from app.wiring import build_service
 from .conftest import wait_for
 from .test_queue_contract import LEASE, FakeClock
 
-pytestmark = [
-    pytest.mark.usefixtures("pg_engine"),
-    # When the server kills a connection while it is being set up, psycopg can leave the
-    # half-made connection to the garbage collector, which warns; nothing of ours leaks.
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <function BaseConnection.__del__"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+pytestmark = pytest.mark.usefixtures("pg_engine")
 
 
 @pytest.fixture
@@ -254,7 +246,6 @@ def terminate_backends(engine) -> int:
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         ).scalar_one()
-    engine.dispose()
     return killed
 
 
