@@ -166,10 +166,16 @@ class _Probe:
 
     def __init__(self, url: str) -> None:
         context = multiprocessing.get_context("spawn")
-        self._stop = context.Event()
+        ready, self._stop = context.Event(), context.Event()
         self._results = context.Queue()
-        self._process = context.Process(target=_probe_loop, args=(url, self._stop, self._results))
+        self._process = context.Process(
+            target=_probe_loop, args=(url, ready, self._stop, self._results)
+        )
         self._process.start()
+        # A spawned process imports for a while (seconds on a loaded machine): time from
+        # its first request, not from its start.
+        if not ready.wait(120):
+            raise RuntimeError("the /health probe process did not start")
 
     def stop(self) -> dict:
         self._stop.set()
@@ -184,9 +190,10 @@ def _probe_for(url: str, seconds: float) -> dict:
     return probe.stop()
 
 
-def _probe_loop(url: str, stop: Any, results: Any) -> None:
+def _probe_loop(url: str, ready: Any, stop: Any, results: Any) -> None:
     host, port = url.removeprefix("http://").split(":")
     latencies, errors = [], 0
+    ready.set()
     while not stop.is_set():
         started = time.perf_counter()
         try:
