@@ -35,6 +35,7 @@ from .generators import (
     SleepGenerator,
     StepperGenerator,
 )
+from .openapi_check import assert_conforms
 
 
 @pytest.fixture
@@ -219,3 +220,20 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job.status} after {timeout}s")
         time.sleep(0.01)
+
+
+def hold_worker(service, gate):
+    """Occupy the single worker so that later submissions queue up."""
+    blocker = service.submit("gate", {})
+    assert gate.started.wait(5)
+    return blocker
+
+
+@pytest.fixture
+def call(app, client):
+    def call(method: str, url: str, **kwargs):
+        response = client.open(url, method=method, **kwargs)
+        assert_conforms(app, method, url, response)
+        return response
+
+    return call

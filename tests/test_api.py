@@ -10,18 +10,7 @@ import pytest
 
 from app.generation import JobStatus
 
-from .conftest import wait_for
-from .openapi_check import assert_conforms
-
-
-@pytest.fixture
-def call(app, client):
-    def call(method: str, url: str, **kwargs):
-        response = client.open(url, method=method, **kwargs)
-        assert_conforms(app, method, url, response)
-        return response
-
-    return call
+from .conftest import hold_worker, wait_for
 
 
 def submit(call, **body):
@@ -30,11 +19,6 @@ def submit(call, **body):
         "params": {"prompt": "p", "count": 1, "width": 64, "height": 64},
     } | body
     return call("POST", "/api/v1/jobs", json=body)
-
-
-def hold_worker(service, gate):
-    service.submit("gate", {})
-    assert gate.started.wait(5)
 
 
 def test_submit_returns_202_with_position_and_eta(call, service, gate):

@@ -9,16 +9,6 @@ from .openapi_check import assert_conforms
 
 
 @pytest.fixture
-def call(app, client):
-    def call(method: str, url: str, **kwargs):
-        response = client.open(url, method=method, **kwargs)
-        assert_conforms(app, method, url, response)
-        return response
-
-    return call
-
-
-@pytest.fixture
 def held(service, gate):
     """The single worker is busy until the test ends."""
     service.submit("gate", {})

@@ -15,14 +15,7 @@ from app.generation import (
     ServiceStoppedError,
 )
 
-from .conftest import wait_for
-
-
-def hold_worker(service, gate):
-    """Occupy the single worker so that later submissions queue up."""
-    blocker = service.submit("gate", {})
-    assert gate.started.wait(5)
-    return blocker
+from .conftest import hold_worker, wait_for
 
 
 def test_higher_priority_runs_first_and_fifo_within_a_level(service, gate, recorder):

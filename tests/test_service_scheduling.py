@@ -14,13 +14,7 @@ from app.generation import (
 )
 
 from .clock import FakeClock
-from .conftest import wait_for
-
-
-def hold_worker(service, gate):
-    blocker = service.submit("gate", {})
-    assert gate.started.wait(5)
-    return blocker
+from .conftest import hold_worker, wait_for
 
 
 def run_all(service, gate, jobs):
