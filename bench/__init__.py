@@ -1,0 +1,1 @@
+"""The benchmark suite: `make bench` runs `python -m bench.run` (docs/performance.md)."""

@@ -1,0 +1,127 @@
+"""Run the benchmark suite: `make bench`, or `python -m bench.run [--only NAME] [--repeat N]`.
+
+Every scenario is a module with `run(*, workdir, backends, repeat) -> dict` (see
+report.py for the dict) and its own `__main__`. SCENARIOS below is the registration
+list: one line per module, in the order they run. The suite writes
+bench/results/latest.json and latest.md, and replaces the table in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import dispatch_latency, drain_throughput, memory, submit_throughput
+from .backends import POSTGRES, SQLITE, postgres_available
+from .machine import machine_facts, machine_load
+from .report import markdown_table
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "performance.md"
+TABLE_BEGIN = "<!-- bench:table:begin -->"
+TABLE_END = "<!-- bench:table:end -->"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    run: Callable[..., dict[str, Any]]
+    backends: tuple[str, ...] = (SQLITE, POSTGRES)
+
+
+SCENARIOS = [
+    Scenario("submit_throughput", submit_throughput.run),
+    Scenario("dispatch_latency", dispatch_latency.run),
+    Scenario("drain_throughput", drain_throughput.run),
+    Scenario("memory", memory.run, (SQLITE,)),
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    chosen = [s for s in SCENARIOS if not args.only or s.name in args.only]
+    backends = {SQLITE} | ({POSTGRES} if not args.no_postgres and postgres_available() else set())
+    started = time.monotonic()
+    report: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench.run", *argv]),
+        "repeat": args.repeat,
+        "machine": machine_facts(),
+        "load_before": machine_load(),
+        "results": [],
+    }
+    if POSTGRES not in backends:
+        print("PostgreSQL is not reachable (BENCH_POSTGRES_URL): SQLite only", file=sys.stderr)
+    workdir = ROOT / "instance" / f"bench-{uuid.uuid4().hex[:8]}"
+    try:
+        for scenario in chosen:
+            report["results"].append(_run_one(scenario, workdir, backends, args.repeat))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report["load_after"] = machine_load()
+    report["duration_seconds"] = round(time.monotonic() - started, 1)
+    write_results(report, update_docs=not args.no_docs)
+    print(markdown_table(report["results"]))
+    return 0
+
+
+def _run_one(scenario: Scenario, workdir: Path, backends: set[str], repeat: int) -> dict[str, Any]:
+    use = [backend for backend in scenario.backends if backend in backends]
+    print(f"== {scenario.name} on {', '.join(use)} x{repeat}", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    result = scenario.run(workdir=workdir / scenario.name, backends=use, repeat=repeat)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    print(f"   {result['seconds']} s", file=sys.stderr, flush=True)
+    return result
+
+
+def write_results(report: dict[str, Any], *, update_docs: bool) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    block = results_block(report)
+    (RESULTS / "latest.md").write_text(block)
+    if update_docs and DOC.exists():
+        text = DOC.read_text()
+        head, found, rest = text.partition(TABLE_BEGIN)
+        _, found_end, tail = rest.partition(TABLE_END)
+        if found and found_end:
+            DOC.write_text(f"{head}{TABLE_BEGIN}\n{block}{TABLE_END}{tail}")
+
+
+def results_block(report: dict[str, Any]) -> str:
+    """The table with the facts needed to read it: when, where, how loaded, how run."""
+    machine = report["machine"]
+    before, after = report["load_before"], report["load_after"]
+    return (
+        f"Run of {report['started_at']} (`{report['command']}`, {report['repeat']} repetitions, "
+        f"{report['duration_seconds']:.0f} s) on {machine['cpu']} ({machine['cores']} cores, "
+        f"{machine['memory_gb']} GB), Linux {machine['kernel']}, Python {machine['python']}, "
+        f"SQLite {machine['sqlite']}, PostgreSQL {machine['postgres'] or 'not run'}. "
+        f"Load average {before['loadavg_1m']} before, {after['loadavg_1m']} after; CPU "
+        f"pressure (share of time some task waited for a CPU) {before['cpu_pressure_60s']}% "
+        f"before, {after['cpu_pressure_60s']}% after.\n\n" + markdown_table(report["results"])
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Run the benchmark suite.")
+    parser.add_argument("--only", action="append", choices=[s.name for s in SCENARIOS])
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions (default: 3)")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--no-docs", action="store_true", help="leave docs/performance.md as it is")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

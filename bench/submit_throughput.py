@@ -1,0 +1,109 @@
+"""Scenario 1: submit throughput: concurrent clients POST small jobs, vs the floor's POST.
+
+Each repetition measures the floor, then a fresh server of ours on an empty database,
+back to back, with the same wrk load (16 keep-alive connections). Only the submit path
+is measured: both generation workers are first held by a long `noop` job, so every
+accepted job is written, indexed and answered, and none runs. A second figure lets the
+workers drain the jobs (`noop`, ms=0) while they arrive: the sustained rate of a busy
+service, where submits share the GIL with workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .backends import SQLITE, database
+from .cli import scenario_main
+from .load import post_load
+from .report import row
+from .servers import Server, floor_server, service_server
+
+TARGET_RATIO = 0.8
+CONNECTIONS = 16
+WARMUP_SECONDS = 1
+MEASURE_SECONDS = 4
+QUEUE_SIZE = 1_000_000
+HOLD_MS = 600_000
+JOB = {"generator": "noop", "params": {"ms": 0}}
+
+
+def run(*, workdir: Path, backends: Sequence[str] = (SQLITE,), repeat: int = 3) -> dict[str, Any]:
+    rows = []
+    details: dict[str, Any] = {}
+    with floor_server(workdir) as floor:
+        for backend in backends:
+            floor_rates, held_rates, draining_rates = [], [], []
+            runs = []
+            for attempt in range(repeat):
+                floor_load = measure(floor)
+                held = measure_ours(backend, workdir / f"{backend}-held-{attempt}", hold=True)
+                draining = measure_ours(backend, workdir / f"{backend}-drain-{attempt}", hold=False)
+                floor_rates.append(floor_load["rate"])
+                held_rates.append(held["rate"])
+                draining_rates.append(draining["rate"])
+                runs.append({"floor": floor_load, "held": held, "draining": draining})
+            details[backend] = runs
+            held_row = row(
+                backend,
+                f"submits/s, workers held ({CONNECTIONS} clients)",
+                held_rates,
+                floor_rates,
+                unit="req/s",
+                target=f"≥ {TARGET_RATIO}x floor",
+                digits=0,
+            )
+            held_row["met"] = held_row["ratio"]["median"] >= TARGET_RATIO
+            rows.append(held_row)
+            rows.append(
+                row(
+                    backend,
+                    f"submits/s, workers draining ({CONNECTIONS} clients)",
+                    draining_rates,
+                    floor_rates,
+                    unit="req/s",
+                    digits=0,
+                )
+            )
+    return {
+        "scenario": "submit_throughput",
+        "title": "1. submit throughput",
+        "rows": rows,
+        "settings": {"connections": CONNECTIONS, "seconds": MEASURE_SECONDS, "job": JOB},
+        "runs": details,
+    }
+
+
+def measure(server: Server, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Warm up, then one measured wrk run of POSTs to the submit route."""
+    url = server.url + "/api/v1/jobs"
+    post_load(url, body or JOB, seconds=WARMUP_SECONDS, connections=CONNECTIONS)
+    return post_load(url, body or JOB, seconds=MEASURE_SECONDS, connections=CONNECTIONS).as_dict()
+
+
+def measure_ours(backend: str, workdir: Path, *, hold: bool) -> dict[str, Any]:
+    with (
+        database(backend, workdir) as url,
+        service_server(url, workdir, GENERATION_QUEUE_SIZE=QUEUE_SIZE) as server,
+    ):
+        holders = [hold_worker(server) for _ in range(2)] if hold else []
+        result = measure(server)
+        # Cancelled holders let the workers stop at once when the server is stopped.
+        with server.client() as client:
+            for job_id in holders:
+                client.post(f"/api/v1/jobs/{job_id}/cancel", {})
+        return result
+
+
+def hold_worker(server: Server) -> str:
+    """Submit a long noop job that occupies one worker until cancelled."""
+    with server.client() as client:
+        reply = client.post("/api/v1/jobs", {"generator": "noop", "params": {"ms": HOLD_MS}})
+    if reply.status != 202:
+        raise RuntimeError(f"could not submit a holding job: {reply.status} {reply.body}")
+    return reply.body["id"]
+
+
+if __name__ == "__main__":
+    scenario_main(run, __doc__)
