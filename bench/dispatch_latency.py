@@ -12,7 +12,7 @@ rhythm; our submit's round trip is reported beside it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,12 @@ from .backends import POSTGRES, SQLITE, database
 from .cli import scenario_main
 from .client import HttpClient
 from .report import row
-from .servers import floor_server, service_server
+from .servers import Server, floor_server, service_server
 from .stats import percentile
 
 TARGET_P99_MS = {SQLITE: 3.0, POSTGRES: 5.0}
-JOBS = 300
-WARMUP_JOBS = 30
+JOBS = 200
+WARMUP_JOBS = 20
 PAUSE_SECONDS = 0.005
 JOB = {"generator": "noop", "params": {"ms": 0}}
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -57,14 +57,19 @@ def run(*, workdir: Path, backends: Sequence[str] = (SQLITE,), repeat: int = 3) 
     }
 
 
-def measure_ours(backend: str, workdir: Path) -> dict[str, list[float]]:
-    """Dispatch latencies and submit round trips (ms) of JOBS sequential jobs."""
+def measure_ours(
+    backend: str, workdir: Path, *, on_start: Callable[[Server], None] | None = None
+) -> dict[str, list[float]]:
+    """Dispatch latencies and submit round trips (ms) of JOBS sequential jobs;
+    `on_start` is called with the server first (a profiler attaches there)."""
     dispatch, trips = [], []
     with (
         database(backend, workdir) as url,
         service_server(url, workdir) as server,
         server.client() as client,
     ):
+        if on_start is not None:
+            on_start(server)
         for index in range(WARMUP_JOBS + JOBS):
             started = time.perf_counter()
             reply = client.post("/api/v1/jobs", JOB)

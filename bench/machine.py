@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import platform
 import sqlite3
+import statistics
+import tempfile
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,8 @@ from sqlalchemy.exc import OperationalError
 from .backends import postgres_admin_url
 
 
-def machine_facts() -> dict[str, Any]:
+def machine_facts(scratch: Path) -> dict[str, Any]:
+    """Hardware and versions; `scratch` is where the databases live (for fsync time)."""
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -24,6 +28,7 @@ def machine_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "postgres": _postgres_version(),
+        "fsync_ms": fsync_ms(scratch),
         "gunicorn": version("gunicorn"),
         "flask": version("flask"),
         "sqlalchemy": version("sqlalchemy"),
@@ -36,6 +41,20 @@ def machine_load() -> dict[str, Any]:
         "loadavg_1m": round(os.getloadavg()[0], 2),
         "cpu_pressure_60s": _cpu_pressure(),
     }
+
+
+def fsync_ms(directory: Path, samples: int = 20) -> float:
+    """Median time to write and fsync 4 KB: what every durable commit waits for."""
+    directory.mkdir(parents=True, exist_ok=True)
+    times = []
+    with tempfile.TemporaryFile(dir=directory) as scratch:
+        for _ in range(samples):
+            started = time.perf_counter()
+            scratch.write(b"\0" * 4096)
+            scratch.flush()
+            os.fsync(scratch.fileno())
+            times.append(time.perf_counter() - started)
+    return round(statistics.median(times) * 1000, 2)
 
 
 def _cpu_model() -> str:

@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench.run", *argv]),
         "repeat": args.repeat,
-        "machine": machine_facts(),
+        "machine": machine_facts(ROOT / "instance"),
         "load_before": machine_load(),
         "results": [],
     }
@@ -107,7 +107,8 @@ def results_block(report: dict[str, Any]) -> str:
         f"Run of {report['started_at']} (`{report['command']}`, {report['repeat']} repetitions, "
         f"{report['duration_seconds']:.0f} s) on {machine['cpu']} ({machine['cores']} cores, "
         f"{machine['memory_gb']} GB), Linux {machine['kernel']}, Python {machine['python']}, "
-        f"SQLite {machine['sqlite']}, PostgreSQL {machine['postgres'] or 'not run'}. "
+        f"SQLite {machine['sqlite']}, PostgreSQL {machine['postgres'] or 'not run'}, "
+        f"fsync of 4 KB {machine['fsync_ms']} ms. "
         f"Load average {before['loadavg_1m']} before, {after['loadavg_1m']} after; CPU "
         f"pressure (share of time some task waited for a CPU) {before['cpu_pressure_60s']}% "
         f"before, {after['cpu_pressure_60s']}% after.\n\n" + markdown_table(report["results"])

@@ -88,6 +88,17 @@ class Server:
         """The master and every process below it."""
         return [self.process.pid, *_descendants(self.process.pid)]
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time used so far by the master and its live children."""
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended between listing and reading
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
     def stop(self, quick: bool = False) -> None:
         """SIGTERM drains gracefully; `quick` sends SIGINT. SIGKILL if it hangs."""
         if self.process.poll() is None:
