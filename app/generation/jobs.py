@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from functools import cache
 from typing import Any
 
@@ -30,25 +31,47 @@ _columns = _table.c
 _INSERT = insert(_table).returning(_columns.pk)
 
 
-def _update(expected: JobStatus, *, fenced: bool, **values: Any) -> Update:
-    """`UPDATE jobs SET <values> WHERE id = :job_id AND status = <expected>
-    [AND lease_epoch = :epoch] RETURNING *`."""
-    conditions = [_columns.id == bindparam("job_id"), _columns.status == expected.value]
-    if fenced:
-        conditions.append(_columns.lease_epoch == bindparam("epoch"))
-    return update(_table).where(*conditions).values(**values).returning(*_table.c)
+class _Guard(Enum):
+    """What a transition expects of the row; if the row is not so, nothing changes."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    HELD = "held by the run with lease_epoch = :epoch"
+    KEPT_RESULT = "succeeded, result not yet expired"
+
+
+def _guard_conditions(guard: _Guard) -> tuple[Any, ...]:
+    if guard is _Guard.QUEUED:
+        return (_columns.status == JobStatus.QUEUED.value,)
+    if guard is _Guard.RUNNING:
+        return (_columns.status == JobStatus.RUNNING.value,)
+    if guard is _Guard.HELD:
+        return (
+            _columns.status == JobStatus.RUNNING.value,
+            _columns.lease_epoch == bindparam("epoch"),
+        )
+    return _kept_results()
+
+
+def _update(guard: _Guard, **values: Any) -> Update:
+    """`UPDATE jobs SET <values> WHERE id = :job_id AND <guard> RETURNING *`."""
+    where = (_columns.id == bindparam("job_id"), *_guard_conditions(guard))
+    return update(_table).where(*where).values(**values).returning(*_table.c)
 
 
 @cache
-def _setter(expected: JobStatus, fenced: bool, columns: tuple[str, ...]) -> Update:
+def _setter(guard: _Guard, columns: tuple[str, ...]) -> Update:
     """The transition that sets `columns` to bound values named `new_<column>`."""
     binds = {name: bindparam(f"new_{name}", type_=_columns[name].type) for name in columns}
-    return _update(expected, fenced=fenced, **binds)
+    return _update(guard, **binds)
+
+
+def _kept_results() -> tuple[Any, ...]:
+    return (_columns.status == JobStatus.SUCCEEDED.value, _columns.expired_at.is_(None))
 
 
 _CLAIM = _update(
-    JobStatus.QUEUED,
-    fenced=False,
+    _Guard.QUEUED,
     status=JobStatus.RUNNING.value,
     attempts=_columns.attempts + 1,
     lease_epoch=_columns.lease_epoch + 1,
@@ -170,12 +193,12 @@ class JobStore:
 
     def cancel_queued(self, job_id: str, now: datetime) -> Job | None:
         return self._transition(
-            job_id, JobStatus.QUEUED, status=JobStatus.CANCELLED.value, finished_at=now
+            job_id, _Guard.QUEUED, status=JobStatus.CANCELLED.value, finished_at=now
         )
 
     def request_cancel(self, job_id: str) -> Job | None:
         """Flag a running job so its worker stops at the next checkpoint."""
-        return self._transition(job_id, JobStatus.RUNNING, cancel_requested=True)
+        return self._transition(job_id, _Guard.RUNNING, cancel_requested=True)
 
     def recover_running(self, max_attempts: int, now: datetime) -> tuple[int, int]:
         """After a crash: requeue jobs left running, failing those out of attempts.
@@ -221,7 +244,7 @@ class JobStore:
 
     def mark_expired(self, job_id: str, now: datetime) -> Job | None:
         """Record that a job's result was deleted; None if it was already marked."""
-        return self._transition(job_id, _kept_results(), expired_at=now)
+        return self._transition(job_id, _Guard.KEPT_RESULT, expired_at=now)
 
     def stored_results(self) -> tuple[int, int]:
         """(jobs, bytes) of the results currently kept."""
@@ -259,14 +282,14 @@ class JobStore:
             yield connection
 
     def _fenced(self, job: Job, **values: Any) -> Job | None:
-        return self._transition(job.id, JobStatus.RUNNING, epoch=job.lease_epoch, **values)
+        return self._transition(job.id, _Guard.HELD, epoch=job.lease_epoch, **values)
 
     def _transition(
-        self, job_id: str, expected: JobStatus, *, epoch: int | None = None, **values: Any
+        self, job_id: str, guard: _Guard, *, epoch: int | None = None, **values: Any
     ) -> Job | None:
-        """Set `values` on the job if it is still `expected` (and, with `epoch`, still
-        held by that run); the new row, or None if the job had moved on."""
-        statement = _setter(expected, epoch is not None, tuple(sorted(values)))
+        """Set `values` on the job if `guard` holds (_Guard.HELD compares `epoch`);
+        the new row, or None if the job had moved on."""
+        statement = _setter(guard, tuple(sorted(values)))
         params = {f"new_{name}": value for name, value in values.items()}
         return self._write_row(statement, params | {"job_id": job_id, "epoch": epoch})
 
@@ -274,10 +297,6 @@ class JobStore:
         with self._writing() as connection:
             row = connection.execute(statement, params).first()
         return Job.from_row(row) if row else None
-
-
-def _kept_results() -> tuple[Any, ...]:
-    return (_columns.status == JobStatus.SUCCEEDED.value, _columns.expired_at.is_(None))
 
 
 class _Row:
