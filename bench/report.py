@@ -39,7 +39,7 @@ def row(
 
 def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     lines = [
-        "| scenario | db | metric | ours: median (min–max) | floor: median | ratio | target |",
+        "| scenario | db | metric | ours: median (min–max) | floor or baseline | ratio | target |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for result in results:
