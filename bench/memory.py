@@ -11,6 +11,11 @@ processes share; PSS (from smaps_rollup) splits them, and is reported beside it.
   queued; (RSS after − RSS before) / 3,000. It covers the queue index, the job's event
   history and whatever the allocator keeps.
 
+Idle and peak are measured in both GENERATION_CPU_ISOLATION modes: `process` (the
+default) keeps one generation child process per worker for CPU-bound generators, and
+each child costs memory; `thread` runs them in the web process. The per-job figure does
+not depend on the mode and is taken in the default one.
+
 The floor is the trivial Flask app's idle RSS on the same gunicorn settings.
 """
 
@@ -34,7 +39,9 @@ QUEUED_JOBS = 3000
 QUEUE_SIZE = 100_000
 NOOP = {"generator": "noop", "params": {"ms": 0}}
 IMAGES = {"generator": "images", "params": {"prompt": "memory", "count": 4, "width": 1024}}
+SMALL_IMAGES = {"generator": "images", "params": {"prompt": "warm", "count": 1, "width": 64}}
 LOAD_SECONDS = 3
+MODES = ("process", "thread")
 
 
 def run(*, workdir: Path, backends: Sequence[str] = (SQLITE,), repeat: int = 3) -> dict[str, Any]:
@@ -44,9 +51,11 @@ def run(*, workdir: Path, backends: Sequence[str] = (SQLITE,), repeat: int = 3) 
         warm_up(floor, with_jobs=False)
         floor_idle = tree_memory(floor)
         for backend in backends:
-            runs = [measure(backend, workdir / f"{backend}-{n}") for n in range(repeat)]
-            details[backend] = runs
-            rows.extend(_rows(backend, runs, floor_idle))
+            for mode in MODES:
+                scratch = workdir / f"{backend}-{mode}"
+                runs = [measure(backend, mode, scratch / str(n)) for n in range(repeat)]
+                details[f"{backend}, {mode}"] = runs
+                rows.extend(_rows(backend, mode, runs, floor_idle))
     return {
         "scenario": "memory",
         "title": "7. memory",
@@ -56,14 +65,14 @@ def run(*, workdir: Path, backends: Sequence[str] = (SQLITE,), repeat: int = 3) 
     }
 
 
-def measure(backend: str, workdir: Path) -> dict[str, Any]:
-    with (
-        database(backend, workdir) as url,
-        service_server(url, workdir, GENERATION_QUEUE_SIZE=QUEUE_SIZE) as server,
-    ):
+def measure(backend: str, mode: str, workdir: Path) -> dict[str, Any]:
+    settings = {"GENERATION_QUEUE_SIZE": QUEUE_SIZE, "GENERATION_CPU_ISOLATION": mode}
+    with database(backend, workdir) as url, service_server(url, workdir, **settings) as server:
         warm_up(server, with_jobs=True)
         idle = tree_memory(server)
         peak = peak_under_load(server)
+        if mode != MODES[0]:
+            return {"idle": idle, "peak_rss_mb": peak}
         wait_queue_empty(server)
         per_job = queued_job_cost(server)
     return {"idle": idle, "peak_rss_mb": peak, "per_queued_job_kb": per_job}
@@ -78,8 +87,13 @@ def warm_up(server: Server, *, with_jobs: bool) -> None:
                 client.get(f"/api/v1/jobs/{reply.body['id']}")
         client.get("/health")
         if with_jobs:
+            # Both workers render once, so generation processes (if any) are up and loaded.
+            for _ in range(2):
+                client.post("/api/v1/jobs", SMALL_IMAGES)
             client.get("/status")
             client.get("/api/v1/jobs")
+    if with_jobs:
+        wait_queue_empty(server)
     time.sleep(1.0)
 
 
@@ -125,13 +139,21 @@ def wait_queue_empty(server: Server, timeout: float = 60.0) -> None:
 
 
 def tree_memory(server: Server) -> dict[str, Any]:
-    """RSS and PSS (MB) summed over the server's processes."""
-    rss = pss = 0
-    pids = server.pids()
-    for pid in pids:
-        rss += _kb(Path(f"/proc/{pid}/status"), "VmRSS:")
-        pss += _kb(Path(f"/proc/{pid}/smaps_rollup"), "Pss:")
-    return {"processes": len(pids), "rss_mb": round(rss / 1024, 1), "pss_mb": round(pss / 1024, 1)}
+    """RSS and PSS (MB) summed over the server's processes, and RSS of each."""
+    each = {
+        pid: (
+            _kb(Path(f"/proc/{pid}/status"), "VmRSS:"),
+            _kb(Path(f"/proc/{pid}/smaps_rollup"), "Pss:"),
+        )
+        for pid in server.pids()
+    }
+    return {
+        "processes": len(each),
+        "rss_mb": round(sum(rss for rss, _ in each.values()) / 1024, 1),
+        "pss_mb": round(sum(pss for _, pss in each.values()) / 1024, 1),
+        # master first, then the web worker, then any generation processes
+        "rss_mb_each": [round(rss / 1024, 1) for rss, _ in each.values()],
+    }
 
 
 def _kb(path: Path, field: str) -> int:
@@ -145,12 +167,12 @@ def _kb(path: Path, field: str) -> int:
 
 
 def _rows(
-    backend: str, runs: list[dict[str, Any]], floor_idle: dict[str, Any]
+    backend: str, mode: str, runs: list[dict[str, Any]], floor_idle: dict[str, Any]
 ) -> list[dict[str, Any]]:
     floor = [floor_idle["rss_mb"]] * len(runs)
     idle = row(
         backend,
-        "RSS idle, whole process tree",
+        f"RSS idle, whole process tree ({mode} isolation)",
         [run["idle"]["rss_mb"] for run in runs],
         floor,
         unit="MB",
@@ -158,11 +180,11 @@ def _rows(
         digits=1,
     )
     idle["met"] = idle["ours"]["median"] <= TARGET_IDLE_MB
-    return [
+    rows = [
         idle,
         row(
             backend,
-            "PSS idle (shared pages counted once)",
+            f"PSS idle, shared pages counted once ({mode} isolation)",
             [run["idle"]["pss_mb"] for run in runs],
             [floor_idle["pss_mb"]] * len(runs),
             unit="MB",
@@ -170,20 +192,24 @@ def _rows(
         ),
         row(
             backend,
-            "RSS peak: workers rendering + 16 clients submitting",
+            f"RSS peak: workers rendering + 16 clients submitting ({mode} isolation)",
             [run["peak_rss_mb"] for run in runs],
             floor,
             unit="MB",
             digits=1,
         ),
-        row(
-            backend,
-            f"RSS per queued job ({QUEUED_JOBS:,} queued)",
-            [run["per_queued_job_kb"] for run in runs],
-            unit="KB",
-            digits=2,
-        ),
     ]
+    if "per_queued_job_kb" in runs[0]:
+        rows.append(
+            row(
+                backend,
+                f"RSS per queued job ({QUEUED_JOBS:,} queued)",
+                [run["per_queued_job_kb"] for run in runs],
+                unit="KB",
+                digits=2,
+            )
+        )
+    return rows
 
 
 if __name__ == "__main__":
