@@ -21,11 +21,11 @@ from .backends import POSTGRES, SQLITE, database
 from .cli import scenario_main
 from .client import HttpClient
 from .report import row
-from .servers import Server, floor_server, service_server
+from .servers import Server, floor_server, service_server, warm_up_workers
 from .stats import percentile
 
 TARGET_P99_MS = {SQLITE: 3.0, POSTGRES: 5.0}
-JOBS = 200
+JOBS = 150
 WARMUP_JOBS = 20
 PAUSE_SECONDS = 0.005
 JOB = {"generator": "noop", "params": {"ms": 0}}
@@ -68,6 +68,7 @@ def measure_ours(
         service_server(url, workdir) as server,
         server.client() as client,
     ):
+        warm_up_workers(server)
         if on_start is not None:
             on_start(server)
         for index in range(WARMUP_JOBS + JOBS):

@@ -80,7 +80,7 @@ def figures_only(title: str, run: Callable[[], dict[str, Any]]) -> Callable[...,
     return adapted
 
 
-WEB_LATENCY_REQUESTS = 500
+WEB_LATENCY_REQUESTS = 400
 
 # To add a module: one line here. Written elsewhere and not yet on main when this list
 # was last edited: bench/ws_fanout.py (scenario 5), bench/scheduling.py (scenario 6),

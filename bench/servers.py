@@ -39,6 +39,11 @@ INHERITED_SETTINGS_DROPPED = (
 )
 
 
+# One small CPU-bound job per generation worker (see warm_up_workers).
+WARM_UP_JOB = {"generator": "images", "params": {"prompt": "warm", "count": 1, "width": 64}}
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -99,16 +104,30 @@ class Server:
             total += int(fields[11]) + int(fields[12])
         return total / os.sysconf("SC_CLK_TCK")
 
-    def stop(self, quick: bool = False) -> None:
-        """SIGTERM drains gracefully; `quick` sends SIGINT. SIGKILL if it hangs."""
+    def stop(self) -> None:
+        """SIGTERM, as a deployment stops it (a graceful drain); SIGKILL if it hangs."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT if quick else signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def warm_up_workers(server: Server, workers: int = 2, timeout: float = 60.0) -> None:
+    """Run one small CPU-bound job per generation worker and wait for them. In process
+    isolation each worker's generation process imports the app when the service starts;
+    until it is done it shares the CPU with whatever is measured next."""
+    with server.client() as client:
+        ids = [client.post("/api/v1/jobs", WARM_UP_JOB).body["id"] for _ in range(workers)]
+        deadline = time.monotonic() + timeout
+        for job_id in ids:
+            while client.get(f"/api/v1/jobs/{job_id}").body["status"] not in TERMINAL:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"warm-up job {job_id} did not finish in {timeout}s")
+                time.sleep(0.05)
 
 
 @contextmanager
