@@ -3,10 +3,11 @@
 Each repetition measures the floor, then a fresh server of ours on an empty database,
 back to back, with the same wrk load (16 keep-alive connections). Only the submit path
 is measured: both generation workers are first held by a long `noop` job, so every
-accepted job is written, indexed and answered, and none runs. A second figure lets the
-workers drain the jobs (`noop`, ms=0) while they arrive (SQLite): the sustained rate of
-a busy service, where submits share the GIL with workers. Before either, one small job
-per worker waits out the generation processes' start-up (servers.warm_up_workers).
+accepted job is written, indexed and answered, and none runs. For a second figure
+(SQLite) the holders are then cancelled and the workers drain the queue while more jobs
+arrive: the sustained rate of a busy service, where submits share the GIL with workers.
+Before either, one small job per worker waits out the generation processes' start-up
+(servers.warm_up_workers).
 
 The machine is shared, so rates move with whatever else runs. CPU time per request
 (user + system, of the server's processes, over the measured run) moves much less: it
@@ -43,10 +44,7 @@ def run(*, workdir: Path, backends: Sequence[str] = (SQLITE,), repeat: int = 3) 
             for attempt in range(repeat):
                 floor_load = measure(floor)
                 scratch = workdir / f"{backend}-{attempt}"
-                run = {"floor": floor_load, "held": measure_ours(backend, scratch, hold=True)}
-                if backend == SQLITE:
-                    run["draining"] = measure_ours(backend, scratch / "draining", hold=False)
-                runs.append(run)
+                runs.append({"floor": floor_load} | measure_ours(backend, scratch))
             details[backend] = runs
             floor_rates = [run["floor"]["rate"] for run in runs]
             held_rates = [run["held"]["rate"] for run in runs]
@@ -100,18 +98,22 @@ def measure(server: Server) -> dict[str, Any]:
     return load.as_dict() | {"cpu_ms_per_request": round(cpu_ms, 3)}
 
 
-def measure_ours(backend: str, workdir: Path, *, hold: bool) -> dict[str, Any]:
+def measure_ours(backend: str, workdir: Path) -> dict[str, Any]:
+    """Submits with both workers held; then, on SQLite, with the holders cancelled, so
+    the workers drain the queue the first run left while the second one submits."""
     with (
         database(backend, workdir) as url,
         service_server(url, workdir, GENERATION_QUEUE_SIZE=QUEUE_SIZE) as server,
     ):
         warm_up_workers(server)
-        holders = [hold_worker(server) for _ in range(2)] if hold else []
-        result = measure(server)
-        # Cancelled holders let the workers stop at once when the server is stopped.
+        holders = [hold_worker(server) for _ in range(2)]
+        result = {"held": measure(server)}
+        # Cancelled holders free the workers (and let the server stop at once).
         with server.client() as client:
             for job_id in holders:
                 client.post(f"/api/v1/jobs/{job_id}/cancel", {})
+        if backend == SQLITE:
+            result["draining"] = measure(server)
         return result
 
 
