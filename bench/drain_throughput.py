@@ -1,36 +1,41 @@
 """Scenario 3: drain throughput: 2,000 `noop` jobs (ms=0), 2 workers, jobs per second.
 
-Each repetition, on a fresh database and server: both workers are held by long jobs
-while the 2,000 jobs are submitted over HTTP (16 keep-alive connections, Python threads in
-this process), so they all wait in the queue; then the holders are cancelled and the
-workers drain the queue. Rate = jobs / (last `finished_at` − first `started_at`) over the
-2,000: the workers alone, as a broker benchmark fills the queue first and then starts its
-workers. (The submit rate while workers drain is scenario 1's second figure.)
+Each repetition, on a fresh database: the queued rows are written first (the same rows a
+submit writes), then the server starts, indexes them, and its two workers drain them.
+Rate = jobs / (last `finished_at` − first `started_at`): the workers alone, as a broker
+benchmark fills the queue first and then starts its workers. (Submitting the jobs over
+the API behind held workers would measure the submit path at a growing queue depth
+instead: each submit forecasts the whole queue, docs/performance.md. The submit rate
+while workers drain is scenario 1's second figure.) In process isolation the generation
+processes import the app during the first second or two of the drain, on the same CPUs.
 
-Each job is claimed (one UPDATE), run, zipped and finished (one UPDATE). On PostgreSQL, where every
-commit waits for a WAL flush, 1,000 jobs keep the run short. The floor is the no-op POST
-rate measured just before, so the ratio says how many no-op requests one job costs.
+Each job is claimed (one UPDATE), run, zipped and finished (one UPDATE). On PostgreSQL,
+where every commit waits for a WAL flush, 1,000 jobs keep the run short. The floor is the
+no-op POST rate measured just before, so the ratio says how many no-op requests one job
+costs.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
-from app.generation.db import create_database_engine
-from app.generation.models import JobRow, JobStatus
+from app.generation.db import create_database_engine, create_schema
+from app.generation.generators.noop import NoopGenerator
+from app.generation.models import JobRow, JobStatus, Priority
 
 from .backends import POSTGRES, SQLITE, database
 from .cli import scenario_main
-from .load import post_load, post_many
+from .load import post_load
 from .report import row
-from .servers import Server, floor_server, service_server, warm_up_workers
-from .submit_throughput import hold_worker
+from .servers import Server, floor_server, service_server
 
 JOBS = {SQLITE: 2000, POSTGRES: 1000}
 WORKERS = 2
@@ -65,26 +70,42 @@ def run(*, workdir: Path, backends: Sequence[str] = (SQLITE,), repeat: int = 3) 
 
 
 def drain_queued(backend: str, workdir: Path) -> dict[str, Any]:
-    """Queue JOBS[backend] jobs behind held workers, release them, time the drain."""
-    with database(backend, workdir) as url, _server(url, workdir) as server:
-        warm_up_workers(server, WORKERS)
-        holders = [hold_worker(server) for _ in range(WORKERS)]
-        submit(server, JOBS[backend])
-        with server.client() as client:
-            for job_id in holders:
-                client.post(f"/api/v1/jobs/{job_id}/cancel", {})
-        return wait_drained(url, JOBS[backend])
+    """Write JOBS[backend] queued rows, start the server, time the drain."""
+    with database(backend, workdir) as url:
+        prefill(url, JOBS[backend])
+        with _server(url, workdir):
+            return wait_drained(url, JOBS[backend])
 
 
-def submit(server: Server, count: int) -> None:
-    accepted = post_many(server.port, "/api/v1/jobs", JOB, count)
-    if accepted != count:
-        raise RuntimeError(f"only {accepted} of {count} jobs were accepted")
+def prefill(url: str, count: int) -> None:
+    """Write `count` queued noop rows, as `submit()` would, before the server starts."""
+    params, errors = NoopGenerator().validate(JOB["params"])
+    if errors:
+        raise ValueError(f"the benchmark's noop params are invalid: {errors}")
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "id": uuid.uuid4().hex,
+            "owner": "anonymous",
+            "generator": "noop",
+            "params": params,
+            "priority": int(Priority.NORMAL),
+            "status": JobStatus.QUEUED.value,
+            "created_at": now,
+        }
+        for _ in range(count)
+    ]
+    engine = create_database_engine(url)
+    try:
+        create_schema(engine)
+        with engine.begin() as connection:
+            connection.execute(insert(_table), rows)
+    finally:
+        engine.dispose()
 
 
 def wait_drained(url: str, count: int, *, timeout: float = 180.0) -> dict[str, Any]:
-    """Poll the database until `count` noop jobs have succeeded (warm-up jobs are
-    `images`, holders end cancelled); their rate from their rows."""
+    """Poll the database until `count` noop jobs have succeeded; their rate from their rows."""
     engine = create_database_engine(url)
     drained = (_columns.generator == "noop", _columns.status == JobStatus.SUCCEEDED.value)
     try:

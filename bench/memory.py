@@ -7,8 +7,8 @@ processes share; PSS (from smaps_rollup) splits them, and is reported beside it.
 - idle: after a warm-up (a few jobs, every route touched) and a second of rest;
 - under load: the peak while both workers render large `images` jobs and 16 clients
   submit `noop` jobs;
-- per queued job: both workers held by long jobs, then 2,000 jobs submitted and left
-  queued; (RSS after − RSS before) / 2,000. It covers the queue index, the job's event
+- per queued job: both workers held by long jobs, then 1,000 jobs submitted and left
+  queued; (RSS after − RSS before) / 1,000. It covers the queue index, the job's event
   history and whatever the allocator keeps.
 
 Idle and peak are measured in both GENERATION_CPU_ISOLATION modes: `process` (the
@@ -35,7 +35,7 @@ from .servers import Server, floor_server, service_server, warm_up_workers
 from .submit_throughput import hold_worker
 
 TARGET_IDLE_MB = 110
-QUEUED_JOBS = 2000
+QUEUED_JOBS = 1000
 QUEUE_SIZE = 100_000
 NOOP = {"generator": "noop", "params": {"ms": 0}}
 IMAGES = {"generator": "images", "params": {"prompt": "memory", "count": 4, "width": 1024}}

@@ -2,7 +2,8 @@
 
 - submit: 16 wrk clients POST noop jobs while both workers are held (the submit path);
 - dispatch: one client submits noop jobs one at a time (the path from submit to start);
-- drain: two workers drain 5,000 queued noop jobs (claim, run, zip, finish).
+- drain: two workers drain 5,000 queued noop jobs (claim, run, zip, finish), written
+  before the server starts.
 
 Samples are taken only while a thread holds the GIL (`--gil`), so they show where the
 interpreter's one core goes. Each profile is summarised in
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from .backends import SQLITE, database
 from .dispatch_latency import measure_ours
-from .drain_throughput import _server, submit
+from .drain_throughput import _server, prefill
 from .load import post_load
 from .servers import ROOT, Server, service_server, warm_up_workers
 from .submit_throughput import JOB, QUEUE_SIZE, hold_worker
@@ -79,15 +80,12 @@ def profile_dispatch(workdir: Path, output: Path) -> None:
 
 
 def profile_drain(workdir: Path, output: Path) -> None:
-    with database(SQLITE, workdir) as url, _server(url, workdir) as server:
-        warm_up_workers(server)
-        holders = [hold_worker(server) for _ in range(2)]
-        submit(server, 5000)
-        with spying(server, output):
-            with server.client() as client:
-                for job_id in holders:
-                    client.post(f"/api/v1/jobs/{job_id}/cancel", {})
-            time.sleep(SECONDS)
+    with database(SQLITE, workdir) as url:
+        prefill(url, 5000)
+        with _server(url, workdir) as server:
+            time.sleep(2)  # past the generation processes' start-up
+            with spying(server, output):
+                time.sleep(SECONDS)
 
 
 @contextmanager

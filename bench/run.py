@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -113,6 +114,8 @@ SCENARIOS = [
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    # A stopped run still stops the servers it started (their `with` blocks unwind).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     chosen = [s for s in SCENARIOS if not args.only or s.name in args.only]
     backends = {SQLITE} | ({POSTGRES} if not args.no_postgres and postgres_available() else set())
     started = time.monotonic()
