@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint format screenshot clean
+.PHONY: run test bench profile wrk lint format screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,18 @@ run: $(STAMP)  ## Serve on http://127.0.0.1:8000 (SQLite + ./instance/results)
 test: $(DEV_STAMP)  ## Lint, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+bench: $(DEV_STAMP) | wrk  ## Benchmarks vs a floor, into docs/performance.md (BENCH_ARGS="--repeat 1")
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+profile: $(DEV_STAMP) | wrk  ## py-spy profiles of the submit, dispatch and drain paths
+	$(BIN)/python -m bench.profile
+
+# The load generator is a Debian package; install it when we can (root), else say how.
+wrk:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] \
+		&& apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "make bench needs wrk: sudo apt-get install wrk" >&2; exit 1; }
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

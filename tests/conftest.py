@@ -22,6 +22,7 @@ from app.generation import GenerationService, Job, JobStatus
 from app.generation.db import create_database_engine, create_schema
 from app.generation.generators import GeneratorRegistry
 from app.generation.generators.images import ImagesGenerator
+from app.generation.generators.noop import NoopGenerator
 from app.generation.jobs import JobStore
 from app.generation.keys import Tier
 from app.generation.results import FilesystemResultStore
@@ -92,6 +93,7 @@ def registry(
     return GeneratorRegistry(
         [
             ImagesGenerator(),
+            NoopGenerator(),
             recorder,
             gate,
             stepper,

@@ -80,7 +80,7 @@ def test_the_api_lists_an_installed_plugin_with_its_schema(config, service):
     response = app.test_client().get("/api/v1/generators")
     assert_conforms(app, "GET", "/api/v1/generators", response)
     listed = {g["name"]: g for g in response.get_json()["generators"]}
-    assert set(listed) == {"images", "spirograph"}
+    assert set(listed) == {"images", "noop", "spirograph"}
     assert listed["spirograph"]["cpu_bound"] is True
     assert listed["spirograph"]["params_schema"]["properties"]["count"]["maximum"] == 12
     assert listed["images"]["params_schema"]["required"] == ["prompt"]
@@ -98,9 +98,9 @@ def test_the_examples_own_tests_pass(installed):
 
 
 def test_wiring_registers_builtins_and_plugins(installed):
-    assert build_registry(Config()).names() == ["images", "spirograph"]
+    assert build_registry(Config()).names() == ["images", "noop", "spirograph"]
     with_token = build_registry(Config(replicate_api_token="r8_x"))
-    assert with_token.names() == ["images", "replicate", "spirograph"]
+    assert with_token.names() == ["images", "noop", "replicate", "spirograph"]
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,7 @@ def test_a_broken_plugin_is_logged_and_skipped(caplog, name, value, complaint):
     registry = default_registry()
     caplog.set_level(logging.ERROR)
     added = registry.discover(found=[entry_point(name, value)])
-    assert added == [] and registry.names() == ["images"]
+    assert added == [] and registry.names() == ["images", "noop"]
     assert f"generator plugin {name!r}" in caplog.text and complaint in caplog.text
 
 
@@ -128,7 +128,7 @@ def test_good_plugins_load_beside_broken_ones():
             entry_point("where", "tests.test_plugins:make_where"),
         ]
     )
-    assert added == ["where"] and registry.names() == ["images", "where"]
+    assert added == ["where"] and registry.names() == ["images", "noop", "where"]
 
 
 @pytest.mark.parametrize("bad", ["", "Upper", "has space", "1digit", "x" * 65])

@@ -4,22 +4,83 @@ Writes use SQLAlchemy Core with a `WHERE` that states the transition they expect
 (`status = 'queued'` to claim, `lease_epoch = :epoch` to finish), so two actors racing
 for the same row can never both win: the loser sees `None`/`False` and backs off.
 Each method opens its own short transaction; nothing holds a session between calls.
+
+The write statements are built once and executed with bound values: building a Core
+statement and walking it for its cache key cost more than running it (about 0.4 ms
+against 0.1 ms on SQLite), and these run several times per job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, Update, bindparam, func, insert, select, update
 
 from .db import ping
 from .models import Job, JobRow, JobStatus
 
 _table = JobRow.__table__
 _columns = _table.c
+_INSERT = insert(_table).returning(_columns.pk)
+
+
+class _Guard(Enum):
+    """What a transition expects of the row; if the row is not so, nothing changes."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    HELD = "held by the run with lease_epoch = :epoch"
+    KEPT_RESULT = "succeeded, result not yet expired"
+
+
+def _guard_conditions(guard: _Guard) -> tuple[Any, ...]:
+    if guard is _Guard.QUEUED:
+        return (_columns.status == JobStatus.QUEUED.value,)
+    if guard is _Guard.RUNNING:
+        return (_columns.status == JobStatus.RUNNING.value,)
+    if guard is _Guard.HELD:
+        return (
+            _columns.status == JobStatus.RUNNING.value,
+            _columns.lease_epoch == bindparam("epoch"),
+        )
+    return _kept_results()
+
+
+def _update(guard: _Guard, **values: Any) -> Update:
+    """`UPDATE jobs SET <values> WHERE id = :job_id AND <guard> RETURNING *`."""
+    where = (_columns.id == bindparam("job_id"), *_guard_conditions(guard))
+    return update(_table).where(*where).values(**values).returning(*_table.c)
+
+
+@cache
+def _setter(guard: _Guard, columns: tuple[str, ...]) -> Update:
+    """The transition that sets `columns` to bound values named `new_<column>`."""
+    binds = {name: bindparam(f"new_{name}", type_=_columns[name].type) for name in columns}
+    return _update(guard, **binds)
+
+
+def _kept_results() -> tuple[Any, ...]:
+    return (_columns.status == JobStatus.SUCCEEDED.value, _columns.expired_at.is_(None))
+
+
+_CLAIM = _update(
+    _Guard.QUEUED,
+    status=JobStatus.RUNNING.value,
+    attempts=_columns.attempts + 1,
+    lease_epoch=_columns.lease_epoch + 1,
+    worker=bindparam("new_worker", type_=_columns.worker.type),
+    started_at=bindparam("new_started_at", type_=_columns.started_at.type),
+    progress_percent=0.0,
+    progress_stage=None,
+    progress_message=None,
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +95,9 @@ class Timing:
 class JobStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        )
 
     def ping(self) -> None:
         """Raise if the database cannot answer."""
@@ -52,9 +116,9 @@ class JobStore:
             "idempotency_key": job.idempotency_key,
             "request_hash": job.request_hash,
         }
-        with self._engine.begin() as connection:
-            pk = connection.execute(insert(_table).values(values).returning(_columns.pk))
-            return Job.from_row(_Row(values | {"pk": pk.scalar_one()}))
+        with self._writing() as connection:
+            pk = connection.execute(_INSERT, values).scalar_one()
+        return Job.from_row(_Row(values | {"pk": pk}))
 
     @property
     def engine(self) -> Engine:
@@ -109,17 +173,8 @@ class JobStore:
 
     def claim(self, job_id: str, worker: str, now: datetime) -> Job | None:
         """Move a queued job to running for `worker`; None if it is no longer queued."""
-        return self._transition(
-            job_id,
-            (_columns.status == JobStatus.QUEUED.value,),
-            status=JobStatus.RUNNING.value,
-            attempts=_columns.attempts + 1,
-            lease_epoch=_columns.lease_epoch + 1,
-            worker=worker,
-            started_at=now,
-            progress_percent=0.0,
-            progress_stage=None,
-            progress_message=None,
+        return self._write_row(
+            _CLAIM, {"job_id": job_id, "new_worker": worker, "new_started_at": now}
         )
 
     def record_progress(self, job: Job, progress: dict[str, Any]) -> Job | None:
@@ -138,17 +193,12 @@ class JobStore:
 
     def cancel_queued(self, job_id: str, now: datetime) -> Job | None:
         return self._transition(
-            job_id,
-            (_columns.status == JobStatus.QUEUED.value,),
-            status=JobStatus.CANCELLED.value,
-            finished_at=now,
+            job_id, _Guard.QUEUED, status=JobStatus.CANCELLED.value, finished_at=now
         )
 
     def request_cancel(self, job_id: str) -> Job | None:
         """Flag a running job so its worker stops at the next checkpoint."""
-        return self._transition(
-            job_id, (_columns.status == JobStatus.RUNNING.value,), cancel_requested=True
-        )
+        return self._transition(job_id, _Guard.RUNNING, cancel_requested=True)
 
     def recover_running(self, max_attempts: int, now: datetime) -> tuple[int, int]:
         """After a crash: requeue jobs left running, failing those out of attempts.
@@ -157,7 +207,7 @@ class JobStore:
         Returns (requeued, failed).
         """
         running = _columns.status == JobStatus.RUNNING.value
-        with self._engine.begin() as connection:
+        with self._writing() as connection:
             failed = connection.execute(
                 update(_table)
                 .where(running, _columns.attempts >= max_attempts)
@@ -194,7 +244,7 @@ class JobStore:
 
     def mark_expired(self, job_id: str, now: datetime) -> Job | None:
         """Record that a job's result was deleted; None if it was already marked."""
-        return self._transition(job_id, _kept_results(), expired_at=now)
+        return self._transition(job_id, _Guard.KEPT_RESULT, expired_at=now)
 
     def stored_results(self) -> tuple[int, int]:
         """(jobs, bytes) of the results currently kept."""
@@ -222,30 +272,31 @@ class JobStore:
         with self._engine.connect() as connection:
             return [Timing(*row) for row in connection.execute(query)]
 
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction. On SQLite this process's writers first take turns on a
+        lock: SQLite admits one writer at a time, and a writer it refuses sleeps in its
+        busy handler (1, 2, 5, 10... ms) instead of waking when the writer ahead commits.
+        WEB_CONCURRENCY=1 on SQLite makes this process the only writer."""
+        with self._write_lock, self._engine.begin() as connection:
+            yield connection
+
     def _fenced(self, job: Job, **values: Any) -> Job | None:
-        return self._transition(
-            job.id,
-            (
-                _columns.status == JobStatus.RUNNING.value,
-                _columns.lease_epoch == job.lease_epoch,
-            ),
-            **values,
-        )
+        return self._transition(job.id, _Guard.HELD, epoch=job.lease_epoch, **values)
 
-    def _transition(self, job_id: str, conditions: tuple[Any, ...], **values: Any) -> Job | None:
-        statement = (
-            update(_table)
-            .where(_columns.id == job_id, *conditions)
-            .values(**values)
-            .returning(*_table.c)
-        )
-        with self._engine.begin() as connection:
-            row = connection.execute(statement).first()
+    def _transition(
+        self, job_id: str, guard: _Guard, *, epoch: int | None = None, **values: Any
+    ) -> Job | None:
+        """Set `values` on the job if `guard` holds (_Guard.HELD compares `epoch`);
+        the new row, or None if the job had moved on."""
+        statement = _setter(guard, tuple(sorted(values)))
+        params = {f"new_{name}": value for name, value in values.items()}
+        return self._write_row(statement, params | {"job_id": job_id, "epoch": epoch})
+
+    def _write_row(self, statement: Update, params: Mapping[str, Any]) -> Job | None:
+        with self._writing() as connection:
+            row = connection.execute(statement, params).first()
         return Job.from_row(row) if row else None
-
-
-def _kept_results() -> tuple[Any, ...]:
-    return (_columns.status == JobStatus.SUCCEEDED.value, _columns.expired_at.is_(None))
 
 
 class _Row:

@@ -66,18 +66,21 @@ class FilesystemResultStore(ResultStore):
         final = self._path(job_id, epoch)
         temporary = final.with_suffix(".tmp")
         try:
-            with zipfile.ZipFile(temporary, "w") as archive:
-                entries = [_write_entry(archive, item) for item in files]
-                if not entries:
-                    raise GeneratorOutputError("the generator produced no files")
-                document = manifest | {"files": entries}
-                archive.writestr(
-                    MANIFEST_NAME, json.dumps(document, indent=2), zipfile.ZIP_DEFLATED
-                )
+            with temporary.open("wb") as raw:
+                with zipfile.ZipFile(raw, "w") as archive:
+                    entries = [_write_entry(archive, item) for item in files]
+                    if not entries:
+                        raise GeneratorOutputError("the generator produced no files")
+                    document = manifest | {"files": entries}
+                    archive.writestr(
+                        MANIFEST_NAME, json.dumps(document, indent=2), zipfile.ZIP_DEFLATED
+                    )
+                size = raw.tell()
             os.replace(temporary, final)
-        finally:
+        except BaseException:
             temporary.unlink(missing_ok=True)
-        return ResultInfo(bytes=final.stat().st_size, files=entries)
+            raise
+        return ResultInfo(bytes=size, files=entries)
 
     def open(self, job_id: str, epoch: int) -> IO[bytes]:
         return self._path(job_id, epoch).open("rb")

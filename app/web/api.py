@@ -6,7 +6,7 @@ exactly like a job that does not exist.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from ..generation import GenerationService, JobStatus
 from .auth import TOKEN_MAX_AGE, current_principal, mint_token
@@ -66,10 +66,11 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     job = service().submit(
         generator, params, idempotency_key=idempotency_key(request.headers), **limits
     )
-    headers = {"Location": url_for("api.get_job", job_id=job.id)}
+    body = job_json(job)
+    headers = {"Location": body["links"]["self"]}
     if job.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return jsonify(job_json(job)), 200 if job.replayed else 202, headers
+    return jsonify(body), 200 if job.replayed else 202, headers
 
 
 @bp.get("/jobs/<job_id>")

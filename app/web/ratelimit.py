@@ -18,6 +18,10 @@ LIMITER_EXTENSION = "rate_limiter"
 
 def init_rate_limit(app: Flask, api: Blueprint) -> None:
     config = app.config["SERVICE_CONFIG"]
+    if not config.requires_keys:
+        # Not installed at all: its before-request hook costs ~0.2 ms on every request
+        # even with no limit to enforce (docs/performance.md).
+        return
     limiter = Limiter(
         key_func=lambda: current_principal().owner,
         storage_uri="memory://",
@@ -26,6 +30,5 @@ def init_rate_limit(app: Flask, api: Blueprint) -> None:
         key_prefix="api",
     )
     limiter.init_app(app)
-    if config.requires_keys:
-        limiter.limit(config.rate_limit)(api)
+    limiter.limit(config.rate_limit)(api)
     app.extensions[LIMITER_EXTENSION] = limiter

@@ -12,11 +12,9 @@ from ..generation.generators import Generator
 
 
 def job_json(job: Job) -> dict[str, Any]:
-    links = {
-        "self": url_for("api.get_job", job_id=job.id),
-        "events": url_for("api.get_job", job_id=job.id) + "/events",
-        "result": url_for("api.get_result", job_id=job.id),
-    }
+    # One url_for, not three: building a URL costs as much as the rest of this function.
+    url = url_for("api.get_job", job_id=job.id)
+    links = {"self": url, "events": url + "/events", "result": url + "/result"}
     return {
         "id": job.id,
         "status": job.status.value,

@@ -21,6 +21,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 from .base import Generator
 from .images import ImagesGenerator
+from .noop import NoopGenerator
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def load_entry_point(entry_point: EntryPoint) -> Generator:
 
 def default_registry() -> GeneratorRegistry:
     """The built-in generators that need no configuration."""
-    return GeneratorRegistry([ImagesGenerator()])
+    return GeneratorRegistry([ImagesGenerator(), NoopGenerator()])
 
 
 def _check_picklable(generator: Generator) -> None:

@@ -1,0 +1,23 @@
+"""The links of a job point at its routes, and the submit answer's Location is its own."""
+
+from app.generation import JobStatus
+
+from .conftest import wait_for
+
+
+def test_submit_answers_202_with_location_and_links(client):
+    reply = client.post("/api/v1/jobs", json={"generator": "noop", "params": {}})
+    job = reply.get_json()
+    base = f"/api/v1/jobs/{job['id']}"
+    assert reply.status_code == 202
+    assert reply.headers["Location"] == base
+    assert job["links"] == {"self": base, "events": base + "/events", "result": base + "/result"}
+
+
+def test_links_lead_to_the_job_and_its_result(client, service):
+    job = client.post("/api/v1/jobs", json={"generator": "noop", "params": {}}).get_json()
+    wait_for(service, job["id"], {JobStatus.SUCCEEDED})
+    assert client.get(job["links"]["self"]).get_json()["status"] == "succeeded"
+    result = client.get(job["links"]["result"])
+    assert (result.status_code, result.mimetype) == (200, "application/zip")
+    result.close()
