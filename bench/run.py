@@ -30,6 +30,7 @@ from . import (
     scheduling,
     submit_throughput,
     web_latency,
+    ws_fanout,
 )
 from .backends import POSTGRES, SQLITE, postgres_available
 from .machine import machine_facts, machine_load
@@ -93,10 +94,13 @@ WEB_LATENCY_REQUESTS = 400
 # bench/scheduling.py saturates one worker for this long, with and without aging; its own
 # default (45 s) gives steadier figures when run alone (docs/performance.md#scheduling).
 SCHEDULING_SECONDS = 10.0
+# Fewer sockets than the 500-subscriber capacity run (`python -m bench.ws_fanout
+# --subscribers 500`, docs/performance.md#live-progress-websocket-fan-out) to stay within
+# the suite's ten minutes.
+WS_SUBSCRIBERS = 200
 
-# To add a module: one line here. Written elsewhere and not yet on main when this list
-# was last edited: bench/ws_fanout.py (scenario 5) and bench/pg_drain.py (PostgreSQL
-# claims); each fits `figures_only` as it stands.
+# To add a module: one line here. bench/pg_drain.py (PostgreSQL claims) belongs to the
+# scale-out work that is not on main yet; it fits `figures_only` as it stands.
 SCENARIOS = [
     Scenario("submit_throughput", submit_throughput.run),
     Scenario("dispatch_latency", dispatch_latency.run),
@@ -105,6 +109,11 @@ SCENARIOS = [
     Scenario(
         "scheduling",
         figures_only("6. scheduling", lambda: scheduling.run(seconds=SCHEDULING_SECONDS)),
+        (SQLITE,),
+    ),
+    Scenario(
+        "ws_fanout",
+        figures_only("5. WebSocket fan-out", lambda: ws_fanout.run(subscribers=WS_SUBSCRIBERS)),
         (SQLITE,),
     ),
     Scenario("memory", memory.run, (SQLITE,)),
