@@ -7,9 +7,9 @@ processes share; PSS (from smaps_rollup) splits them, and is reported beside it.
 - idle: after a warm-up (a few jobs, every route touched) and a second of rest;
 - under load: the peak while both workers render large `images` jobs and 16 clients
   submit `noop` jobs;
-- per queued job: both workers held by long jobs, then 1,000 jobs submitted and left
-  queued; (RSS after − RSS before) / 1,000. It covers the queue index, the job's event
-  history and whatever the allocator keeps.
+- per queued job: in process (no HTTP), both workers held by long jobs, 300 jobs
+  submitted and left queued; the Python heap they add (tracemalloc) / 300. It covers the
+  job record, the queue index, the scheduler's bookkeeping and the job's event history.
 
 Idle and peak are measured in both GENERATION_CPU_ISOLATION modes: `process` (the
 default) keeps one generation child process per worker for CPU-bound generators, and
@@ -21,21 +21,27 @@ The floor is the trivial Flask app's idle RSS on the same gunicorn settings.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.config import Config
+from app.generation import JobStatus
+from app.wiring import build_service
+
 from .backends import SQLITE, database
 from .cli import scenario_main
-from .load import post_load, post_many
+from .load import post_load
 from .report import row
 from .servers import Server, floor_server, service_server, warm_up_workers
-from .submit_throughput import hold_worker
+from .submit_throughput import HOLD_MS
 
 TARGET_IDLE_MB = 110
-QUEUED_JOBS = 1000
+QUEUED_JOBS = 300
 QUEUE_SIZE = 100_000
 NOOP = {"generator": "noop", "params": {"ms": 0}}
 IMAGES = {"generator": "images", "params": {"prompt": "memory", "count": 4, "width": 1024}}
@@ -72,11 +78,9 @@ def measure(backend: str, mode: str, workdir: Path) -> dict[str, Any]:
         warm_up(server, with_jobs=True)
         idle = tree_memory(server)
         peak = peak_under_load(server)
-        if mode != MODES[0]:
-            return {"idle": idle, "peak_rss_mb": peak}
-        wait_queue_empty(server)
-        per_job = queued_job_cost(server)
-    return {"idle": idle, "peak_rss_mb": peak, "per_queued_job_kb": per_job}
+    if mode != MODES[0]:
+        return {"idle": idle, "peak_rss_mb": peak}
+    return {"idle": idle, "peak_rss_mb": peak, "per_queued_job_kb": queued_job_kb(workdir)}
 
 
 def warm_up(server: Server, *, with_jobs: bool) -> None:
@@ -112,20 +116,34 @@ def peak_under_load(server: Server) -> float:
     return round(peak, 1)
 
 
-def queued_job_cost(server: Server) -> float:
-    """KB of RSS per job waiting in the queue."""
-    holders = [hold_worker(server) for _ in range(2)]
-    time.sleep(0.5)
-    before = tree_memory(server)["rss_mb"]
-    accepted = post_many(server.port, "/api/v1/jobs", NOOP, QUEUED_JOBS)
-    time.sleep(0.5)
-    after = tree_memory(server)["rss_mb"]
-    with server.client() as client:
-        for job_id in holders:
-            client.post(f"/api/v1/jobs/{job_id}/cancel", {})
-    if accepted != QUEUED_JOBS:
-        raise RuntimeError(f"only {accepted} of {QUEUED_JOBS} jobs were accepted")
-    return round((after - before) * 1024 / QUEUED_JOBS, 2)
+def queued_job_kb(workdir: Path) -> float:
+    """KB of Python heap (tracemalloc) that one job waiting in the queue holds: in process,
+    both workers held, QUEUED_JOBS submitted. Exact where an RSS difference of a few
+    hundred KB would drown in the allocator's noise."""
+    config = Config(
+        database_url=f"sqlite:///{workdir.resolve() / 'heap.db'}",
+        results_dir=workdir / "heap-results",
+        generation_cpu_isolation="thread",
+        generation_queue_size=QUEUED_JOBS + 10,
+    )
+    service = build_service(config)
+    service.start()
+    try:
+        holders = [service.submit("noop", {"ms": HOLD_MS}) for _ in range(service.worker_count)]
+        while any(service.get(job.id).status is not JobStatus.RUNNING for job in holders):
+            time.sleep(0.02)
+        gc.collect()
+        tracemalloc.start()
+        for _ in range(QUEUED_JOBS):
+            service.submit("noop", {"ms": 0})
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        for job in holders:
+            service.cancel(job.id)
+    finally:
+        service.shutdown(wait=True, timeout=5)
+    return round(held / 1024 / QUEUED_JOBS, 2)
 
 
 def wait_queue_empty(server: Server, timeout: float = 60.0) -> None:
@@ -202,7 +220,7 @@ def _rows(
         rows.append(
             row(
                 backend,
-                f"RSS per queued job ({QUEUED_JOBS:,} queued)",
+                f"Python heap per queued job ({QUEUED_JOBS} queued, tracemalloc)",
                 [run["per_queued_job_kb"] for run in runs],
                 unit="KB",
                 digits=2,
