@@ -115,8 +115,10 @@ def summarise(folded: Path, name: str) -> str:
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in folded.read_text().splitlines():
+    for line in folded.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue  # a frame name broken over lines by py-spy (rare); not a sample
         frames = [re.sub(r":\d+\)", ")", frame) for frame in stack.split(";")]
         total += int(count)
         own[frames[-1]] += int(count)
