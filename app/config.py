@@ -77,6 +77,7 @@ class Config:
     @property
     def result_ttl(self) -> timedelta | None:
         return timedelta(hours=self.result_ttl_hours) if self.result_ttl_hours else None
+
     # None: half of WEB_THREADS (each open socket holds one thread; HTTP keeps the rest).
     ws_max_connections: int | None = None
     ws_ping_interval: int = 25

@@ -238,3 +238,10 @@ def test_openapi_document_is_valid_and_served(call):
 
     document = call("GET", "/openapi.json").get_json()
     validate(document)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/jobs/%2F/result", "/api/v1/jobs//result"])
+def test_empty_path_segments_are_json_404_not_redirects(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"

@@ -20,6 +20,9 @@ MAX_CLIENT_MESSAGE_BYTES = 4096
 
 def init_web(app: Flask, keys: KeyStore) -> None:
     config = app.config["SERVICE_CONFIG"]
+    # A path with an empty segment (`/api/v1/jobs//result`, or `%2F` as an id) is an unknown
+    # route, answered with our JSON 404, not a 308 redirect to a path the client never sent.
+    app.url_map.merge_slashes = False
     counter = InFlightCounter(app.wsgi_app)
     app.wsgi_app = counter  # type: ignore[method-assign]
     app.extensions["inflight"] = counter
