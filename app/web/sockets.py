@@ -14,6 +14,7 @@ all three up.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -206,15 +207,11 @@ class SocketSession:
         reader = getattr(self.ws, "thread", None)
         if reader is not None and reader is not threading.current_thread():
             reader.join(CLOSE_REPLY_SECONDS)
-        try:
+        with contextlib.suppress(OSError):  # the reader has already closed the socket
             self.ws.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the reader has already closed the socket
 
     def _close_quietly(self, code: int, reason: str, last_words: Message | None = None) -> None:
-        try:
+        with contextlib.suppress(ConnectionClosed, OSError):  # the peer is already gone
             if last_words is not None:
                 self._send(last_words)
             self._close(code, reason)
-        except (ConnectionClosed, OSError):
-            pass
