@@ -35,6 +35,7 @@ class RunTimeEstimator:
     def __init__(self) -> None:
         self._rates: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
+        self.version = 0  # bumped by every measurement; forecasts replay when it moves
 
     def record(self, generator: str, cost: float, seconds: float) -> None:
         """Learn from one successful run of `cost` units that took `seconds`."""
@@ -43,6 +44,7 @@ class RunTimeEstimator:
         with self._lock:
             window = self._rates.setdefault(generator, deque(maxlen=WINDOW))
             window.append(seconds / cost)
+            self.version += 1
 
     def rate(self, generator: str) -> float:
         """Measured seconds per cost unit (1.0 before any run)."""

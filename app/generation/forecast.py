@@ -12,17 +12,19 @@ position, which counts only jobs queued now). Cancellations are not foreseen; th
 every real arrival change the forecast, and the service pushes the new position and ETA
 to whoever is watching.
 
-Cost: O(n log n) for n queued jobs (8-50 us per job on the reference machine, by load),
-shared by every reader: `Forecaster` caches it per queue version. When one forecast costs
-more than CHEAP_SECONDS (a deep queue), readers that do not ask for an exact one may get
-one up to MAX_AGE_SECONDS old rather than each paying for a new one after every change;
-the scheduler thread keeps it fresh and pushes exact changes.
+Cost: a full simulation is O(n log n) for n queued jobs (8-50 us per job on the
+reference machine, by load). `Forecaster` keeps one alive (plan.py) and follows the queue
+change by change through its journal: a submit that joins the end of the plan, and a
+worker taking the first pick, cost O(log n); other changes (a job that overtakes others,
+a cancellation) make the next reader replay it. Run times, running jobs and the worker
+count also move a forecast: when replaying is cheap (under CHEAP_SECONDS) any change of
+theirs replays it; otherwise the plan stands for up to MAX_AGE_SECONDS, refreshed by
+whichever reader comes first after that.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import threading
 import time
 from collections import deque
@@ -30,13 +32,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .eta import RunTimeEstimator
+from .plan import EXPECTED_PREFIX, Plan, Slot
 from .queue import JobQueue
 from .scheduling import QueueEntry, SchedulingIndex
+
+__all__ = ["ArrivalHistory", "Forecast", "Forecaster", "Slot", "simulate"]
 
 # A forecast older than this is recomputed even if the queue did not change, because
 # running jobs that overrun their prediction push every start time back.
 MAX_AGE_SECONDS = 1.0
-CHEAP_SECONDS = 0.01
+CHEAP_SECONDS = 0.002
 # Recent submissions replayed as expected arrivals: those of this window, once it spans
 # enough time to say something about a rate.
 ARRIVAL_WINDOW_SECONDS = 60.0
@@ -44,16 +49,6 @@ ARRIVAL_MIN_SPAN_SECONDS = 10.0
 ARRIVAL_MEMORY = 1000
 # Orders of expected arrivals: behind every real job, and behind a quoted one.
 EXPECTED_ORDER = 2**62 + 1
-EXPECTED_PREFIX = "~expected"
-
-
-@dataclass(frozen=True, slots=True)
-class Slot:
-    """Where a queued job stands: its position, predicted start and finish (epoch s)."""
-
-    position: int
-    start: float
-    finish: float
 
 
 @dataclass(frozen=True)
@@ -85,30 +80,8 @@ def simulate(
     threads take jobs. `expected` arrivals (by `enqueued_at`) join the queue when their
     time comes, if it has room. Stops once every queued job, or job `until`, has a slot.
     """
-    workers = max(1, workers)  # a pool that is draining or not started: as if one worker
-    ends = sorted(max(now, end) for end in busy_until)
-    free = (ends + [now] * workers)[:workers]
-    heapq.heapify(free)
-    arrivals = iter(expected)
-    arrival = next(arrivals, None)
-    remaining = len(index)
-    slots: dict[str, Slot] = {}
-    while remaining:
-        start = heapq.heappop(free)
-        while arrival is not None and arrival.enqueued_at <= start:
-            if capacity is None or len(index) < capacity:
-                index.add(arrival, arrival.enqueued_at)
-            arrival = next(arrivals, None)
-        entry = index.pop(start)
-        finish = start + run_seconds(entry)
-        heapq.heappush(free, finish)
-        if entry.job_id.startswith(EXPECTED_PREFIX):
-            continue
-        remaining -= 1
-        slots[entry.job_id] = Slot(len(slots), start, finish)
-        if entry.job_id == until:
-            break
-    return slots
+    plan = Plan(index, now, busy_until, workers, run_seconds, expected=expected, capacity=capacity)
+    return plan.slots() if until is None else _through(plan.slots(), until)
 
 
 class ArrivalHistory:
@@ -149,7 +122,7 @@ def _replay(recent: list[QueueEntry], span: float) -> Iterator[QueueEntry]:
 
 
 class Forecaster:
-    """Caches the forecast of a queue; recomputes it when the queue changed or it aged."""
+    """Keeps a plan of the queue in step with it; replays the plan when it cannot follow."""
 
     def __init__(
         self,
@@ -164,48 +137,106 @@ class Forecaster:
         self._clock = clock
         self.arrivals = ArrivalHistory()
         self._lock = threading.Lock()
-        self._latest = Forecast(made_at=float("-inf"), version=-1)
-        self._cost = 0.0  # seconds the latest forecast took to compute
+        self._plan: Plan | None = None
+        self._inputs: tuple[object, ...] = ()  # what the plan was made from, besides the queue
+        self._cost = 0.0  # seconds the latest replay took
+        self._revision = 0  # bumped whenever the plan changes
+        self._view = Forecast(made_at=float("-inf"), version=-1)
+        self._view_revision = -1
+        self.replays = 0  # full simulations so far (for tests and benchmarks)
 
     def current(self, *, exact: bool = False) -> Forecast:
-        """The forecast of the queue as it is (`exact`), or as it was a moment ago when
-        recomputing is expensive."""
+        """Every queued job's slot: of the queue as it is (`exact`), or as it was a moment
+        ago when the queue is deep (listing every slot is then worth sharing)."""
         with self._lock:
             now = self._clock()
-            latest = self._latest
-            if now - latest.made_at < MAX_AGE_SECONDS and (
-                latest.version == self._queue.version or (not exact and self._cost > CHEAP_SECONDS)
-            ):
-                return latest
-            started = time.perf_counter()
-            version, index = self._queue.snapshot()
-            slots = self._simulate(index, now)
-            self._latest = Forecast(now, version, slots)
-            self._cost = time.perf_counter() - started
-            return self._latest
+            view = self._view
+            if not exact and self._cost > CHEAP_SECONDS and now - view.made_at < MAX_AGE_SECONDS:
+                return view
+            plan = self._plan_at(now, exact)
+            if self._view_revision != self._revision:
+                self._view = Forecast(now, plan.version, plan.slots())
+                self._view_revision = self._revision
+            return self._view
+
+    def slot(self, job_id: str) -> Slot | None:
+        """The queued job's slot; None if it is not queued here."""
+        with self._lock:
+            return self._plan_at(self._clock(), exact=False).slot(job_id)
+
+    def next_start(self) -> float | None:
+        """When the next queued job is predicted to start, freeing a queue slot."""
+        with self._lock:
+            return self._plan_at(self._clock(), exact=False).next_start
 
     def quote(self, entry: QueueEntry) -> Slot:
         """The slot `entry`, not in the queue, would get if it were added now."""
-        now = self._clock()
-        _, index = self._queue.snapshot()
-        index.add(entry, now)
-        return self._simulate(index, now, until=entry.job_id)[entry.job_id]
+        with self._lock:
+            now = self._clock()
+            return self._plan_at(now, exact=False).quote(entry, now)
 
-    def _simulate(
-        self, index: SchedulingIndex, now: float, until: str | None = None
-    ) -> dict[str, Slot]:
+    def _plan_at(self, now: float, exact: bool) -> Plan:
+        """The plan, brought up to date with the queue, or replayed when it cannot be."""
+        plan = self._plan
+        if plan is not None:
+            self._follow(plan, now)
+            if plan.broken or now - plan.made_at >= MAX_AGE_SECONDS:
+                plan = None
+            elif (exact or self._cost <= CHEAP_SECONDS) and self._inputs != self._read_inputs():
+                plan = None
+        return plan if plan is not None else self._replay(now)
+
+    def _follow(self, plan: Plan, now: float) -> None:
+        changes = self._queue.changes_since(plan.version)
+        if changes is None:
+            plan.broken = True
+            return
+        for version, kind, entry in changes:
+            if kind == "put":
+                plan.add(entry, now)
+            elif kind == "get":
+                plan.take(entry.job_id)
+            else:
+                plan.broken = True
+            plan.version = version
+            self._revision += 1
+            if plan.broken:
+                return
+
+    def _read_inputs(self) -> tuple[object, ...]:
         busy_until, workers = self._capacity()
-        return simulate(
+        return tuple(sorted(busy_until)), workers, self._estimator.version
+
+    def _replay(self, now: float) -> Plan:
+        started = time.perf_counter()
+        version, index = self._queue.snapshot()
+        self._inputs = self._read_inputs()
+        busy_until, workers, _ = self._inputs
+        self._plan = Plan(
             index,
             now,
-            busy_until,
-            workers,
+            busy_until,  # type: ignore[arg-type]
+            workers,  # type: ignore[arg-type]
             self._pricer(),
-            until=until,
             expected=self.arrivals.expected(now),
             capacity=self._queue.capacity,
+            version=version,
         )
+        self._cost = time.perf_counter() - started
+        self._revision += 1
+        self.replays += 1
+        return self._plan
 
     def _pricer(self) -> Callable[[QueueEntry], float]:
         rates = self._estimator.rates()
         return lambda entry: rates.get(entry.generator, 1.0) * entry.cost
+
+
+def _through(slots: dict[str, Slot], until: str) -> dict[str, Slot]:
+    """The slots up to and including job `until`'s."""
+    through: dict[str, Slot] = {}
+    for job_id, slot in slots.items():
+        through[job_id] = slot
+        if job_id == until:
+            break
+    return through

@@ -80,9 +80,7 @@ class Outlook:
         """The job with its position (if queued here) and ETA filled in."""
         now = self._clock()
         if job.status is JobStatus.QUEUED:
-            slot = self._forecaster.current().slots.get(job.id)
-            if slot is None and job.id in self._queue:  # queued after that forecast
-                slot = self._forecaster.current(exact=True).slots.get(job.id)
+            slot = self._forecaster.slot(job.id)
             if slot is None:  # indexed by another process, or not yet
                 return job
             return dataclasses.replace(
@@ -125,7 +123,7 @@ class Outlook:
 
     def retry_after(self) -> int:
         """Whole seconds until a queue slot is predicted to free up (the next start)."""
-        next_start = self._forecaster.current().next_start
+        next_start = self._forecaster.next_start()
         wait = 1.0 if next_start is None else next_start - self._clock()
         return max(1, min(MAX_RETRY_AFTER, math.ceil(wait)))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 from .errors import QueueFullError, ServiceStoppedError
@@ -24,6 +24,8 @@ from .models import Priority
 from .scheduling import QueueEntry, SchedulingIndex
 
 DEFAULT_AGING_SECONDS = 60.0
+# Changes kept for forecasts that follow the queue change by change (forecast.py).
+JOURNAL_SIZE = 1024
 
 
 class JobQueue:
@@ -39,6 +41,8 @@ class JobQueue:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
         self.version = 0  # bumped by every change; forecasts cache on it
+        # (version, "put" | "get" | "remove", entry) of the latest changes
+        self._journal: deque[tuple[int, str, QueueEntry]] = deque(maxlen=JOURNAL_SIZE)
         self._index = SchedulingIndex(aging_seconds)
         self._depth: Counter[Priority] = Counter()
         self._reserved = 0
@@ -75,7 +79,7 @@ class JobQueue:
                 self._reserved -= 1
             self._index.add(entry, self._clock())
             self._depth[entry.priority] += 1
-            self._changed()
+            self._changed("put", entry)
             self._not_empty.notify()
         self._on_change()
 
@@ -94,7 +98,7 @@ class JobQueue:
                 entry = self._index.pop(self._clock())
                 if entry is not None:
                     self._depth[entry.priority] -= 1
-                    self._changed()
+                    self._changed("get", entry)
                     break
                 if not self._not_empty.wait(timeout):
                     return None
@@ -108,7 +112,7 @@ class JobQueue:
             if entry is None:
                 return False
             self._depth[entry.priority] -= 1
-            self._changed()
+            self._changed("remove", entry)
         self._on_change()
         return True
 
@@ -121,6 +125,16 @@ class JobQueue:
         """(version, a private copy of the index) for forecasting."""
         with self._lock:
             return self.version, self._index.copy()
+
+    def changes_since(self, version: int) -> list[tuple[int, str, QueueEntry]] | None:
+        """The changes after `version`, oldest first; None if the journal no longer
+        reaches back that far."""
+        with self._lock:
+            if version == self.version:
+                return []
+            if not self._journal or self._journal[0][0] > version + 1:
+                return None
+            return [change for change in self._journal if change[0] > version]
 
     def rank(self, priority: Priority, order: int) -> int:
         """How many queued jobs would start before a job with this priority and order."""
@@ -156,5 +170,6 @@ class JobQueue:
         if len(self._index) + self._reserved >= self.capacity:
             raise QueueFullError(self.capacity)
 
-    def _changed(self) -> None:
+    def _changed(self, kind: str, entry: QueueEntry) -> None:
         self.version += 1
+        self._journal.append((self.version, kind, entry))

@@ -1,0 +1,278 @@
+"""The forecast's simulation, kept alive so that a queue change does not replay it all.
+
+`Plan` plays the scheduling policy forward over a copy of the queue, as forecast.py
+describes, and keeps what it needs to go on afterwards: every pick it made, with the key
+the picked job won with (effective level, its owner's last turn, order), and its state
+after the last queued job (the index, left holding only expected arrivals, the workers'
+predicted free times, the stream of expected arrivals). Then:
+
+- **A job is added** (a submit): it changes no pick before its own, since until then it
+  only competes and loses. So its slot is the first pick whose key it beats, scanning
+  from just after the last pick of its own FIFO (same priority and owner; it cannot start
+  before those); if it beats none, the simulation goes on from its end state until it
+  picks the new job. A flood of NORMAL jobs, or one owner's, costs O(log n) per job: the
+  scan starts at the end. A job that overtakes (a HIGH job, a new owner's first) also
+  gets its exact slot, but every pick after it is now wrong: the plan is `broken`, and
+  the forecaster replays it on next use.
+- **A worker takes the first pick**: it is dropped, positions count from the next one.
+- Anything else (a cancellation, a worker taking a job the plan did not pick first) breaks
+  the plan.
+
+What a plan does not see: a job added late does not change whether expected arrivals
+fitted in the queue before its own pick (a queue within one job of full), and the plan's
+clock stays at `made_at` (the forecaster replays plans older than MAX_AGE_SECONDS).
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from .scheduling import TOP, QueueEntry, SchedulingIndex, promotion_time
+
+EXPECTED_PREFIX = "~expected"
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Where a queued job stands: its position, predicted start and finish (epoch s)."""
+
+    position: int
+    start: float
+    finish: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """One step of the simulation: who was picked at `start`, and the key it won with."""
+
+    entry: QueueEntry
+    start: float
+    finish: float
+    level: int  # effective priority at `start`
+    turn: int  # its owner's last turn before this pick
+    served: int  # its owner's turn after it
+    rank: int  # real (not expected) picks before this one
+    expected: bool
+
+
+def level_at(priority: int, enqueued_at: float, at: float, aging: float) -> int:
+    """The effective level at `at`, from the same sums the index's timers use."""
+    for level in range(TOP, priority):
+        if promotion_time(priority, enqueued_at, level, aging) <= at:
+            return level
+    return priority
+
+
+class _Arrivals:
+    """A cursor on a stream of expected arrivals that forks share (read once, buffered)."""
+
+    def __init__(self, stream: Iterator[QueueEntry], buffer: list[QueueEntry], at: int) -> None:
+        self._stream, self._buffer, self._at = stream, buffer, at
+
+    def peek(self) -> QueueEntry | None:
+        while len(self._buffer) <= self._at:
+            entry = next(self._stream, None)
+            if entry is None:
+                return None
+            self._buffer.append(entry)
+        return self._buffer[self._at]
+
+    def advance(self) -> None:
+        self._at += 1
+
+    def fork(self) -> _Arrivals:
+        return _Arrivals(self._stream, self._buffer, self._at)
+
+
+class Plan:
+    """A simulation of the queue from `made_at`; not thread-safe (the forecaster locks)."""
+
+    def __init__(
+        self,
+        index: SchedulingIndex,
+        now: float,
+        busy_until: Iterable[float],
+        workers: int,
+        run_seconds: Callable[[QueueEntry], float],
+        *,
+        expected: Iterable[QueueEntry] = (),
+        capacity: int | None = None,
+        version: int = 0,
+        until: str | None = None,
+    ) -> None:
+        """`index` is consumed. `busy_until`: predicted ends of running jobs; fewer
+        than one worker plans as one (a pool that is draining or not started)."""
+        workers = max(1, workers)
+        ends = sorted(max(now, end) for end in busy_until)
+        self._free = (ends + [now] * workers)[:workers]
+        heapq.heapify(self._free)
+        self.made_at = now
+        self.version = version
+        self.broken = False
+        self._index = index
+        self._run = run_seconds
+        self._capacity = capacity
+        self._arrivals = _Arrivals(iter(expected), [], 0)
+        self.picks: list[Pick] = []
+        self._head = 0  # picks before it were taken by workers
+        self._real = 0  # real picks so far
+        self._slots: dict[str, Pick] = {}  # real jobs not yet taken
+        self._by_owner: dict[str, list[int]] = {}  # pick numbers of each owner
+        self._last_of_fifo: dict[tuple[int, str], int] = {}  # last real pick per FIFO
+        self._turns = {entry.owner: index.last_served(entry.owner) for entry in index.entries()}
+        self._waiting = len(index)  # real jobs not yet picked
+        while self._waiting and (until is None or until not in self._slots):
+            self._step()
+
+    # -- questions ------------------------------------------------------------------
+
+    def slot(self, job_id: str) -> Slot | None:
+        pick = self._slots.get(job_id)
+        return None if pick is None else self._slot(pick)
+
+    def slots(self) -> dict[str, Slot]:
+        """Every queued job's slot, in pick order."""
+        return {job_id: self._slot(pick) for job_id, pick in self._slots.items()}
+
+    @property
+    def next_start(self) -> float | None:
+        """When the first queued job is predicted to start, freeing a queue slot."""
+        first = next(iter(self._slots.values()), None)
+        return None if first is None else first.start
+
+    def quote(self, entry: QueueEntry, now: float) -> Slot:
+        """The slot `entry`, not in the plan, would get if it were added at `now`."""
+        beaten = self._first_beaten(entry)
+        if beaten is not None:
+            pick = self.picks[beaten]
+            start = max(pick.start, now)
+            return Slot(pick.rank - self._taken(), start, start + self._run(entry))
+        # Every queued job is picked already: only expected arrivals can go first.
+        index, free, arrivals = self._index.copy(), list(self._free), self._arrivals.fork()
+        start, finish = _run_until(entry, now, index, free, arrivals, self._capacity, self._run)
+        return Slot(len(self._slots), start, finish)
+
+    # -- changes --------------------------------------------------------------------
+
+    def add(self, entry: QueueEntry, now: float) -> None:
+        """A job joined the queue at `now`."""
+        if self._waiting or self._first_beaten(entry) is not None:
+            self.broken = True
+        else:
+            self._go_on(entry, now)
+
+    def take(self, job_id: str) -> None:
+        """A worker took `job_id` off the queue."""
+        while self._head < len(self.picks) and self.picks[self._head].expected:
+            self._head += 1
+        if self._head < len(self.picks) and self.picks[self._head].entry.job_id == job_id:
+            del self._slots[job_id]
+            self._head += 1
+        else:
+            self.broken = True
+
+    # -- internals ------------------------------------------------------------------
+
+    def _slot(self, pick: Pick) -> Slot:
+        return Slot(pick.rank - self._taken(), pick.start, pick.finish)
+
+    def _taken(self) -> int:
+        """Real picks already taken by workers."""
+        return self._real - len(self._slots)
+
+    def _first_beaten(self, entry: QueueEntry) -> int | None:
+        """The first pick `entry` would have won, had it been queued; None if none."""
+        picks, owner, priority = self.picks, entry.owner, int(entry.priority)
+        start = max(self._head, self._last_of_fifo.get((priority, owner), -1) + 1)
+        mine = self._by_owner.get(owner, [])
+        before = bisect_left(mine, start)
+        if before:
+            turn = picks[mine[before - 1]].served
+        elif mine:
+            turn = picks[mine[0]].turn
+        else:
+            turn = self._turns.get(owner, self._index.last_served(owner))
+        aging = self._index.aging_seconds
+        for number in range(start, len(picks)):
+            pick = picks[number]
+            level = level_at(priority, entry.enqueued_at, pick.start, aging)
+            if (level, turn, entry.order) < (pick.level, pick.turn, pick.entry.order):
+                return number
+            if pick.entry.owner == owner:
+                turn = pick.served
+        return None
+
+    def _go_on(self, entry: QueueEntry, now: float) -> None:
+        """Add `entry` to the end state and simulate until it is picked."""
+        self._turns.setdefault(entry.owner, self._index.last_served(entry.owner))
+        self._free = [max(now, free) for free in self._free]
+        heapq.heapify(self._free)
+        self._index.add(entry, now)
+        self._waiting += 1
+        while self._waiting:
+            self._step()
+
+    def _step(self) -> None:
+        entry, start, finish = _pick(
+            self._index, self._free, self._arrivals, self._capacity, self._run, self._turns
+        )
+        owner, expected = entry.owner, entry.job_id.startswith(EXPECTED_PREFIX)
+        served = self._index.last_served(owner)
+        level = level_at(int(entry.priority), entry.enqueued_at, start, self._index.aging_seconds)
+        pick = Pick(entry, start, finish, level, self._turns[owner], served, self._real, expected)
+        self._turns[owner] = served
+        number = len(self.picks)
+        self.picks.append(pick)
+        self._by_owner.setdefault(owner, []).append(number)
+        if not expected:
+            self._slots[entry.job_id] = pick
+            self._last_of_fifo[(int(entry.priority), owner)] = number
+            self._real += 1
+            self._waiting -= 1
+
+
+def _pick(
+    index: SchedulingIndex,
+    free: list[float],
+    arrivals: _Arrivals,
+    capacity: int | None,
+    run_seconds: Callable[[QueueEntry], float],
+    turns: dict[str, int],
+) -> tuple[QueueEntry, float, float]:
+    """One step: the earliest free worker takes the job the policy picks then."""
+    start = heapq.heappop(free)
+    arrival = arrivals.peek()
+    while arrival is not None and arrival.enqueued_at <= start:
+        if capacity is None or len(index) < capacity:
+            turns.setdefault(arrival.owner, index.last_served(arrival.owner))
+            index.add(arrival, arrival.enqueued_at)
+        arrivals.advance()
+        arrival = arrivals.peek()
+    entry = index.pop(start)
+    assert entry is not None  # only called while a real job waits
+    finish = start + run_seconds(entry)
+    heapq.heappush(free, finish)
+    return entry, start, finish
+
+
+def _run_until(
+    entry: QueueEntry,
+    now: float,
+    index: SchedulingIndex,
+    free: list[float],
+    arrivals: _Arrivals,
+    capacity: int | None,
+    run_seconds: Callable[[QueueEntry], float],
+) -> tuple[float, float]:
+    """(start, finish) of `entry` added at `now` to an end state that holds no real job."""
+    free[:] = [max(now, at) for at in free]
+    heapq.heapify(free)
+    index.add(entry, now)
+    turns: dict[str, int] = {}
+    while True:
+        picked, start, finish = _pick(index, free, arrivals, capacity, run_seconds, turns)
+        if picked.job_id == entry.job_id:
+            return start, finish

@@ -1,0 +1,131 @@
+"""A plan that follows the queue answers as a fresh simulation of the same queue would."""
+
+import random
+
+from app.generation import Priority
+from app.generation.eta import RunTimeEstimator
+from app.generation.forecast import Forecaster, simulate
+from app.generation.plan import Plan, Slot, level_at
+from app.generation.queue import JobQueue
+from app.generation.scheduling import QueueEntry, SchedulingIndex
+
+AGING = 60.0
+OWNERS = ("alice", "bob", "carol")
+
+
+def by_cost(entry: QueueEntry) -> float:
+    return entry.cost
+
+
+def entry(n: int, rng: random.Random, at: float) -> QueueEntry:
+    priority = rng.choice(list(Priority))
+    return QueueEntry(f"j{n}", priority, n, rng.choice(OWNERS), at, "g", rng.choice((5, 30, 90)))
+
+
+def fresh(entries, now, busy_until, workers, expected=()):
+    index = SchedulingIndex(AGING)
+    for queued in entries:
+        index.add(queued, queued.enqueued_at)
+    return simulate(index, now, busy_until, workers, by_cost, expected=expected)
+
+
+def expected_stream(rng: random.Random, now: float):
+    return [
+        QueueEntry(f"~expected-{n}", Priority.HIGH, 2**62 + n, "dave", now + 40 * n, "g", 20)
+        for n in range(1, 30)
+    ]
+
+
+def test_added_jobs_get_the_slot_a_fresh_simulation_gives_them():
+    rng = random.Random(8)
+    outcomes = []
+    for _ in range(40):
+        now, busy, workers = 500.0, [rng.uniform(500, 560)], rng.choice((1, 2, 3))
+        expected = expected_stream(rng, now) if rng.random() < 0.5 else []
+        times = sorted(rng.uniform(0, now) for _ in range(rng.randint(0, 12)))
+        queued = [entry(n, rng, at) for n, at in enumerate(times)]  # enqueued_at rises with order
+        index = SchedulingIndex(AGING)
+        for queued_entry in queued:
+            index.add(queued_entry, queued_entry.enqueued_at)
+        plan = Plan(index, now, busy, workers, by_cost, expected=expected)
+        for n in range(len(queued), len(queued) + 8):
+            new = entry(n, rng, now)
+            truth = fresh([*queued, new], now, busy, workers, expected)
+            assert plan.quote(new, now) == truth[new.job_id]
+            queued.append(new)
+            plan.add(new, now)
+            outcomes.append(plan.broken)
+            if plan.broken:  # it overtook someone: the forecaster replays from here
+                index = SchedulingIndex(AGING)
+                for queued_entry in queued:
+                    index.add(queued_entry, queued_entry.enqueued_at)
+                plan = Plan(index, now, busy, workers, by_cost, expected=expected)
+            assert plan.slots() == truth
+    assert 0.2 < sum(outcomes) / len(outcomes) < 0.8  # both ways were taken, many times
+
+
+def test_a_flood_from_one_owner_never_breaks_the_plan():
+    index = SchedulingIndex(AGING)
+    plan = Plan(index, 0.0, [100.0], 1, by_cost)
+    for n in range(50):
+        new = QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10)
+        assert plan.quote(new, 0.0).position == n
+        plan.add(new, 0.0)
+    assert not plan.broken
+    assert plan.slot("j49") == Slot(49, 100.0 + 49 * 10, 100.0 + 50 * 10)
+
+
+def test_a_high_job_overtakes_and_breaks_the_plan_but_is_quoted_exactly():
+    normals = [QueueEntry(f"n{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10) for n in range(5)]
+    index = SchedulingIndex(AGING)
+    for queued in normals:
+        index.add(queued, 0.0)
+    plan = Plan(index, 0.0, [], 1, by_cost)
+    high = QueueEntry("h", Priority.HIGH, 9, "bob", 0.0, "g", 10)
+    assert plan.quote(high, 0.0) == fresh([*normals, high], 0.0, [], 1)["h"]
+    plan.add(high, 0.0)
+    assert plan.broken
+
+
+def test_taking_the_first_pick_moves_everyone_up_and_anything_else_breaks():
+    queued = [QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10) for n in range(3)]
+    index = SchedulingIndex(AGING)
+    for queued_entry in queued:
+        index.add(queued_entry, 0.0)
+    plan = Plan(index, 0.0, [], 1, by_cost)
+    plan.take("j0")
+    assert {k: s.position for k, s in plan.slots().items()} == {"j1": 0, "j2": 1}
+    assert plan.next_start == 10.0
+    plan.take("j2")
+    assert plan.broken
+
+
+def test_level_at_agrees_with_the_policy():
+    assert level_at(3, 0.0, 59.9, AGING) == 3
+    assert level_at(3, 0.0, 60.0, AGING) == 2
+    assert level_at(3, 0.0, 500.0, AGING) == 1
+
+
+class Now:
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def __call__(self) -> float:
+        return self.value
+
+
+def test_the_forecaster_follows_submits_and_starts_without_replaying():
+    now = Now()
+    queue = JobQueue(1000, clock=now)
+    forecaster = Forecaster(queue, RunTimeEstimator(), lambda: ([50.0], 1), now)
+    for n in range(200):
+        new = QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10)
+        assert forecaster.quote(new).position == n
+        queue.reserve()
+        queue.put(new)
+    queue.get()
+    assert forecaster.slot("j1").position == 0
+    assert forecaster.replays == 1
+    queue.remove("j5")  # a cancellation: replayed on next use
+    assert forecaster.slot("j6").position == 4
+    assert forecaster.replays == 2
