@@ -1,24 +1,34 @@
 """Deadlines for runs: a timer for runs that can be stopped from outside, and a thread
-of its own for a call that might never return.
+of their own for calls that might never return.
 
 `deadline_timer` suits a run that ends when asked, or that can be killed (a generator in a
-worker process: cancelling it kills the process after a grace period).
+worker process: cancelling it kills the process after a grace period). All timers share
+one thread and a heap of due times, started on first use.
 
 `call_with_deadline` is for the rest. Python cannot stop a thread from outside, so the
-call runs in a fresh thread while the
-caller (a worker) waits for it; when the deadline passes, the caller asks the call to
-stop (`on_expiry`, e.g. cancelling the job's token, which a well-behaved generator
-notices at its next checkpoint) and waits a little longer. A call that still has not
-returned is *abandoned*: the caller gets `DeadlineExceeded` and moves on, and the thread
-runs to its end unobserved, then runs `on_late_return` (to clean up what it left behind).
-An abandoned call still holds whatever memory and CPU it uses until it ends; that is the
-limit of doing this with threads (docs/security.md).
+call runs in another thread while the caller (a worker) waits for it; when the deadline
+passes, the caller asks the call to stop (`on_expiry`, e.g. cancelling the job's token,
+which a well-behaved generator notices at its next checkpoint) and waits a little longer.
+A call that still has not returned is *abandoned*: the caller gets `DeadlineExceeded` and
+moves on, and the thread runs to its end unobserved, then runs `on_late_return` (to clean
+up what it left behind) and exits. An abandoned call still holds whatever memory and CPU
+it uses until it ends; that is the limit of doing this with threads (docs/security.md).
+
+The other thread is long-lived: each caller thread has one runner thread (made on its
+first call, and again after an abandonment), which takes the caller's calls one at a
+time. Starting a thread per call cost as much as a `noop` job's two UPDATEs. A runner
+exits when its caller thread ends (a retired worker) or right after an abandoned call.
 """
 
 from __future__ import annotations
 
 import contextvars
+import heapq
+import itertools
+import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Generic, TypeVar
@@ -70,16 +80,72 @@ class _Call(Generic[T]):
             return self.abandoned
 
 
+class _Timers:
+    """One thread that calls each due callback; `cancel` is O(1) (entries are skipped)."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, list[Callable[[], None] | None]]] = []
+        self._numbers = itertools.count()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, seconds: float, callback: Callable[[], None]) -> list[Callable[[], None] | None]:
+        """Call `callback` in `seconds`; clear the returned cell's item to cancel."""
+        cell: list[Callable[[], None] | None] = [callback]
+        with self._changed:
+            if self._thread is None or not self._thread.is_alive():  # first use, or forked
+                self._thread = threading.Thread(target=self._loop, name="gen-timers", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._due, (time.monotonic() + seconds, next(self._numbers), cell))
+            if self._due[0][2] is cell:
+                self._changed.notify()
+        return cell
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    wait = self._due[0][0] - time.monotonic() if self._due else None
+                    self._changed.wait(wait)
+                _, _, cell = heapq.heappop(self._due)
+                callback, cell[0] = cell[0], None
+            if callback is not None:
+                callback()
+
+
+_timers = _Timers()
+
+
 @contextmanager
 def deadline_timer(seconds: float, on_expiry: Callable[[], None]) -> Iterator[None]:
-    """Call `on_expiry()` (from a timer thread) if the block still runs after `seconds`."""
-    timer = threading.Timer(seconds, on_expiry)
-    timer.daemon = True
-    timer.start()
+    """Call `on_expiry()` (from the timer thread) if the block still runs after `seconds`."""
+    cell = _timers.add(seconds, on_expiry)
     try:
         yield
     finally:
-        timer.cancel()
+        cell[0] = None
+
+
+class _Runner:
+    """A caller thread's runner thread; when the runner object goes (its caller thread
+    ended), the thread is told to exit."""
+
+    def __init__(self, name: str) -> None:
+        self.calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        threading.Thread(target=_serve, args=(self.calls,), name=name, daemon=True).start()
+        weakref.finalize(self, self.calls.put, None)
+
+    def retire(self) -> None:
+        """Exit after the call in progress (abandoned: it may never return)."""
+        self.calls.put(None)
+
+
+def _serve(calls: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+    while (call := calls.get()) is not None:
+        call()
+
+
+_runners = threading.local()
 
 
 def call_with_deadline(
@@ -90,18 +156,22 @@ def call_with_deadline(
     on_expiry: Callable[[], None],
     on_abandoned: Callable[[], None],
     on_late_return: Callable[[], None],
-    name: str,
 ) -> T:
     """Return `target()`, or raise what it raised, or `DeadlineExceeded` if it takes more
     than `seconds` plus `grace` after `on_expiry()` asked it to stop. Then
     `on_abandoned()` runs at once, and `on_late_return()` whenever `target` returns."""
     call = _Call(target, on_late_return)
+    runner = getattr(_runners, "runner", None)
+    if runner is None:
+        runner = _runners.runner = _Runner(f"{threading.current_thread().name}-calls")
     # The caller's context variables (log fields, tracing scope) follow the call.
     context = contextvars.copy_context()
-    threading.Thread(target=context.run, args=(call.run,), name=name, daemon=True).start()
+    runner.calls.put(lambda: context.run(call.run))
     if not call.done.wait(seconds):
         on_expiry()
         if not call.done.wait(grace) and call.abandon(on_abandoned):
+            _runners.runner = None
+            runner.retire()
             raise DeadlineExceeded(seconds, abandoned=True)
     if call.error is not None:
         raise call.error

@@ -202,7 +202,6 @@ class JobRunner:
             on_expiry=expire,
             on_abandoned=self._count_abandoned,
             on_late_return=lambda: self._abandoned_run_ended(job),
-            name=f"{threading.current_thread().name}-job-{job.id[:8]}",
         )
 
     def _count_abandoned(self) -> None:

@@ -1,0 +1,62 @@
+"""In-process CPU time per drained `noop` job, the figure that decides designs.
+
+Writes `--jobs` queued `noop` rows (as scenario 3 does), starts the real service on
+them (SQLite in a scratch folder under instance/, thread isolation, JOB_TIMEOUT_SECONDS
+at its default), and reports the process's CPU time (all threads) per job until the
+queue is drained, and the wall-clock rate for reference (it moves with the machine).
+
+    .venv/bin/python -m bench.drain_cpu --jobs 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from app.config import Config
+from app.wiring import build_service
+
+from .drain_throughput import prefill
+
+
+def measure(jobs: int, workdir: Path) -> tuple[float, float]:
+    """(µs of process CPU per job, jobs per second)."""
+    url = f"sqlite:///{workdir / 'jobs.db'}"
+    config = Config.from_env(
+        {
+            "DATABASE_URL": url,
+            "RESULTS_DIR": str(workdir / "results"),
+            "GENERATION_QUEUE_SIZE": str(jobs + 10),
+            "GENERATION_CPU_ISOLATION": "thread",
+        },
+        dotenv=False,
+    )
+    service = build_service(config)
+    prefill(url, jobs)
+    cpu, wall = time.process_time(), time.perf_counter()
+    service.start()
+    try:
+        # In-memory figures: polling the database would cost CPU of its own.
+        while sum(service.queued_by_priority().values()) or service.active_workers:
+            time.sleep(0.01)
+        return (time.process_time() - cpu) / jobs * 1e6, jobs / (time.perf_counter() - wall)
+    finally:
+        service.shutdown(wait=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    Path("instance").mkdir(exist_ok=True)
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory(dir="instance", prefix="drain-cpu-") as scratch:
+            us, rate = measure(args.jobs, Path(scratch))
+        print(f"{us:6.0f} µs CPU per job, {rate:5.0f} jobs/s wall")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Deadlines reuse their threads: one runner per caller thread, one thread for timers."""
+
+import contextvars
+import threading
+import time
+
+import pytest
+
+from app.generation.deadline import DeadlineExceeded, call_with_deadline, deadline_timer
+
+FIELD = contextvars.ContextVar("field", default="unset")
+
+
+def call(target, seconds=5.0, grace=0.05, **hooks):
+    hooks = {"on_expiry": lambda: None, "on_abandoned": lambda: None} | hooks
+    return call_with_deadline(
+        target, seconds=seconds, grace=grace, on_late_return=lambda: None, **hooks
+    )
+
+
+def wait_until(condition, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def test_calls_of_one_thread_share_a_runner_thread_and_carry_its_context():
+    FIELD.set("job-1")
+    first = call(lambda: (threading.current_thread(), FIELD.get()))
+    second = call(lambda: threading.current_thread())
+    assert first == (second, "job-1")
+    assert second is not threading.current_thread()
+    with pytest.raises(ZeroDivisionError):
+        call(lambda: 1 / 0)
+    assert call(lambda: threading.current_thread()) is second
+
+
+def test_an_abandoned_call_keeps_its_thread_until_it_returns_then_the_thread_exits():
+    release, expired, abandoned = threading.Event(), threading.Event(), threading.Event()
+    holder = []
+
+    def stuck():
+        holder.append(threading.current_thread())
+        release.wait()
+
+    with pytest.raises(DeadlineExceeded):
+        call(stuck, seconds=0.05, on_expiry=expired.set, on_abandoned=abandoned.set)
+    assert expired.is_set() and abandoned.is_set()
+    fresh = call(lambda: threading.current_thread())
+    assert fresh is not holder[0] and fresh.is_alive()
+    release.set()
+    wait_until(lambda: not holder[0].is_alive())
+
+
+def test_a_runner_thread_exits_with_its_caller():
+    runners = []
+    caller = threading.Thread(target=lambda: runners.append(call(threading.current_thread)))
+    caller.start()
+    caller.join()
+    wait_until(lambda: not runners[0].is_alive())
+
+
+def test_timers_fire_once_due_unless_the_block_ended_first():
+    fired = []
+    with deadline_timer(0.01, lambda: fired.append(threading.current_thread())):
+        wait_until(lambda: fired)
+    with deadline_timer(0.01, lambda: fired.append("late")):
+        pass
+    with deadline_timer(0.02, lambda: fired.append(threading.current_thread())):
+        wait_until(lambda: len(fired) == 2)
+    time.sleep(0.05)  # long past the cancelled timer's due time
+    assert fired[0] is fired[1] and "late" not in fired  # one timer thread serves all
