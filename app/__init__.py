@@ -1,43 +1,23 @@
-"""The application factory: configuration, then the service, then the web layer."""
+"""The generation service's Flask app: `create_app()` (in factory.py).
+
+Importing this package is cheap on purpose: the gunicorn master imports `app.config`,
+`app.drain` and `app.logs` for its settings, and each generation child process imports
+the generator it runs; neither needs Flask, SQLAlchemy or Sentry, so the factory (which
+imports them all) loads on first use of `create_app` or `get_service`.
+"""
 
 from __future__ import annotations
 
-import secrets
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from .factory import SERVICE_KEY, create_app, get_service
 
-from .cli import db, keys_cli
-from .config import Config
-from .generation import GenerationService
-from .generation.keys import KeyStore
-from .logs import JobLogContext
-from .sentry import init_sentry
-from .web import init_web
-from .wiring import build_service
-
-SERVICE_KEY = "generation"
+__all__ = ["SERVICE_KEY", "create_app", "get_service"]
 
 
-def create_app(config: Config | None = None, service: GenerationService | None = None) -> Flask:
-    """Build the app. The service is created but not started: the server starts it
-    (gunicorn.conf.py does, after fork) so that CLI commands never run workers."""
-    config = config or Config.from_env()
-    app = Flask(__name__)
-    app.config.update(
-        MAX_CONTENT_LENGTH=config.max_content_length,
-        SERVICE_CONFIG=config,
-        # Open mode has no keys to protect; its tokens only need to verify in this process.
-        SECRET_KEY=config.secret_key or secrets.token_urlsafe(32),
-    )
-    service = service or build_service(config)
-    service.observers.add(JobLogContext())
-    app.extensions[SERVICE_KEY] = service
-    init_web(app, KeyStore(service.store.engine))
-    init_sentry(config, service)
-    app.cli.add_command(db)
-    app.cli.add_command(keys_cli)
-    return app
-
-
-def get_service(app: Flask) -> GenerationService:
-    return app.extensions[SERVICE_KEY]
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(import_module(".factory", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,9 +14,14 @@ main thread waits for open requests.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
-from .generation import GenerationService
-from .generation.service import SHUTDOWN_GRACE_SECONDS
+# Not from .generation.service: the gunicorn master imports this module for its
+# settings and should not import the service (SQLAlchemy and all) to read one number.
+from .generation.timeouts import SHUTDOWN_GRACE_SECONDS
+
+if TYPE_CHECKING:
+    from .generation import GenerationService
 
 
 def longest_drain(timeout: float) -> float:

@@ -3,6 +3,7 @@ cancellation and failures crossing the process boundary."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import zipfile
 from collections.abc import Iterator
@@ -152,6 +153,19 @@ def test_service_runs_cpu_bound_jobs_in_worker_processes(make_service):
     assert _read_pid(service, done) != os.getpid()
     steps = [e.data["step"] for e in service.bus.history(job.id) if e.type == "progress"]
     assert steps == [0, 1, 2]
+
+
+def test_worker_processes_start_with_the_first_cpu_bound_job(make_service):
+    def children() -> list[int]:
+        return [child.pid for child in multiprocessing.active_children()]
+
+    before = children()
+    service = make_service(cpu_isolation="process", workers=2)
+    service.start()
+    assert wait_for(service, service.submit("record", {}).id).status is JobStatus.SUCCEEDED
+    assert children() == before  # a job that runs in its thread starts no child
+    done = wait_for(service, service.submit("where", {"steps": 1}).id)
+    assert [pid for pid in children() if pid not in before] == [_read_pid(service, done)]
 
 
 def test_service_in_thread_mode_runs_cpu_bound_jobs_in_its_own_process(make_service):

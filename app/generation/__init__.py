@@ -1,23 +1,53 @@
-"""The generation core: jobs, queue, workers, generators, results. Imports no Flask."""
+"""The generation core: jobs, queue, workers, generators, results. Imports no Flask.
 
-from .errors import (
-    GenerationError,
-    GeneratorError,
-    IdempotencyKeyReusedError,
-    InvalidParamsError,
-    JobCancelled,
-    JobFinishedError,
-    JobNotFoundError,
-    PriorityNotAllowedError,
-    QueueFullError,
-    ServiceStoppedError,
-    TooManyJobsError,
-)
-from .keys import ANONYMOUS
-from .models import Job, JobStatus, Priority
-from .outlook import Quote
-from .service import GenerationService
+The names below load on first use (PEP 562), so that importing one light module of the
+core (a generator, `processes` in a generation child, `observers` for the logs) does not
+import the service and with it SQLAlchemy.
+"""
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import (
+        GenerationError,
+        GeneratorError,
+        IdempotencyKeyReusedError,
+        InvalidParamsError,
+        JobCancelled,
+        JobFinishedError,
+        JobNotFoundError,
+        PriorityNotAllowedError,
+        QueueFullError,
+        ServiceStoppedError,
+        TooManyJobsError,
+    )
+    from .keys import ANONYMOUS
+    from .models import Job, JobStatus, Priority
+    from .outlook import Quote
+    from .service import GenerationService
+
+_HOMES = {
+    "ANONYMOUS": ".keys",
+    "GenerationError": ".errors",
+    "GenerationService": ".service",
+    "GeneratorError": ".errors",
+    "IdempotencyKeyReusedError": ".errors",
+    "InvalidParamsError": ".errors",
+    "Job": ".models",
+    "JobCancelled": ".errors",
+    "JobFinishedError": ".errors",
+    "JobNotFoundError": ".errors",
+    "JobStatus": ".models",
+    "PriorityNotAllowedError": ".errors",
+    "Priority": ".models",
+    "QueueFullError": ".errors",
+    "Quote": ".outlook",
+    "ServiceStoppedError": ".errors",
+    "TooManyJobsError": ".errors",
+}
 __all__ = [
     "ANONYMOUS",
     "GenerationError",
@@ -37,3 +67,12 @@ __all__ = [
     "ServiceStoppedError",
     "TooManyJobsError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(home, __name__), name)
+    globals()[name] = value  # looked up once
+    return value

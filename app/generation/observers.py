@@ -16,8 +16,10 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from typing import TYPE_CHECKING
 
-from .models import Job
+if TYPE_CHECKING:  # at run time, hooks only pass jobs along
+    from .models import Job
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """Worker processes: where CPU-bound generators run, so they never hold the web's GIL.
 
 Each worker thread of the service owns one child process, started with the 'spawn'
-method (forking a process that runs threads can copy a held lock into the child), and
-drives it over a duplex pipe, one job at a time:
+method (forking a process that runs threads can copy a held lock into the child) when
+its first CPU-bound job comes (a service that never runs one starts none: a child costs
+tens of MB), and drives it over a duplex pipe, one job at a time:
 
     parent -> child   (generator, params)        run a job; None: exit
     child  -> parent  ("progress", args, kwargs) whenever the generator reports progress
@@ -48,7 +49,8 @@ CHILD_NICENESS = 10
 
 
 class WorkerProcess:
-    """One child process, driven by exactly one thread (methods are not thread-safe)."""
+    """One child process, driven by exactly one thread (methods are not thread-safe).
+    Constructing it starts nothing: `run()` starts the child when it has none."""
 
     def __init__(self, name: str, *, cancel_grace: float = CANCEL_GRACE_SECONDS) -> None:
         self.name = name
@@ -58,12 +60,6 @@ class WorkerProcess:
         self._conn: Connection | None = None
         self._cancel: Event | None = None
         self._cancel_deadline: float | None = None
-
-    @classmethod
-    def spawn(cls, name: str) -> WorkerProcess:
-        process = cls(name)
-        process.start()
-        return process
 
     @property
     def pid(self) -> int | None:

@@ -47,13 +47,13 @@ from .runner import CancelToken, JobRunner
 from .scheduling import QueueEntry
 from .stats import service_stats
 from .ticker import Ticker
+from .timeouts import SHUTDOWN_GRACE_SECONDS
 from .workers import WorkerPool, WorkerScaler
 
 log = logging.getLogger(__name__)
 
 CPU_ISOLATION_MODES = ("process", "thread")
 CLAIM_RETRY_SECONDS = 1.0
-SHUTDOWN_GRACE_SECONDS = 5.0
 TICK_SECONDS = 1.0
 ANNOUNCE_INTERVAL = 0.25
 # What `observers.rejected` is told when a submission is refused.
@@ -328,9 +328,9 @@ class GenerationService:
 
     def _worker_process(self, worker: str) -> WorkerProcess | None:
         """The child process a worker thread runs CPU-bound generators in, if isolated.
-        Started with the thread, so (as the service starts) after gunicorn's fork."""
+        Started by its first CPU-bound job, so always after gunicorn's fork."""
         if self.cpu_isolation == "process" and self.generators.has_cpu_bound:
-            return WorkerProcess.spawn(worker.replace("worker", "process"))
+            return WorkerProcess(worker.replace("worker", "process"))
         return None
 
     def _process(
