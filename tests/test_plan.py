@@ -6,7 +6,7 @@ from app.generation import Priority
 from app.generation.eta import RunTimeEstimator
 from app.generation.forecast import Forecaster, simulate
 from app.generation.plan import Plan, Slot, level_at
-from app.generation.queue import JobQueue
+from app.generation.queue import JOURNAL_SIZE, JobQueue
 from app.generation.scheduling import QueueEntry, SchedulingIndex
 
 AGING = 60.0
@@ -129,3 +129,21 @@ def test_the_forecaster_follows_submits_and_starts_without_replaying():
     queue.remove("j5")  # a cancellation: replayed on next use
     assert forecaster.slot("j6").position == 4
     assert forecaster.replays == 2
+
+
+def test_the_queue_journal_lists_changes_since_a_version_while_it_reaches_back():
+    queue = JobQueue(JOURNAL_SIZE + 10)
+    for n in range(3):
+        queue.reserve()
+        queue.put(QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0))
+    assert [(v, kind, e.job_id) for v, kind, e in queue.changes_since(1)] == [
+        (2, "put", "j1"),
+        (3, "put", "j2"),
+    ]
+    assert queue.get().job_id == "j0"
+    assert [kind for _, kind, _ in queue.changes_since(3)] == ["get"]
+    assert queue.changes_since(queue.version) == []
+    for n in range(3, JOURNAL_SIZE + 3):
+        queue.put(QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0), reserved=False)
+    assert queue.changes_since(1) is None  # forgotten: a forecast replays instead
+    assert len(queue.changes_since(queue.version - JOURNAL_SIZE + 1)) == JOURNAL_SIZE - 1

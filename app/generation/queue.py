@@ -134,7 +134,9 @@ class JobQueue:
                 return []
             if not self._journal or self._journal[0][0] > version + 1:
                 return None
-            return [change for change in self._journal if change[0] > version]
+            # Versions in the journal are consecutive: the wanted ones are its last few.
+            size = len(self._journal)
+            return [self._journal[n] for n in range(size - (self.version - version), size)]
 
     def rank(self, priority: Priority, order: int) -> int:
         """How many queued jobs would start before a job with this priority and order."""
