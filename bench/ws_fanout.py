@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +53,18 @@ def run(
     ticks: int = 150,
     interval: float = 0.1,
     web_threads: int | None = None,
+    worker_class: str | None = None,
     max_connections: int | None = None,
     update_interval_ms: int | None = None,
     endpoint: str = "job",
+    trace: str | None = None,
 ) -> dict[str, Any]:
     """Run one fan-out measurement and return its figures (see the module docstring).
 
     `endpoint` is "job" (one `/jobs/<id>/events` socket per subscriber) or "multiplexed"
     (`/events`, subscribing to one job). Settings left None keep the app's defaults.
+    `trace`: a file to write each /health probe's (start time, ms) and each socket's
+    outcome receipt time to, to see when during a run the slow requests happen.
     """
     env = {"GENERATION_WORKERS": str(jobs)}
     if web_threads is not None:
@@ -69,15 +74,22 @@ def run(
     if update_interval_ms is not None:
         env["WS_UPDATE_INTERVAL_MS"] = str(update_interval_ms)
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="ws-fanout-") as work, _Server(work, env) as server:
+    workdir = tempfile.TemporaryDirectory(prefix="ws-fanout-")
+    with workdir as work, _Server(work, env, worker_class) as server:
         floor = _probe_for(server.url, FLOOR_SECONDS)
         warmup = 3.0 + subscribers / 100  # time for every socket to connect first
         job_ids = [server.submit(ticks, interval, warmup) for _ in range(jobs)]
         probe = _Probe(server.url)
         server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
-        fanout = asyncio.run(_fan_out(server.host, job_ids, subscribers, endpoint))
+        phases = _Phases(server.cpu_seconds, subscribers)
+        fanout = asyncio.run(_fan_out(server.host, job_ids, subscribers, endpoint, phases))
         server_cpu, client_cpu = server.cpu_seconds() - server_cpu, time.process_time() - client_cpu
+        phases.mark("end")
         loaded = probe.stop()
+        if trace:
+            outcomes = sorted(t for t in fanout.pop("outcome_times") if t)
+            Path(trace).write_text(json.dumps({"health": probe.samples, "outcomes": outcomes}))
+        fanout.pop("outcome_times", None)
         status = server.status()
         peak = server.peak
     return {
@@ -86,6 +98,7 @@ def run(
         "jobs": jobs,
         "events_per_job": ticks,
         "event_interval_s": interval,
+        "worker_class": worker_class or "gthread",
         "web_threads": status["web_threads"],
         "websocket_capacity": status["websockets"]["capacity"],
         "update_interval_ms": (
@@ -95,6 +108,7 @@ def run(
         "health_floor_ms": floor,
         "health_loaded_ms": loaded,
         "health_p99_ratio": round(loaded["p99"] / floor["p99"], 1) if floor["p99"] else None,
+        "phases": phases.summary(probe.samples),
         "server_cpu_seconds": round(server_cpu, 1),
         "client_cpu_seconds": round(client_cpu, 1),
         "server_cpu_us_per_event": _per_event(server_cpu, fanout),
@@ -106,21 +120,66 @@ def run(
     }
 
 
-async def _fan_out(host: str, job_ids: list[str], subscribers: int, endpoint: str) -> dict:
+class _Phases:
+    """Splits a run at the moments every socket has its first message ("connect" ends),
+    the first outcome arrives ("stream" ends) and the last does ("outcomes" ends), and
+    reports each phase's length, server CPU, progress messages and /health latency: the
+    connection storm, the steady stream and the burst of outcomes and closes cost
+    differently."""
+
+    def __init__(self, server_cpu: Any, subscribers: int) -> None:
+        self._server_cpu = server_cpu
+        self._waiting = subscribers
+        self.messages = 0
+        self._marks: list[tuple[str, float, float, int]] = []
+        self.mark("start")
+
+    def mark(self, name: str) -> None:
+        if name not in (m[0] for m in self._marks):
+            self._marks.append((name, time.time(), self._server_cpu(), self.messages))
+
+    def settled(self) -> None:
+        """A socket got its first message, or failed."""
+        self._waiting -= 1
+        if self._waiting == 0:
+            self.mark("connected")
+
+    def summary(self, health: list[tuple[float, float]]) -> dict:
+        phases = {}
+        names = {"connected": "connect", "first_outcome": "stream", "end": "outcomes"}
+        for (_, start, cpu, messages), (name, end, cpu_end, messages_end) in pairwise(self._marks):
+            sent = messages_end - messages
+            latencies = sorted(ms for at, ms in health if start <= at < end)
+            phases[names.get(name, name)] = {
+                "seconds": round(end - start, 2),
+                "server_cpu_seconds": round(cpu_end - cpu, 2),
+                "progress_messages": sent,
+                "server_cpu_us_per_message": round((cpu_end - cpu) / sent * 1e6) if sent else None,
+                "health_ms": _percentiles(latencies),
+            }
+        return phases
+
+
+async def _fan_out(
+    host: str, job_ids: list[str], subscribers: int, endpoint: str, phases: _Phases
+) -> dict:
     handshakes = asyncio.Semaphore(CONNECT_BATCH)  # paces connecting, not following
     results = await asyncio.gather(
         *(
-            _subscriber(host, job_ids[n % len(job_ids)], endpoint, handshakes)
+            _subscriber(host, job_ids[n % len(job_ids)], endpoint, handshakes, phases)
             for n in range(subscribers)
         )
     )
     return _summarise(results)
 
 
-async def _subscriber(host: str, job_id: str, endpoint: str, handshakes: asyncio.Semaphore) -> dict:
+async def _subscriber(
+    host: str, job_id: str, endpoint: str, handshakes: asyncio.Semaphore, phases: _Phases
+) -> dict:
     """Follow one job to its outcome, timing each progress event."""
     url = f"ws://{host}/api/v1/" + (f"jobs/{job_id}/events" if endpoint == "job" else "events")
-    outcome = {"latencies": [], "terminal": False, "late": False, "refused": False, "error": None}
+    outcome = {"latencies": [], "terminal": None, "late": False, "refused": False, "error": None}
+    settled = False
     try:
         async with handshakes:
             ws = await connect(url, proxy=None, open_timeout=60, max_queue=None)
@@ -130,7 +189,11 @@ async def _subscriber(host: str, job_id: str, endpoint: str, handshakes: asyncio
             async for raw in ws:
                 message = json.loads(raw)
                 kind = message["type"]
+                if not settled:
+                    settled = True
+                    phases.settled()
                 if kind == "progress":
+                    phases.messages += 1
                     outcome["latencies"].append(time.time() - float(message["message"]))
                 elif kind == "snapshot":  # late: the job had begun reporting already
                     job = message["job"]
@@ -138,10 +201,13 @@ async def _subscriber(host: str, job_id: str, endpoint: str, handshakes: asyncio
                 elif kind == "error":
                     outcome["refused"] = message["error"]["code"] == "unavailable"
                 elif kind in ("succeeded", "failed", "cancelled"):
-                    outcome["terminal"] = True
+                    outcome["terminal"] = time.time()
+                    phases.mark("first_outcome")
                     break
     except (OSError, ConnectionClosed, InvalidStatus, TimeoutError) as error:
         outcome["error"] = type(error).__name__
+    if not settled:
+        phases.settled()
     return outcome
 
 
@@ -153,8 +219,9 @@ def _summarise(results: list[dict]) -> dict:
         "sockets_subscribed_late": sum(r["late"] for r in served),
         "sockets_refused": sum(r["refused"] for r in results),
         "socket_errors": sum(bool(r["error"]) for r in results),
-        "outcome_received": sum(r["terminal"] for r in served),
+        "outcome_received": sum(bool(r["terminal"]) for r in served),
         "every_served_socket_got_its_outcome": all(r["terminal"] for r in served),
+        "outcome_times": [r["terminal"] for r in results],
         "progress_events_received": len(latencies),
         "delivery_ms": _percentiles(latencies),
     }
@@ -179,9 +246,10 @@ class _Probe:
 
     def stop(self) -> dict:
         self._stop.set()
-        latencies, errors = self._results.get(timeout=60)
+        samples, errors = self._results.get(timeout=60)
         self._process.join(10)
-        return _percentiles(sorted(latencies)) | {"errors": errors}
+        self.samples = samples
+        return _percentiles(sorted(ms for _, ms in samples)) | {"errors": errors}
 
 
 def _probe_for(url: str, seconds: float) -> dict:
@@ -205,7 +273,7 @@ def _probe_loop(url: str, ready: Any, stop: Any, results: Any) -> None:
             ok = False
         elapsed = time.perf_counter() - started
         if ok:
-            latencies.append(elapsed * 1000)
+            latencies.append((round(time.time() - elapsed, 3), round(elapsed * 1000, 2)))
         else:
             errors += 1
         time.sleep(max(0.0, PROBE_INTERVAL - elapsed))
@@ -215,7 +283,8 @@ def _probe_loop(url: str, ready: Any, stop: Any, results: Any) -> None:
 class _Server:
     """gunicorn with gunicorn.conf.py serving bench.ws_app on a free port."""
 
-    def __init__(self, workdir: str, env: dict[str, str]) -> None:
+    def __init__(self, workdir: str, env: dict[str, str], worker_class: str | None) -> None:
+        self._worker_class = worker_class
         self._log = Path(workdir) / "gunicorn.log"
         self._env = (
             os.environ
@@ -230,6 +299,8 @@ class _Server:
     def __enter__(self) -> _Server:
         command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py"]
         command += ["--bind", "127.0.0.1:0", "bench.ws_app:app"]
+        if self._worker_class:
+            command += ["--worker-class", self._worker_class]
         with open(self._log, "wb") as log:
             self._process = subprocess.Popen(
                 command, cwd=PROJECT, env=self._env, stdout=log, stderr=log
@@ -325,9 +396,11 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=150)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--web-threads", type=int)
+    parser.add_argument("--worker-class", help="gunicorn worker class instead of gthread")
     parser.add_argument("--max-connections", type=int)
     parser.add_argument("--update-interval-ms", type=int)
     parser.add_argument("--endpoint", choices=("job", "multiplexed"), default="job")
+    parser.add_argument("--trace", help="write /health probe and outcome times to this file")
     args = parser.parse_args()
     print(json.dumps(run(**vars(args)), indent=2))
 

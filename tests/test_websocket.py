@@ -61,6 +61,14 @@ def test_job_socket_sends_snapshot_then_each_change_then_closes_normally(
     assert wait_for(service, blocker.id).status is JobStatus.SUCCEEDED
 
 
+def test_messages_are_not_compressed_even_when_the_client_offers_it(service, live_server):
+    job = service.submit("record", {"tag": "x"})
+    with open_socket(live_server, events_path(job.id)) as ws:
+        assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        assert receive(ws)["type"] == "snapshot"
+
+
 def test_progress_percent_never_goes_back(service, live_server, stepper):
     job = service.submit("stepper", {"steps": 6})
     with open_socket(live_server, events_path(job.id)) as ws:

@@ -31,6 +31,10 @@ SINCE_RULE = "since must be a non-negative integer: the last seq you received"
 def authenticate() -> None:
     """Refuse the handshake (401) before upgrading when the caller is not authenticated."""
     current_principal()
+    # No permessage-deflate (simple-websocket accepts it whenever a client offers it, and
+    # browsers always do): each socket would keep its own zlib streams, about 0.1 MB, and
+    # compress every message alone, for messages of a few hundred bytes (docs/performance.md).
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
 @sock.route("/jobs/<job_id>/events", bp=bp)
