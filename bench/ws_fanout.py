@@ -7,7 +7,11 @@ What it measures, on the real gunicorn settings (gunicorn.conf.py) of one proces
    `interval` seconds: how many sockets got in, how many got every job's outcome, how
    many progress events arrived, and how late (publish to receipt);
 3. /health latency while that goes on, from a separate process, and its ratio to the floor;
-4. the worker's resident memory and thread count at the peak.
+4. the worker's resident memory and thread count at the peak;
+5. /health latency and server CPU in each of three phases, which cost differently:
+   "connect" (every socket opening, 50 handshakes at a time), "stream" (until the first
+   outcome arrives) and "outcomes" (the jobs end together: every socket gets its outcome
+   and closes at once).
 
 Clients and server share the machine (2 cores here, and other work runs on it), so read
 the figures as ratios and orders of magnitude, not as absolutes.

@@ -16,6 +16,18 @@ def test_a_handshake_without_credentials_is_refused_with_401(keyed_live_server):
     assert refused.value.response.status_code == 401
 
 
+def test_refused_handshakes_give_their_opening_turn_back(
+    keyed_live_server, keyed_client, issue_key
+):
+    for _ in range(3):  # one socket opens at a time: a turn kept would block the next
+        with pytest.raises(InvalidStatus):
+            open_socket(keyed_live_server, "/api/v1/events")
+    token = token_for(keyed_client, issue_key("alice"))
+    with open_socket(keyed_live_server, f"/api/v1/events?token={token}") as ws:
+        send(ws, {"type": "subscribe", "job_id": "nope"})
+        assert receive(ws)["error"]["code"] == "not_found"
+
+
 def test_a_token_opens_a_socket_on_its_owners_jobs(
     keyed_live_server, keyed_client, issue_key, service
 ):

@@ -6,6 +6,12 @@ answers pings and sends its own every `WS_PING_INTERVAL` seconds, dropping a cli
 stops answering). The handler is the only thread that sends data frames: `ws.send` is
 not thread-safe, and the reader's control frames share no state with data frames.
 
+Opening a socket (routing, the handshake, starting the reader thread, the snapshot's
+query) is the costliest thing a socket does, and clients reconnect together (after a
+deploy, say): sockets open one at a time (`SocketRegistry.begin_opening`), so a burst of
+handshakes queues on a lock instead of on the GIL, where every HTTP request would wait
+behind it (docs/performance.md has the figures).
+
 The handler sleeps in `Feed.wait()` and wakes for exactly three reasons: an event for a
 job it follows (or a paced update falling due), input or a disconnect from its client
 (`InputSignal` below), or `SocketRegistry.close_all()` at shutdown. A slow timeout backs
@@ -42,6 +48,8 @@ IDLE_CHECK_SECONDS = 5.0
 INPUT_PER_TURN = 32
 # How long a closing handler waits for the client's close frame (the closing handshake).
 CLOSE_REPLY_SECONDS = 2.0
+# Sockets opening at once (handshake to first message); the others wait without the GIL.
+OPENING_AT_ONCE = 1
 
 
 class InputSignal(threading.Event):
@@ -80,6 +88,25 @@ class SocketRegistry:
         self._wakers: set[Callable[[], None]] = set()
         self._lock = threading.Lock()
         self._closing = False
+        self._opening = threading.BoundedSemaphore(OPENING_AT_ONCE)
+        self._turn = threading.local()
+
+    def begin_opening(self) -> None:
+        """Wait for a turn to open a socket (a handshake, up to its first message).
+
+        Opening costs a few milliseconds of CPU (routing, the handshake, a reader thread,
+        the snapshot's query); hundreds of clients reconnecting at once would otherwise
+        all hold the GIL in turn, and a /health request would wait behind each of them.
+        Waiting here, a thread sleeps on a lock and leaves the GIL to HTTP."""
+        self._opening.acquire()
+        self._turn.held = True
+
+    def end_opening(self) -> None:
+        """Give the turn back (idempotent: called when the socket is open and again when
+        its request ends, in case the handshake failed before that)."""
+        if getattr(self._turn, "held", False):
+            self._turn.held = False
+            self._opening.release()
 
     def admit(self, wake: Callable[[], None]) -> bool:
         """Register an opening socket; False when full or shutting down."""
@@ -152,10 +179,15 @@ class SocketSession:
         admitted = self._registry.admit(self.feed.wake)
         try:
             if not admitted:
+                self._registry.end_opening()
                 raise CloseWithError(
                     "unavailable", "too many open sockets; retry shortly", TRY_AGAIN_LATER
                 )
-            self._send_all(start(self.feed))
+            try:
+                first = start(self.feed)
+            finally:
+                self._registry.end_opening()
+            self._send_all(first)
             self._loop(on_input, until_done)
         except CloseWithError as error:
             self._close_quietly(error.close_code, error.code, error.payload())

@@ -30,11 +30,17 @@ SINCE_RULE = "since must be a non-negative integer: the last seq you received"
 @bp.before_request
 def authenticate() -> None:
     """Refuse the handshake (401) before upgrading when the caller is not authenticated."""
+    current_app.extensions["sockets"].begin_opening()
     current_principal()
     # No permessage-deflate (simple-websocket accepts it whenever a client offers it, and
     # browsers always do): each socket would keep its own zlib streams, about 0.1 MB, and
     # compress every message alone, for messages of a few hundred bytes (docs/performance.md).
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+
+
+@bp.teardown_request
+def end_opening(error: BaseException | None) -> None:
+    current_app.extensions["sockets"].end_opening()
 
 
 @sock.route("/jobs/<job_id>/events", bp=bp)
