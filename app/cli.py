@@ -10,29 +10,58 @@ from __future__ import annotations
 import click
 from flask import current_app
 from flask.cli import AppGroup
+from sqlalchemy import Engine
 
-from .generation.db import create_database_engine, create_schema
+from .generation import schema
+from .generation.db import create_database_engine
 from .generation.keys import ApiKey, KeyStore, Tier
 
-db = AppGroup("db", help="Manage the job database.")
+db = AppGroup("db", help="Manage the database schema (Alembic migrations).")
+
+
+def _engine() -> Engine:
+    return create_database_engine(current_app.config["SERVICE_CONFIG"].database_url)
 
 
 @db.command("upgrade")
-def upgrade() -> None:
-    """Bring the database schema up to date (creates missing tables)."""
-    config = current_app.config["SERVICE_CONFIG"]
-    engine = create_database_engine(config.database_url)
-    try:
-        create_schema(engine)
-    finally:
-        engine.dispose()
-    click.echo(f"database schema is up to date ({engine.url.render_as_string()})")
+@click.argument("revision", default="head")
+def upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: the latest). Safe to run repeatedly."""
+    engine = _engine()
+    schema.upgrade(engine, revision)
+    click.echo(f"database at revision {schema.current_revision(engine)}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+def downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION ("base" empties the database)."""
+    engine = _engine()
+    schema.downgrade(engine, revision)
+    click.echo(f"database at revision {schema.current_revision(engine) or 'base'}")
+
+
+@db.command("current")
+def current() -> None:
+    """Print the database's revision and the latest one this code knows."""
+    click.echo(f"current: {schema.current_revision(_engine()) or 'none'}")
+    click.echo(f"head:    {schema.head_revision()}")
+
+
+@db.command("revision")
+@click.option("-m", "--message", required=True, help="What the migration changes.")
+@click.option("--empty", is_flag=True, help="Do not diff the models against the database.")
+def revision(message: str, empty: bool) -> None:
+    """Write a new migration file from the difference between the models and the database."""
+    schema.new_revision(_engine(), message, autogenerate=not empty)
 
 
 keys_cli = AppGroup("keys", help="Create, list and revoke API keys.")
 
 
 def _store() -> KeyStore:
+    # SQLite: create the tables; PostgreSQL: check that they are current.
+    schema.prepare(current_app.extensions["generation"].store.engine)
     return current_app.extensions["keys"]
 
 

@@ -54,6 +54,11 @@ class Config:
     max_content_length: int = 64 * 1024
     job_max_attempts: int = 3
     job_timeout_seconds: int = 600
+    # A running job's lease; its process's heartbeat renews it every third of that.
+    job_lease_seconds: int = 30
+    # Where result ZIPs live: "filesystem" (RESULTS_DIR) or "database" (every machine
+    # can read them; the default on PostgreSQL).
+    results_store: str = "filesystem"
     log_level: str = "INFO"
     # Seconds running jobs get to finish after SIGTERM before they are put back in the
     # queue; gunicorn's graceful_timeout and Fly's kill_timeout are derived from it.
@@ -103,6 +108,11 @@ class Config:
                 load_dotenv(Path.cwd() / ".env", override=False)
             environ = os.environ
         reader = _Reader(environ)
+        database_url = normalize_database_url(
+            reader.text("DATABASE_URL", cls.database_url), "DATABASE_URL"
+        )
+        # Several machines can all read a database; only one can read a local folder.
+        results_default = "FILESYSTEM" if database_url.startswith("sqlite") else "DATABASE"
         workers = reader.integer("GENERATION_WORKERS", cls.generation_workers, 1, 64)
         config = cls(
             generation_workers=workers,
@@ -122,9 +132,7 @@ class Config:
             web_concurrency=reader.integer("WEB_CONCURRENCY", cls.web_concurrency, 1, 64),
             web_threads=reader.integer("WEB_THREADS", cls.web_threads, 1, 4096),
             port=reader.integer("PORT", cls.port, 1, 65535),
-            database_url=normalize_database_url(
-                reader.text("DATABASE_URL", cls.database_url), "DATABASE_URL"
-            ),
+            database_url=database_url,
             results_dir=Path(reader.text("RESULTS_DIR", str(cls.results_dir))),
             max_content_length=reader.integer(
                 "MAX_CONTENT_LENGTH", cls.max_content_length, 1024, 100 * 1024 * 1024
@@ -133,6 +141,10 @@ class Config:
             job_timeout_seconds=reader.integer(
                 "JOB_TIMEOUT_SECONDS", cls.job_timeout_seconds, 1, 7 * 24 * 3600
             ),
+            job_lease_seconds=reader.integer("JOB_LEASE_SECONDS", cls.job_lease_seconds, 1, 3600),
+            results_store=reader.choice(
+                "RESULTS_STORE", results_default, ("DATABASE", "FILESYSTEM")
+            ).lower(),
             log_level=reader.choice(
                 "LOG_LEVEL", cls.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
@@ -190,12 +202,14 @@ class Config:
                 "must share it. Generate one with: "
                 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
             )
-        if self.web_concurrency > 1:
+        if self.web_concurrency > 1 and self.is_sqlite:
             raise ConfigError(
-                "WEB_CONCURRENCY must be 1: each process keeps its own queue index over the "
-                "database, so jobs submitted to one process would wait for that process alone, "
-                "and a restart of one would retry jobs another is still running. "
-                "Use WEB_THREADS to serve more requests."
+                "WEB_CONCURRENCY must be 1 with SQLite: each process would keep its own queue "
+                "index over the file, so jobs submitted to one process would wait for that "
+                "process alone, and a restart of one would retry jobs another is still "
+                "running. Use WEB_THREADS to serve more requests, or set DATABASE_URL to "
+                "PostgreSQL to run several processes and machines as one service "
+                "(docs/operations.md)."
             )
         if self.web_threads - self.websocket_capacity < MIN_HTTP_THREADS:
             raise ConfigError(

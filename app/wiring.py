@@ -1,4 +1,7 @@
-"""Turn a Config into a ready-to-start GenerationService."""
+"""Turn a Config into a ready-to-start GenerationService, with the backends its database
+calls for: on SQLite an in-memory queue index; on PostgreSQL the shared queue with its
+LISTEN connection and event relay. Results go to RESULTS_STORE (the database by default
+on PostgreSQL, so that every machine can serve every result)."""
 
 from __future__ import annotations
 
@@ -6,22 +9,33 @@ import logging
 
 from .config import Config
 from .generation import GenerationService
-from .generation.db import create_database_engine, create_schema
+from .generation.db import create_database_engine
 from .generation.generators import GeneratorRegistry, default_registry
 from .generation.generators.replicate import ReplicateGenerator
 from .generation.jobs import JobStore
-from .generation.results import FilesystemResultStore
+from .generation.listener import PgListener
+from .generation.results import FilesystemResultStore, ResultStore
+from .generation.results_db import DatabaseResultStore
 
 log = logging.getLogger(__name__)
 
 
-def build_service(config: Config, generators: GeneratorRegistry | None = None) -> GenerationService:
+def build_service(
+    config: Config, generators: GeneratorRegistry | None = None, *, name: str | None = None
+) -> GenerationService:
+    """Build (not start: no connection is opened) the service `config` describes."""
     engine = create_database_engine(config.database_url)
-    create_schema(engine)
+    results: ResultStore = (
+        DatabaseResultStore(engine)
+        if config.results_store == "database"
+        else FilesystemResultStore(config.results_dir)
+    )
     return GenerationService(
-        JobStore(engine),
-        FilesystemResultStore(config.results_dir),
+        JobStore(engine, lease_seconds=config.job_lease_seconds),
+        results,
         generators if generators is not None else build_registry(config),
+        listener=None if config.is_sqlite else PgListener(engine),
+        name=name,
         workers=config.generation_workers,
         workers_max=max(config.generation_workers, config.generation_workers_max),
         queue_size=config.generation_queue_size,

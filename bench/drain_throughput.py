@@ -27,7 +27,8 @@ from typing import Any
 
 from sqlalchemy import func, insert, select
 
-from app.generation.db import create_database_engine, create_schema
+from app.generation import schema
+from app.generation.db import create_database_engine
 from app.generation.generators.noop import NoopGenerator
 from app.generation.models import JobRow, JobStatus, Priority
 
@@ -97,7 +98,7 @@ def prefill(url: str, count: int) -> None:
     ]
     engine = create_database_engine(url)
     try:
-        create_schema(engine)
+        schema.upgrade(engine)
         with engine.begin() as connection:
             connection.execute(insert(_table), rows)
     finally:

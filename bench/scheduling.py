@@ -31,8 +31,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from app.generation import GenerationService, Job, Priority, QueueFullError
-from app.generation.db import create_database_engine, create_schema
+from app.generation import GenerationService, Job, Priority, QueueFullError, schema
+from app.generation.db import create_database_engine
 from app.generation.forecast import simulate
 from app.generation.generators import (
     FieldErrors,
@@ -82,7 +82,7 @@ class SleepGenerator(Generator):
 
 def make_service(folder: Path, aging: float, queue_size: int) -> GenerationService:
     engine = create_database_engine(f"sqlite:///{folder / 'bench.db'}")
-    create_schema(engine)
+    schema.upgrade(engine)
     return GenerationService(
         JobStore(engine),
         FilesystemResultStore(folder / "results"),

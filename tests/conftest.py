@@ -18,8 +18,8 @@ from werkzeug.serving import make_server
 
 from app import create_app
 from app.config import Config
-from app.generation import GenerationService, Job, JobStatus
-from app.generation.db import create_database_engine, create_schema
+from app.generation import GenerationService, Job, JobStatus, schema
+from app.generation.db import create_database_engine
 from app.generation.generators import GeneratorRegistry
 from app.generation.generators.images import ImagesGenerator
 from app.generation.generators.noop import NoopGenerator
@@ -114,7 +114,7 @@ def make_service(
 
     def make(**overrides: object) -> GenerationService:
         engine = create_database_engine(config.database_url)
-        create_schema(engine)
+        schema.upgrade(engine)
         options = {
             "workers": config.generation_workers,
             "queue_size": config.generation_queue_size,

@@ -19,8 +19,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from app import create_app, logs
-from app.generation import GenerationService, JobStatus, db
-from app.generation.db import create_database_engine, create_schema
+from app.generation import GenerationService, JobStatus, db, schema
+from app.generation.db import create_database_engine
 from app.generation.generators import GeneratorRegistry, OutputFile
 from app.generation.generators.images import ImagesGenerator
 from app.generation.jobs import JobStore
@@ -157,7 +157,7 @@ class FillingDisk(ResultStore):
 @pytest.fixture
 def full_disk_service(config, registry) -> Iterator[tuple[GenerationService, FillingDisk]]:
     engine = create_database_engine(config.database_url)
-    create_schema(engine)
+    schema.upgrade(engine)
     disk = FillingDisk(FilesystemResultStore(config.results_dir))
     service = GenerationService(JobStore(engine), disk, registry, workers=1)
     service.start()
@@ -250,7 +250,7 @@ def test_postgres_down_at_submit_is_503_and_writes_nothing_then_recovers(
 ):
     url, admin, name = postgres
     engine = create_database_engine(url)
-    create_schema(engine)
+    schema.upgrade(engine)
     recorder = RecordingGenerator()
     service = GenerationService(
         JobStore(engine),

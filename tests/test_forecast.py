@@ -6,7 +6,7 @@ from app.generation import Priority
 from app.generation.eta import DEFAULT_COST_SECONDS, EtaAccuracy, RunTimeEstimator, job_cost
 from app.generation.forecast import ArrivalHistory, Forecaster, simulate
 from app.generation.generators.images import ImagesGenerator
-from app.generation.queue import JobQueue
+from app.generation.queue import MemoryQueue
 from app.generation.scheduling import QueueEntry, SchedulingIndex
 
 NORMAL, LOW = Priority.NORMAL, Priority.LOW
@@ -106,7 +106,7 @@ class Now:
 
 def test_forecaster_caches_until_the_queue_changes_or_the_forecast_ages():
     now = Now()
-    queue = JobQueue(10, clock=now)
+    queue = MemoryQueue(10, clock=now)
     queue.reserve()
     queue.put(job("a", 1))
     forecaster = Forecaster(queue, RunTimeEstimator(), lambda: ([], 1), now)
@@ -128,7 +128,7 @@ def test_forecaster_caches_until_the_queue_changes_or_the_forecast_ages():
 def test_an_expensive_forecast_is_shared_for_a_moment_unless_exactness_is_asked(monkeypatch):
     monkeypatch.setattr("app.generation.forecast.CHEAP_SECONDS", -1.0)  # all are expensive
     now = Now()
-    queue = JobQueue(10, clock=now)
+    queue = MemoryQueue(10, clock=now)
     queue.reserve()
     queue.put(job("a", 1))
     forecaster = Forecaster(queue, RunTimeEstimator(), lambda: ([], 1), now)

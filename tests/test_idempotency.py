@@ -11,7 +11,7 @@ import pytest
 
 from app.generation import IdempotencyKeyReusedError, Priority, QueueFullError
 from app.generation.admission import Admission
-from app.generation.queue import JobQueue
+from app.generation.queue import MemoryQueue
 
 from .conftest import wait_for
 from .test_service import hold_worker
@@ -94,7 +94,7 @@ def test_concurrent_repeats_create_one_job(make_service, gate):
 def test_a_duplicate_that_loses_the_insert_race_gets_the_winners_job(service):
     # Both passed the lookup before either wrote its row; the unique index decides.
     winner = service.submit("record", {"tag": 1}, idempotency_key="race")
-    queue = JobQueue(capacity=1)
+    queue = MemoryQueue(capacity=1)
     admission = Admission(service.store, queue, retry_after=lambda: 1)
     loser = dataclasses.replace(winner, pk=0, id=uuid.uuid4().hex, position=None)
     admitted = admission.admit(loser)

@@ -5,25 +5,25 @@ import threading
 import pytest
 
 from app.generation import Priority, QueueFullError, ServiceStoppedError
-from app.generation.queue import JobQueue
+from app.generation.queue import MemoryQueue
 from app.generation.scheduling import QueueEntry
 
 
-def make_queue(capacity: int) -> JobQueue:
-    return JobQueue(capacity, clock=lambda: 0.0)  # no job ages
+def make_queue(capacity: int) -> MemoryQueue:
+    return MemoryQueue(capacity, clock=lambda: 0.0)  # no job ages
 
 
 def entry(job_id: str, priority: Priority = Priority.NORMAL, order: int = 0) -> QueueEntry:
     return QueueEntry(job_id, priority, order, "anonymous", enqueued_at=0.0)
 
 
-def fill(queue: JobQueue, *jobs: tuple[str, Priority]) -> None:
+def fill(queue: MemoryQueue, *jobs: tuple[str, Priority]) -> None:
     for order, (job_id, priority) in enumerate(jobs, start=1):
         queue.reserve()
         queue.put(entry(job_id, priority, order))
 
 
-def drain(queue: JobQueue) -> list[str]:
+def drain(queue: MemoryQueue) -> list[str]:
     out = []
     while (taken := queue.get(timeout=0)) is not None:
         out.append(taken.job_id)

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import OperationalError
 
-from app.generation import Job, JobStatus, Priority
-from app.generation.db import create_database_engine, create_schema
+from app.generation import Job, JobStatus, Priority, schema
+from app.generation.db import create_database_engine
 from app.generation.jobs import JobStore
 from app.generation.models import JobRow
 from app.generation.scheduling import (
@@ -53,7 +53,7 @@ def engine(request, tmp_path):
 
 
 def test_sql_effective_priority_matches_the_python_rule(engine):
-    create_schema(engine)
+    schema.upgrade(engine)
     store = JobStore(engine)
     expected = {}
     # Oldest first, so that created_at rises with the primary key, as it does in service.

@@ -2,11 +2,12 @@
 
 import threading
 import time
+from datetime import datetime
 
 import pytest
 
-from app.generation import JobStatus, Priority
-from app.generation.queue import JobQueue
+from app.generation import Job, JobStatus, Priority
+from app.generation.queue import MemoryQueue
 from app.generation.scheduling import QueueEntry
 from app.generation.workers import WorkerPool, WorkerScaler
 
@@ -76,7 +77,7 @@ def test_pool_grows_while_the_queue_stays_deep_and_shrinks_when_idle(make_servic
     clock.advance(30)
     service.tick()
     assert service.worker_count == 1
-    wait_until(lambda: len(service._pool.threads()) == 1)
+    wait_until(lambda: len(service._execution.pool.threads()) == 1)
     follower = service.submit("record", {})
     assert wait_for(service, follower.id).status is JobStatus.SUCCEEDED
 
@@ -92,7 +93,7 @@ def test_a_draining_pool_does_not_grow(make_service, gate):
     service.tick()
     clock.advance(10)
     service.tick()
-    assert len(service._pool.threads()) <= 1
+    assert len(service._execution.pool.threads()) <= 1
 
 
 class FakeHelper:
@@ -104,9 +105,16 @@ class FakeHelper:
         self.closed.set()
 
 
+class ClaimEverything:
+    """A job store whose every queued job is still there to claim."""
+
+    def claim(self, job_id: str, worker: str, now: datetime) -> Job:
+        return Job(0, job_id, "anonymous", "g", {}, Priority.NORMAL, JobStatus.RUNNING, now)
+
+
 def test_each_thread_gets_its_own_helper_process_closed_when_it_retires():
     now = [0.0]
-    queue = JobQueue(10, clock=lambda: now[0])
+    queue = MemoryQueue(10, store=ClaimEverything(), clock=lambda: now[0])
     helpers: list[FakeHelper] = []
     release = threading.Event()
     ran: list[tuple[str, str]] = []
@@ -115,8 +123,8 @@ def test_each_thread_gets_its_own_helper_process_closed_when_it_retires():
         helpers.append(FakeHelper(name.replace("worker", "process")))
         return helpers[-1]
 
-    def process(entry, worker, own_helper):
-        ran.append((entry.job_id, own_helper.name))
+    def process(job, own_helper):
+        ran.append((job.id, own_helper.name))
         release.wait(5)
 
     pool = WorkerPool(queue, process, scaler(maximum=2), lambda: now[0], helper=helper)

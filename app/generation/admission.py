@@ -1,12 +1,14 @@
-"""Admission: what stands between a validated submission and a durable, queued row.
+"""Admission: what stands between a submission and a durable, queued row.
 
+- Validation: the generator must exist and accept the params (its `validate`).
 - Idempotency: a submission may carry a client's key. The pair (owner, key) is unique in
   the `jobs` table, next to a digest of the request as the client sent it, so a repeat
   finds the first job (even after a restart) and a different request under the same key
   is refused. Two racing repeats cannot both insert: the loser hits the unique index.
 - Per-owner quota: at most `max_queued` queued jobs per owner.
-- Capacity: a queue slot is reserved before the row is written and given back if the
-  write fails, so a refused or failed submission leaves nothing behind.
+- Capacity: the queue backend writes the row only if a slot is free (queue.py), so a
+  refused or failed submission leaves nothing behind. On a shared (PostgreSQL) queue the
+  owner's quota is counted in the same locked transaction, so it holds cluster-wide.
 """
 
 from __future__ import annotations
@@ -15,14 +17,24 @@ import dataclasses
 import hashlib
 import json
 import threading
+import uuid
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from .errors import IdempotencyKeyReusedError, QueueFullError, TooManyJobsError
+from .errors import (
+    IdempotencyKeyReusedError,
+    InvalidParamsError,
+    QueueFullError,
+    TooManyJobsError,
+)
+from .generators import GeneratorRegistry
 from .jobs import JobStore
-from .models import Job, Priority
+from .models import Job, JobStatus, Priority
 from .queue import JobQueue
 
 OWNER_LOCK_STRIPES = 16
@@ -37,12 +49,64 @@ def fingerprint(generator: str, params: Mapping[str, Any], priority: Priority) -
 
 
 class Admission:
-    def __init__(self, store: JobStore, queue: JobQueue, retry_after: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        queue: JobQueue,
+        retry_after: Callable[[], int],
+        *,
+        generators: GeneratorRegistry | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._store = store
         self._queue = queue
         self._retry_after = retry_after
+        self._generators = generators or GeneratorRegistry()
+        self._clock = clock
         # Striped so that submits of different owners rarely wait for each other.
         self._owner_locks = [threading.Lock() for _ in range(OWNER_LOCK_STRIPES)]
+
+    def accept(
+        self,
+        generator: str,
+        params: Mapping[str, Any],
+        priority: Priority,
+        owner: str,
+        idempotency_key: str | None,
+        max_queued: int | None,
+    ) -> Job:
+        """The new row, its queue slot taken but not yet indexed; or, for a repeated
+        idempotency key, the job the first request created (marked `replayed`)."""
+        request_hash = None
+        if idempotency_key is not None:
+            request_hash = fingerprint(generator, params, priority)
+            earlier = self.earlier(owner, idempotency_key, request_hash)
+            if earlier is not None:
+                return earlier
+        new = Job(
+            pk=0,
+            id=uuid.uuid4().hex,
+            owner=owner,
+            generator=generator,
+            params=self.validate(generator, params),
+            priority=priority,
+            status=JobStatus.QUEUED,
+            created_at=self._clock(),
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+        return self.admit(new, max_queued)
+
+    def validate(self, generator_name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The params with defaults filled in; InvalidParamsError naming what is wrong."""
+        generator = self._generators.get(generator_name)
+        if generator is None:
+            names = ", ".join(self._generators.names())
+            raise InvalidParamsError({"generator": f"unknown generator; available: {names}"})
+        clean, errors = generator.validate(params)
+        if errors:
+            raise InvalidParamsError({f"params.{name[:64]}": text for name, text in errors.items()})
+        return clean
 
     def earlier(self, owner: str, key: str, request_hash: str) -> Job | None:
         """The job a previous request with this key created (marked `replayed`), if that
@@ -81,22 +145,21 @@ class Admission:
             return earlier
 
     def _admit(self, job: Job, max_queued: int | None) -> Job:
-        if max_queued is None:
-            return self._insert(job)
-        # The count and the insert must not interleave with another submit of the same
-        # owner in this process, or both could take the last place in the quota.
-        with self._owner_locks[hash(job.owner) % OWNER_LOCK_STRIPES]:
-            if self._store.count_queued(job.owner) >= max_queued:
-                raise TooManyJobsError(max_queued, self._retry_after())
-            return self._insert(job)
+        def check(connection: Connection | None) -> None:
+            if max_queued is not None:
+                if self._store.count_queued(job.owner, connection) >= max_queued:
+                    raise TooManyJobsError(max_queued, self._retry_after())
 
-    def _insert(self, job: Job) -> Job:
+        # On the memory queue the count and the insert must not interleave with another
+        # submit of the same owner in this process, or both could take the last place.
+        # A shared queue counts and inserts under its own transaction-wide lock.
+        lock: AbstractContextManager[Any] = nullcontext()
+        if max_queued is not None and not self._queue.shared:
+            lock = self._owner_locks[hash(job.owner) % OWNER_LOCK_STRIPES]
         try:
-            self._queue.reserve()
+            with lock:
+                return self._queue.admit(
+                    lambda connection: self._store.insert(job, connection), check=check
+                )
         except QueueFullError as full:
             raise QueueFullError(full.capacity, self._retry_after()) from None
-        try:
-            return self._store.insert(job)
-        except BaseException:
-            self._queue.release()
-            raise

@@ -1,4 +1,5 @@
-"""Engine creation: one place that knows how each backend must be tuned."""
+"""Engine creation: one place that knows how each backend must be tuned.
+The schema itself is made and changed by migrations (schema.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-
-from .models import Base
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -44,11 +43,6 @@ def _tune_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-
-
-def create_schema(engine: Engine) -> None:
-    """Create missing tables (idempotent)."""
-    Base.metadata.create_all(engine)
 
 
 def ping(engine: Engine) -> None:

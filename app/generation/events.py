@@ -11,10 +11,19 @@ Each job's events carry a `seq` that strictly increases; the bus keeps a bounded
 per job so a client that reconnects with the last `seq` it saw can catch up. Counters
 live in memory: after a restart a job's events start again from 1.
 
+A job's plain `queued` events (position updates) all come before its `started`, however
+the threads and processes that publish them interleave: the bus drops one that would
+follow `started` (only a `queued` event marked `requeued` puts a job back in line).
+
+With several processes on PostgreSQL, `forward` hands every event published here to the
+relay (relay.py), which sends it to the other processes; they `receive()` it into their
+own bus, under their own `seq`.
+
 To show a job and then its changes without a gap or a repeat, subscribe first, then read
 `last_seq()` and the job, and skip buffered events whose `seq` is not above that number.
 
-Lock invariant: `EventBus._lock` guards `_seq`, `_history`, `_subscribers` and every
+Lock invariant: `EventBus._lock` guards `_seq`, `_started`, `_history`, `_subscribers`,
+`forward` and every
 subscription's `job_ids`; a `Subscription._ready` condition guards only that
 subscription's buffer and flags. Publishers take the bus lock, then release it before
 touching any buffer, so no thread ever holds both.
@@ -25,12 +34,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 TERMINAL_EVENTS = frozenset({"succeeded", "failed", "cancelled"})
 DROPPABLE_EVENTS = frozenset({"progress", "queued"})
+LIFECYCLE_EVENTS = TERMINAL_EVENTS | {"started"}
 
 
 @dataclass(frozen=True)
@@ -159,11 +169,30 @@ class EventBus:
         self.jobs_remembered = jobs_remembered
         self._lock = threading.Lock()
         self._seq: dict[str, int] = {}
+        self._started: set[str] = set()  # jobs whose last state change was `started`
         self._history: OrderedDict[str, deque[Event]] = OrderedDict()
         self._subscribers: set[Subscription] = set()
+        self.forward: Callable[[Event], None] | None = None
 
-    def publish(self, job_id: str, type: str, **data: Any) -> Event:  # noqa: A002
+    def publish(self, job_id: str, type: str, **data: Any) -> Event | None:  # noqa: A002
+        """Deliver an event to this process's subscribers (and forward it to the other
+        processes, if any); None if it was dropped as out of order."""
+        event = self.receive(job_id, type, data)
+        forward = self.forward
+        if event is not None and forward is not None:
+            forward(event)
+        return event
+
+    def receive(self, job_id: str, type: str, data: dict[str, Any]) -> Event | None:  # noqa: A002
+        """Deliver an event here without forwarding it (it came from another process)."""
         with self._lock:
+            if type == "queued" and not data.get("requeued"):
+                if job_id in self._started:
+                    return None
+            elif type in LIFECYCLE_EVENTS:
+                self._started.add(job_id)
+            elif type == "queued":
+                self._started.discard(job_id)
             seq = self._seq.get(job_id, 0) + 1
             self._seq[job_id] = seq
             event = Event(job_id, seq, type, data)
@@ -219,6 +248,19 @@ class EventBus:
                 followed.update(subscription.job_ids)
         return followed
 
+    def unfinished(self, job_ids: set[str] | None) -> list[str]:
+        """Of `job_ids` (None: every job this bus remembers), those whose last
+        remembered event is not an outcome."""
+        with self._lock:
+            remembered = [
+                job_id
+                for job_id, events in self._history.items()
+                if job_ids is None or job_id in job_ids
+                if not (events and events[-1].is_terminal)
+            ]
+            unknown = [job_id for job_id in job_ids or () if job_id not in self._history]
+        return remembered + unknown
+
     def missed(self, job_id: str, since: int) -> list[Event] | None:
         """Every event after `since`, oldest first; None when the history cannot say,
         because it has forgotten some of them or `since` comes from another life of
@@ -245,3 +287,4 @@ class EventBus:
             # A live job keeps its counter so its seq never restarts.
             if events and events[-1].is_terminal:
                 self._seq.pop(forgotten, None)
+                self._started.discard(forgotten)

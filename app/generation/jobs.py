@@ -13,15 +13,28 @@ against 0.1 ms on SQLite), and these run several times per job.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Update, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Update,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 
 from .db import ping
 from .models import Job, JobRow, JobStatus
@@ -70,17 +83,24 @@ def _kept_results() -> tuple[Any, ...]:
     return (_columns.status == JobStatus.SUCCEEDED.value, _columns.expired_at.is_(None))
 
 
-_CLAIM = _update(
-    _Guard.QUEUED,
-    status=JobStatus.RUNNING.value,
-    attempts=_columns.attempts + 1,
-    lease_epoch=_columns.lease_epoch + 1,
-    worker=bindparam("new_worker", type_=_columns.worker.type),
-    started_at=bindparam("new_started_at", type_=_columns.started_at.type),
-    progress_percent=0.0,
-    progress_stage=None,
-    progress_message=None,
-)
+def claim_values() -> dict[str, Any]:
+    """What every claim sets: a new attempt under a new epoch, with a fresh lease. Bound
+    values: `new_worker`, `new_started_at`, `new_lease_expires_at`."""
+    return {
+        "status": JobStatus.RUNNING.value,
+        "attempts": _columns.attempts + 1,
+        "lease_epoch": _columns.lease_epoch + 1,
+        "lease_expires_at": bindparam("new_lease_expires_at", type_=_columns.started_at.type),
+        "worker": bindparam("new_worker", type_=_columns.worker.type),
+        "started_at": bindparam("new_started_at", type_=_columns.started_at.type),
+        "progress_percent": 0.0,
+        "progress_stage": None,
+        "progress_message": None,
+    }
+
+
+_CLAIM = _update(_Guard.QUEUED, **claim_values())
+DEFAULT_LEASE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -93,8 +113,11 @@ class Timing:
 
 
 class JobStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
         self._engine = engine
+        self.lease = timedelta(seconds=lease_seconds)
         self._write_lock: AbstractContextManager[Any] = (
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
         )
@@ -103,8 +126,9 @@ class JobStore:
         """Raise if the database cannot answer."""
         ping(self._engine)
 
-    def insert(self, job: Job) -> Job:
-        """Write a new queued job and return it with its `pk`."""
+    def insert(self, job: Job, connection: Connection | None = None) -> Job:
+        """Write a new queued job and return it with its `pk`; in `connection`'s
+        transaction if given (the PostgreSQL queue counts and inserts in one)."""
         values = {
             "id": job.id,
             "owner": job.owner,
@@ -116,8 +140,11 @@ class JobStore:
             "idempotency_key": job.idempotency_key,
             "request_hash": job.request_hash,
         }
-        with self._writing() as connection:
+        if connection is not None:
             pk = connection.execute(_INSERT, values).scalar_one()
+        else:
+            with self._writing() as connection:
+                pk = connection.execute(_INSERT, values).scalar_one()
         return Job.from_row(_Row(values | {"pk": pk}))
 
     @property
@@ -135,10 +162,13 @@ class JobStore:
             row = connection.execute(query).first()
         return Job.from_row(row) if row else None
 
-    def count_queued(self, owner: str) -> int:
-        query = select(func.count()).where(
-            _columns.owner == owner, _columns.status == JobStatus.QUEUED.value
-        )
+    def count_queued(self, owner: str | None = None, connection: Connection | None = None) -> int:
+        """Queued jobs of `owner` (None: everyone's), in `connection` if given."""
+        query = select(func.count()).where(_columns.status == JobStatus.QUEUED.value)
+        if owner is not None:
+            query = query.where(_columns.owner == owner)
+        if connection is not None:
+            return connection.execute(query).scalar_one()
         with self._engine.connect() as connection:
             return connection.execute(query).scalar_one()
 
@@ -173,9 +203,33 @@ class JobStore:
 
     def claim(self, job_id: str, worker: str, now: datetime) -> Job | None:
         """Move a queued job to running for `worker`; None if it is no longer queued."""
-        return self._write_row(
-            _CLAIM, {"job_id": job_id, "new_worker": worker, "new_started_at": now}
+        return self._write_row(_CLAIM, {"job_id": job_id} | self.claim_params(worker, now))
+
+    def claim_params(self, worker: str, now: datetime) -> dict[str, Any]:
+        """The bound values of `claim_values()`."""
+        return {
+            "new_worker": worker,
+            "new_started_at": now,
+            "new_lease_expires_at": now + self.lease,
+        }
+
+    def renew_leases(self, jobs: Iterable[Job], now: datetime) -> list[Job]:
+        """Extend the leases of runs this process still owns; the runs left out lost theirs."""
+        owned = [(job.id, job.lease_epoch) for job in jobs]
+        if not owned:
+            return []
+        statement = (
+            update(_table)
+            .where(
+                _columns.status == JobStatus.RUNNING.value,
+                tuple_(_columns.id, _columns.lease_epoch).in_(owned),
+            )
+            .values(lease_expires_at=now + self.lease)
+            .returning(*_table.c)
         )
+        with self._writing() as connection:
+            skip_flush(connection)
+            return [Job.from_row(row) for row in connection.execute(statement)]
 
     def record_progress(self, job: Job, progress: dict[str, Any]) -> Job | None:
         """Store progress of the run that holds `job.lease_epoch`; None if it lost it."""
@@ -183,12 +237,24 @@ class JobStore:
 
     def finish(self, job: Job, status: JobStatus, now: datetime, **outcome: Any) -> Job | None:
         """Record the outcome of the run that holds `job.lease_epoch`; None if it lost it."""
-        return self._fenced(job, status=status.value, finished_at=now, worker=None, **outcome)
+        return self._fenced(
+            job,
+            status=status.value,
+            finished_at=now,
+            worker=None,
+            lease_expires_at=None,
+            **outcome,
+        )
 
     def requeue(self, job: Job) -> Job | None:
         """Give a running job back to the queue (a drain that ran out of time)."""
         return self._fenced(
-            job, status=JobStatus.QUEUED.value, worker=None, started_at=None, cancel_requested=False
+            job,
+            status=JobStatus.QUEUED.value,
+            worker=None,
+            started_at=None,
+            lease_expires_at=None,
+            cancel_requested=False,
         )
 
     def cancel_queued(self, job_id: str, now: datetime) -> Job | None:
@@ -200,36 +266,43 @@ class JobStore:
         """Flag a running job so its worker stops at the next checkpoint."""
         return self._transition(job_id, _Guard.RUNNING, cancel_requested=True)
 
-    def recover_running(self, max_attempts: int, now: datetime) -> tuple[int, int]:
-        """After a crash: requeue jobs left running, failing those out of attempts.
+    def reclaim(self, max_attempts: int, now: datetime, *, expired_only: bool = True) -> list[Job]:
+        """Take back running jobs whose owner is gone: requeue them, or fail those out of
+        attempts, or cancel those whose cancellation was asked. Returns the changed jobs.
 
-        Only safe when no other live process can be running jobs on this database.
-        Returns (requeued, failed).
+        `expired_only=False` takes every running job, which is safe only when no other live
+        process can be running jobs on this database (SQLite at start).
         """
-        running = _columns.status == JobStatus.RUNNING.value
+        abandoned = _columns.status == JobStatus.RUNNING.value
+        if expired_only:
+            abandoned &= or_(_columns.lease_expires_at.is_(None), _columns.lease_expires_at < now)
+        out_of_attempts = _columns.attempts >= max_attempts
+        ends = (
+            (_columns.cancel_requested, JobStatus.CANCELLED.value),
+            (out_of_attempts, JobStatus.FAILED.value),
+        )
+        statement = (
+            update(_table)
+            .where(abandoned)
+            .values(
+                status=case(*ends, else_=JobStatus.QUEUED.value),
+                finished_at=case(*((when, now) for when, _ in ends), else_=None),
+                error=case(
+                    (
+                        ~_columns.cancel_requested & out_of_attempts,
+                        f"Interrupted {max_attempts} times: the process running it stopped "
+                        "(crash, restart or lost lease); giving up (JOB_MAX_ATTEMPTS).",
+                    ),
+                    else_=None,
+                ),
+                worker=None,
+                started_at=case(*((when, _columns.started_at) for when, _ in ends), else_=None),
+                lease_expires_at=None,
+            )
+            .returning(*_table.c)
+        )
         with self._writing() as connection:
-            failed = connection.execute(
-                update(_table)
-                .where(running, _columns.attempts >= max_attempts)
-                .values(
-                    status=JobStatus.FAILED.value,
-                    finished_at=now,
-                    worker=None,
-                    error=f"Interrupted {max_attempts} times by a server crash or restart; "
-                    "giving up (JOB_MAX_ATTEMPTS).",
-                )
-            ).rowcount
-            requeued = connection.execute(
-                update(_table)
-                .where(running)
-                .values(
-                    status=JobStatus.QUEUED.value,
-                    worker=None,
-                    started_at=None,
-                    cancel_requested=False,
-                )
-            ).rowcount
-        return requeued, failed
+            return [Job.from_row(row) for row in connection.execute(statement)]
 
     def expirable(self, finished_before: datetime, limit: int = 100) -> list[Job]:
         """Succeeded jobs that finished before the cutoff and whose result is still kept."""
@@ -299,6 +372,17 @@ class JobStore:
         return Job.from_row(row) if row else None
 
 
+def skip_flush(connection: Connection) -> None:
+    """Let this transaction commit without waiting for its WAL to reach the disk.
+
+    For writes whose loss in a database crash (not a process crash) is harmless: lease
+    renewals, notifications. On PostgreSQL that saves a disk flush per commit; a crash
+    can lose the last few, never corrupt anything. SQLite's WAL with synchronous=NORMAL
+    already behaves so for every commit."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SET LOCAL synchronous_commit = off"))
+
+
 class _Row:
     """Attribute access over a dict of column values, for `Job.from_row`."""
 
@@ -311,6 +395,7 @@ class _Row:
                 "error": None,
                 "attempts": 0,
                 "lease_epoch": 0,
+                "lease_expires_at": None,
                 "worker": None,
                 "cancel_requested": False,
                 "result_bytes": None,

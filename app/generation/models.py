@@ -12,7 +12,17 @@ from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -108,8 +118,11 @@ class JobRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # Each claim bumps `lease_epoch`; every later write of that run names the epoch it
     # holds, so a run that lost its claim cannot overwrite its successor's outcome.
+    # `lease_expires_at` is pushed forward by the owner's heartbeat; once it passes, any
+    # live process may take the job back (leases.py).
     attempts: Mapped[int] = mapped_column(default=0)
     lease_epoch: Mapped[int] = mapped_column(default=0)
+    lease_expires_at: Mapped[datetime | None]
     worker: Mapped[str | None] = mapped_column(String(128))
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     result_bytes: Mapped[int | None]
@@ -152,6 +165,26 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class OwnerTurnRow(Base):
+    """When each owner was last served (scheduling.py rule 2), for claims in SQL."""
+
+    __tablename__ = "owner_turns"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_served: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+
+
+class ResultChunkRow(Base):
+    """One slice of a result ZIP kept in the database (results_db.py)."""
+
+    __tablename__ = "result_chunks"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    epoch: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[int] = mapped_column(primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 @dataclass(frozen=True)
 class Progress:
     percent: float = 0.0
@@ -175,6 +208,7 @@ class Job:
     error: str | None = None
     attempts: int = 0
     lease_epoch: int = 0
+    lease_expires_at: datetime | None = None
     worker: str | None = None
     cancel_requested: bool = False
     result_bytes: int | None = None
@@ -205,6 +239,7 @@ class Job:
             error=row.error,
             attempts=row.attempts,
             lease_epoch=row.lease_epoch,
+            lease_expires_at=row.lease_expires_at,
             worker=row.worker,
             cancel_requested=row.cancel_requested,
             result_bytes=row.result_bytes,

@@ -1,38 +1,154 @@
-"""The bounded, thread-safe, in-memory queue: an index over queued job rows.
+"""Where accepted jobs wait for a worker: one contract, two backends.
 
-The order is the scheduling policy's (scheduling.py: aging priority, then fair turns
-between owners, then FIFO); this module adds capacity, blocking and thread safety.
+`JobQueue` documents what the service needs (huey's BaseStorage shape); the backends only
+implement it, and one contract test class runs against both (tests/test_queue_contract.py):
 
-Capacity is taken in two steps so a slot is never promised twice: `reserve()` holds a
-slot while the caller writes the job row, then `put()` fills it or `release()` gives it
-back if the write failed.
+- `MemoryQueue` (below): a bounded, thread-safe, in-memory index over the queued rows of
+  one process. The embedded default (SQLite, one process).
+- `PostgresQueue` (queue_postgres.py): idle workers claim the next row straight from the
+  table with `FOR UPDATE SKIP LOCKED`, so every process and machine on the database
+  shares one queue; a local copy of the queued rows serves forecasts only.
 
-Lock invariant: `_lock` guards `_index`, `_depth`, `_reserved`, `_closed` and `version`;
-`len(_index) + _reserved <= capacity` holds whenever `_lock` is free (recovery at start
-may exceed it: rows accepted before a restart are never dropped).
+Either way the row is written first and is the truth; a claim moves it to `running`
+under a new lease epoch (jobs.py). The order is the scheduling policy's (scheduling.py:
+aging priority, then fair turns between owners, then FIFO), in memory and in SQL alike.
 """
 
 from __future__ import annotations
 
+import abc
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
 
 from .errors import QueueFullError, ServiceStoppedError
-from .models import Priority
+from .jobs import JobStore
+from .models import Job, Priority
 from .scheduling import QueueEntry, SchedulingIndex
 
 DEFAULT_AGING_SECONDS = 60.0
 # Changes kept for forecasts that follow the queue change by change (forecast.py).
 JOURNAL_SIZE = 1024
+# Writes a job row, in the given transaction when the backend opened one.
+Write = Callable[[Connection | None], Job]
+Stop = Callable[[], bool]
+# (version, "put" | "get" | "remove", entry): one change of the queued set.
+Change = tuple[int, str, QueueEntry]
 
 
-class JobQueue:
+class JobQueue(abc.ABC):
+    """The queue of one service. `capacity` bounds queued (not running) jobs: this
+    process's on the memory backend, the whole cluster's on a shared one.
+
+    `version` grows with every change of the queued set as this process sees it;
+    forecasts cache on it (forecast.py).
+    """
+
+    shared = False  # whether several processes share this queue
+    capacity: int
+    version: int
+
+    @property
+    @abc.abstractmethod
+    def aging_seconds(self) -> float: ...
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool: ...
+
+    @abc.abstractmethod
+    def admit(self, write: Write, *, check: Write | None = None) -> Job:
+        """Run `check` (may raise), then `write` the row if a slot is free, all in one
+        step as far as capacity goes; QueueFullError when none is, ServiceStoppedError
+        once closed. The job is not claimable through `claim()` before `put()` (memory)
+        or before this returns (shared)."""
+
+    @abc.abstractmethod
+    def check_room(self) -> None:
+        """Raise as `admit()` would for a full or closed queue, holding nothing."""
+
+    @abc.abstractmethod
+    def put(self, entry: QueueEntry) -> None:
+        """Index a job `admit()` wrote, once its `queued` event is out."""
+
+    @abc.abstractmethod
+    def claim(
+        self, worker: str, *, stop: Stop = lambda: False, timeout: float | None = None
+    ) -> Job | None:
+        """Claim the job the policy starts next for `worker` and return it running.
+        Waits for one; None once closed, after `timeout`, or when `stop()` is true
+        (`wake()` makes waiters look at it). Database errors propagate and leave the
+        queue as it was."""
+
+    @abc.abstractmethod
+    def recover(self, max_attempts: int) -> list[Job]:
+        """At start: take back jobs a dead process left running (as far as this backend
+        can know they are dead), and index every queued row. Returns the jobs taken back."""
+
+    @abc.abstractmethod
+    def returned(self, entries: Iterable[QueueEntry]) -> None:
+        """Rows that went back to `queued` (expired leases, a drain): claimable again."""
+
+    @abc.abstractmethod
+    def remove(self, job_id: str) -> bool:
+        """Forget a job that left the queue (cancelled, or claimed elsewhere)."""
+
+    @abc.abstractmethod
+    def refresh(self) -> None:
+        """Bring the local view up to date with the database (shared backends)."""
+
+    @abc.abstractmethod
+    def snapshot(self) -> tuple[int, SchedulingIndex]:
+        """(version, a private copy of the index) for forecasting."""
+
+    @abc.abstractmethod
+    def changes_since(self, version: int) -> list[Change] | None:
+        """The changes after `version`, oldest first; None if this queue cannot say
+        (they are too old, or the queue was re-read as a whole since)."""
+
+    @abc.abstractmethod
+    def depth_by_priority(self) -> dict[Priority, int]: ...
+
+    @abc.abstractmethod
+    def wake(self) -> None:
+        """Make every waiting `claim()` re-check its `stop` condition."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Wake every waiting `claim()` with None; later admissions raise."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __contains__(self, job_id: object) -> bool: ...
+
+
+def as_datetime(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+class MemoryQueue(JobQueue):
+    """The in-memory index. Capacity is taken in two steps so a slot is never promised
+    twice: `reserve()` holds a slot while the caller writes the job row, then `put()`
+    fills it or `release()` gives it back if the write failed.
+
+    Lock invariant: `_lock` guards `_index`, `_depth`, `_reserved`, `_closed` and
+    `version`; `len(_index) + _reserved <= capacity` holds whenever `_lock` is free
+    (recovered and returned rows may exceed it: they were accepted before).
+    """
+
     def __init__(
         self,
         capacity: int,
         *,
+        store: JobStore | None = None,
+        cost: Callable[[str, dict[str, Any]], float] = lambda generator, params: 1.0,
         aging_seconds: float = DEFAULT_AGING_SECONDS,
         clock: Callable[[], float] = time.time,
         on_change: Callable[[], None] = lambda: None,
@@ -40,6 +156,8 @@ class JobQueue:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
+        self._store = store
+        self._cost = cost
         self.version = 0  # bumped by every change; forecasts cache on it
         # (version, "put" | "get" | "remove", entry) of the latest changes
         self._journal: deque[tuple[int, str, QueueEntry]] = deque(maxlen=JOURNAL_SIZE)
@@ -71,6 +189,46 @@ class JobQueue:
         """Give back a slot taken by `reserve()` that will not be filled."""
         with self._lock:
             self._reserved -= 1
+
+    def admit(self, write: Write, *, check: Write | None = None) -> Job:
+        if check is not None:
+            check(None)
+        self.reserve()
+        try:
+            return write(None)
+        except BaseException:
+            self.release()
+            raise
+
+    def claim(
+        self, worker: str, *, stop: Stop = lambda: False, timeout: float | None = None
+    ) -> Job | None:
+        store = self._require_store()
+        while (entry := self.get(timeout, stop=stop)) is not None:
+            try:
+                job = store.claim(entry.job_id, worker, as_datetime(self._clock()))
+            except Exception:
+                self.put(entry, reserved=False)  # the row is still queued
+                raise
+            if job is not None:
+                return job
+            # Cancelled (or taken) since it was indexed: look at the next one.
+        return None
+
+    def recover(self, max_attempts: int) -> list[Job]:
+        # One process owns a SQLite file, so whatever runs now was left by a dead one.
+        store = self._require_store()
+        taken = store.reclaim(max_attempts, as_datetime(self._clock()), expired_only=False)
+        self.returned(entry_of(job, self._cost) for job in store.queued())
+        return taken
+
+    def returned(self, entries: Iterable[QueueEntry]) -> None:
+        for entry in entries:
+            if entry.job_id not in self:
+                self.put(entry, reserved=False)
+
+    def refresh(self) -> None:
+        """Nothing to do: this process's index is the whole queue."""
 
     def put(self, entry: QueueEntry, *, reserved: bool = True) -> None:
         """Add a job; with `reserved=False` (recovery, retries) capacity is not enforced."""
@@ -126,23 +284,9 @@ class JobQueue:
         with self._lock:
             return self.version, self._index.copy()
 
-    def changes_since(self, version: int) -> list[tuple[int, str, QueueEntry]] | None:
-        """The changes after `version`, oldest first; None if the journal no longer
-        reaches back that far."""
+    def changes_since(self, version: int) -> list[Change] | None:
         with self._lock:
-            if version == self.version:
-                return []
-            if not self._journal or self._journal[0][0] > version + 1:
-                return None
-            # Versions in the journal are consecutive: the wanted ones are its last few.
-            size = len(self._journal)
-            return [self._journal[n] for n in range(size - (self.version - version), size)]
-
-    def rank(self, priority: Priority, order: int) -> int:
-        """How many queued jobs would start before a job with this priority and order."""
-        key = [int(priority), order]
-        with self._lock:
-            return sum(1 for other in self._entries.values() if other[:2] < key)
+            return changes_after(self._journal, self.version, version)
 
     def depth_by_priority(self) -> dict[Priority, int]:
         with self._lock:
@@ -175,3 +319,32 @@ class JobQueue:
     def _changed(self, kind: str, entry: QueueEntry) -> None:
         self.version += 1
         self._journal.append((self.version, kind, entry))
+
+    def _require_store(self) -> JobStore:
+        if self._store is None:
+            raise RuntimeError("this queue was built without a job store")
+        return self._store
+
+
+def changes_after(journal: deque[Change], current: int, version: int) -> list[Change] | None:
+    """The changes of `journal` (consecutive versions up to `current`) after `version`."""
+    if version == current:
+        return []
+    if not journal or journal[0][0] > version + 1 or version > current:
+        return None
+    # Versions in the journal are consecutive: the wanted ones are its last few.
+    size = len(journal)
+    return [journal[n] for n in range(size - (current - version), size)]
+
+
+def entry_of(job: Job, cost: Callable[[str, dict[str, Any]], float]) -> QueueEntry:
+    """A job as the scheduler sees it, priced in its generator's cost unit."""
+    return QueueEntry(
+        job.id,
+        job.priority,
+        job.pk,
+        job.owner,
+        job.created_at.timestamp(),
+        job.generator,
+        cost(job.generator, job.params),
+    )

@@ -1,8 +1,14 @@
-"""Running one job: claim it, drive its generator, record exactly one outcome.
+"""Running one job: drive its generator, record exactly one outcome.
 
-`JobRunner.run()` is what a worker thread calls for each job id it takes off the queue.
-It never raises: whatever the generator does (raise, return garbage, get cancelled),
-the job ends in a recorded state and the worker thread lives on to take the next job.
+`JobRunner.run()` is what a worker thread calls for each job it claimed. It never
+raises: whatever the generator does (raise, return garbage, get cancelled), the job ends
+in a recorded state and the worker thread lives on to take the next job.
+
+The database may drop out under a run (restart, failover). A progress write that fails
+is skipped; outcome writes are retried (outcomes.py). A run that cannot save its result
+for that reason gives the job back to the queue (counting the attempt) rather than
+failing it: the fault is ours, not the job's. A run whose lease was taken over stops
+and writes nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from .deadline import DeadlineExceeded, call_with_deadline, deadline_timer
 from .errors import GeneratorError, JobCancelled
 from .events import EventBus
@@ -23,6 +31,7 @@ from .generators import GeneratorRegistry
 from .jobs import JobStore
 from .models import Job, JobStatus
 from .observers import JobObserver
+from .outcomes import OutcomeWriter
 from .processes import WorkerProcess
 from .results import ResultStore
 
@@ -95,14 +104,16 @@ class RunContext:
             raise JobCancelled(self._token.reason)
 
     def _write(self, fields: dict[str, Any]) -> None:
-        row = self._store.record_progress(
-            self._job,
-            {
-                "progress_percent": fields["percent"],
-                "progress_stage": fields["stage"],
-                "progress_message": fields["message"],
-            },
-        )
+        values = {
+            "progress_percent": fields["percent"],
+            "progress_stage": fields["stage"],
+            "progress_message": fields["message"],
+        }
+        try:
+            row = self._store.record_progress(self._job, values)
+        except SQLAlchemyError as error:
+            log.warning("could not store progress of job %s: %s", self._job.id, error)
+            return
         if row is None:
             self._token.cancel("lease_lost")
         elif row.cancel_requested:
@@ -119,8 +130,11 @@ class JobRunner:
         clock: Callable[[], datetime],
         observer: JobObserver | None = None,
         timeout: float | None = None,
+        max_attempts: int = 3,
     ) -> None:
         self._store = store
+        self._outcomes = OutcomeWriter(store, clock)
+        self._max_attempts = max_attempts
         self._results = results
         self._generators = generators
         self._bus = bus
@@ -136,15 +150,10 @@ class JobRunner:
         with self._lock:
             return self._abandoned
 
-    def claim(self, job_id: str, worker: str) -> Job | None:
-        job = self._store.claim(job_id, worker, self._clock())
-        if job is not None:
-            self._bus.publish(job.id, "started", attempt=job.attempts, worker=worker)
-        return job
-
     def run(self, job: Job, token: CancelToken, process: WorkerProcess | None = None) -> Job | None:
         """Run a claimed job to its outcome; returns the final row (None if the claim was lost).
         A cpu_bound generator runs in `process` when one is given."""
+        self._bus.publish(job.id, "started", attempt=job.attempts, worker=job.worker)
         with self._observer.running(job):
             started = time.monotonic()
             final = self._outcome(job, token, process, started)
@@ -162,6 +171,9 @@ class JobRunner:
         except GeneratorError as exc:
             log.warning("job %s (%s) failed: %s", job.id, job.generator, exc)
             return self._fail(job, str(exc))
+        except SQLAlchemyError as error:
+            log.warning("job %s interrupted by a database error: %s", job.id, error)
+            return self._give_back(job)
         except DeadlineExceeded as exc:
             self._observer.failed(job, exc)
             log.error("job %s (%s) %s", job.id, job.generator, exc)
@@ -170,16 +182,15 @@ class JobRunner:
             self._observer.failed(job, exc)
             log.exception("job %s (%s) failed", job.id, job.generator)
             return self._fail(job, failure_message(exc))
-        final = self._store.finish(
+        final = self._outcomes.finish(
             job,
             JobStatus.SUCCEEDED,
-            self._clock(),
             result_bytes=info.bytes,
             result_files=info.files,
             progress_percent=100.0,
         )
         if final is None:
-            self._results.delete(job.id, job.lease_epoch)
+            self._discard(job)
             log.warning("job %s lost its claim before finishing; result discarded", job.id)
             return None
         self._bus.publish(job.id, "succeeded", result=result_summary(final))
@@ -234,28 +245,45 @@ class JobRunner:
         if token.reason == "timeout":
             return self._fail(job, _timeout_message(DeadlineExceeded(self._timeout, False)))
         self._discard(job)
+        if token.reason == "lease_lost":
+            log.warning("job %s stopped: another process took it over", job.id)
+            return None
         if token.reason == "shutdown":
-            final = self._store.requeue(job)
-            if final is not None:
-                self._bus.publish(job.id, "queued", requeued=True)
-            return final
-        final = self._store.finish(job, JobStatus.CANCELLED, self._clock())
+            return self._requeue(job)
+        final = self._outcomes.finish(job, JobStatus.CANCELLED)
         if final is not None:
             self._bus.publish(job.id, "cancelled")
         return final
 
     def _fail(self, job: Job, error: str) -> Job | None:
         self._discard(job)
-        final = self._store.finish(job, JobStatus.FAILED, self._clock(), error=error[:2000])
+        final = self._outcomes.finish(job, JobStatus.FAILED, error=error[:2000])
         if final is not None:
             self._bus.publish(job.id, "failed", error=final.error)
         return final
 
+    def _give_back(self, job: Job) -> Job | None:
+        """Requeue a run our infrastructure broke; fail it once it is out of attempts."""
+        if job.attempts >= self._max_attempts:
+            return self._fail(
+                job,
+                f"Interrupted {job.attempts} times by database errors; "
+                "giving up (JOB_MAX_ATTEMPTS).",
+            )
+        self._discard(job)
+        return self._requeue(job)
+
+    def _requeue(self, job: Job) -> Job | None:
+        final = self._outcomes.requeue(job)
+        if final is not None:
+            self._bus.publish(job.id, "queued", requeued=True)
+        return final
+
     def _discard(self, job: Job) -> None:
-        """Remove a run's result file, if any; a failure here must not hide the outcome."""
+        """Remove a run's result, if any; a failure here must not hide the outcome."""
         try:
             self._results.delete(job.id, job.lease_epoch)
-        except OSError:
+        except (OSError, SQLAlchemyError):
             log.exception("could not delete the result of job %s", job.id)
 
 

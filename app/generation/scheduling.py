@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import heapq
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -122,6 +123,14 @@ class SchedulingIndex:
         self._pushes = 0  # heap pushes since the last look at stale entries
 
     # -- changes --------------------------------------------------------------------
+
+    def resume_turns(self, last_served: Mapping[str, int]) -> None:
+        """Start from owners' turns as a shared queue stores them (`owner_turns`); call
+        before adding any job."""
+        if self._entries:
+            raise RuntimeError("resume_turns() must come before the first add()")
+        self._last_served = dict(last_served)
+        self._turns = max(self._last_served.values(), default=0)
 
     def add(self, entry: QueueEntry, now: float) -> None:
         self._advance(now)

@@ -1,70 +1,54 @@
 """GenerationService: the framework-free front door of the core.
 
-It accepts jobs (row first, then queue index), runs them on a pool of worker threads,
-and answers questions about jobs and itself: position and ETA come from a forecast of
-the scheduling policy (forecast.py). Nothing here knows about HTTP.
+It accepts jobs (admission.py: row first, then queue index), runs them on a pool of
+worker threads (execution.py), and answers questions about jobs and itself: position
+and ETA come from a forecast of the scheduling policy (outlook.py). Nothing here knows
+about HTTP.
+
+On PostgreSQL (a `listener` is given) several services, in several processes and on
+several machines, share one database and so one queue (queue_postgres.py), and see each
+other's job events (relay.py); each is named (`name`, default host:pid) so rows show
+which one runs a job.
 
 Life cycle, as `concurrent.futures.ThreadPoolExecutor`: construct, `start()`, use,
 `shutdown(wait=True)`. Submitting before start or after shutdown raises
-`ServiceStoppedError`. A `gen-scheduler` thread wakes on queue changes (at most every
-ANNOUNCE_INTERVAL) and every TICK_SECONDS to resize the pool and push new positions.
+`ServiceStoppedError`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
-import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from .admission import Admission, fingerprint
-from .errors import (
-    IdempotencyKeyReusedError,
-    InvalidParamsError,
-    JobFinishedError,
-    JobNotFoundError,
-    QueueFullError,
-    ServiceStoppedError,
-    TooManyJobsError,
-)
+from . import schema
+from .admission import Admission
+from .errors import JobFinishedError, JobNotFoundError
+from .eta import job_cost
 from .events import EventBus
+from .execution import Execution
 from .generators import GeneratorRegistry
+from .intake import Intake
 from .jobs import JobStore
 from .keys import ANONYMOUS
+from .listener import Listener
 from .models import Job, JobStatus, Priority
 from .observers import ObserverSet
 from .outlook import Outlook, Quote
-from .processes import WorkerProcess
-from .queue import DEFAULT_AGING_SECONDS, JobQueue
+from .queue import DEFAULT_AGING_SECONDS, JobQueue, MemoryQueue
+from .queue_postgres import PostgresQueue
 from .results import ResultStore
 from .retention import ResultSweeper
-from .runner import CancelToken, JobRunner
-from .scheduling import QueueEntry
 from .stats import service_stats
-from .ticker import Ticker
-from .timeouts import SHUTDOWN_GRACE_SECONDS
-from .workers import WorkerPool, WorkerScaler
+from .workers import WorkerScaler
 
 log = logging.getLogger(__name__)
 
 CPU_ISOLATION_MODES = ("process", "thread")
-CLAIM_RETRY_SECONDS = 1.0
-TICK_SECONDS = 1.0
-ANNOUNCE_INTERVAL = 0.25
-# What `observers.rejected` is told when a submission is refused.
-REJECTION_REASONS: dict[type[Exception], str] = {
-    QueueFullError: "queue_full",
-    ServiceStoppedError: "unavailable",
-    InvalidParamsError: "invalid_params",
-    TooManyJobsError: "too_many_jobs",
-    IdempotencyKeyReusedError: "idempotency_key_reused",
-}
-_REFUSALS = tuple(REJECTION_REASONS)
 
 
 def utcnow() -> datetime:
@@ -88,12 +72,16 @@ class GenerationService:
         scale_up_seconds: float = 5.0,
         idle_worker_seconds: float = 60.0,
         bus: EventBus | None = None,
+        listener: Listener | None = None,
+        name: str | None = None,
         clock: Callable[[], datetime] = utcnow,
         result_ttl: timedelta | None = None,
         sweep_interval: float = 60.0,
     ) -> None:
         """`cpu_isolation="process"` runs cpu_bound generators in one child process per
-        worker thread, so they cannot starve request threads of the GIL."""
+        worker thread, so they cannot starve request threads of the GIL. With a
+        `listener` (PostgreSQL) the queue and job events are shared with every other
+        service on the database."""
         if cpu_isolation not in CPU_ISOLATION_MODES:
             raise ValueError(f"cpu_isolation must be one of {CPU_ISOLATION_MODES}")
         self.store = store
@@ -103,50 +91,54 @@ class GenerationService:
         self.observers = ObserverSet()
         self.max_attempts = max_attempts
         self.cpu_isolation = cpu_isolation
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._clock = clock
-        self._queue = JobQueue(
-            queue_size, aging_seconds=aging_seconds, clock=self._now, on_change=self._poke
-        )
-        self._admission = Admission(store, self._queue, self._retry_after)
-        self._runner = JobRunner(
-            store, results, generators, self.bus, clock, self.observers, timeout=job_timeout
-        )
+        self._queue = self._make_queue(listener, queue_size, aging_seconds)
         self.sweeper = None
         if result_ttl:
             self.sweeper = ResultSweeper(
                 store, results, result_ttl, clock, self.observers, interval=sweep_interval
             )
-        scaler = WorkerScaler(
-            workers, workers_max or workers, scale_up_seconds, idle_worker_seconds
-        )
-        self._pool = WorkerPool(
-            self._queue, self._process, scaler, self._now, helper=self._worker_process
-        )
         self.outlook = Outlook(
-            self._queue, generators, self.bus, lambda: self._pool.count, self._now
+            self._queue, generators, self.bus, lambda: self._execution.pool.count, self._now
         )
-        self._running: dict[str, CancelToken] = {}
+        self._intake = Intake(
+            Admission(store, self._queue, self._retry_after, generators=generators, clock=clock),
+            self._queue,
+            self.outlook,
+            self.bus,
+            self.observers,
+        )
+        self._execution = Execution(
+            store,
+            results,
+            generators,
+            self._queue,
+            self.outlook,
+            self.bus,
+            self.observers,
+            WorkerScaler(workers, workers_max or workers, scale_up_seconds, idle_worker_seconds),
+            clock=clock,
+            cpu_isolation=cpu_isolation,
+            max_attempts=max_attempts,
+            job_timeout=job_timeout,
+            name=self.name,
+            listener=listener,
+            left_queue=self._left_queue,
+        )
         self._lock = threading.Lock()
         self._state = "new"
-        self._scheduler = Ticker(
-            self.tick, "gen-scheduler", every=TICK_SECONDS, min_interval=ANNOUNCE_INTERVAL
-        )
 
     # -- life cycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Recover what a previous process left behind, then start the threads."""
+        """Check the schema, recover what a dead process left behind, start the threads."""
+        schema.prepare(self.store.engine)
         with self._lock:
             if self._state != "new":
                 raise RuntimeError(f"cannot start a service that is {self._state}")
             self._state = "running"
-        requeued, failed = self.store.recover_running(self.max_attempts, self._clock())
-        if requeued or failed:
-            log.warning("recovered interrupted jobs: %d requeued, %d failed", requeued, failed)
-        for job in self.store.queued():
-            self._queue.put(self.outlook.entry(job), reserved=False)
-        self._pool.start()
-        self._scheduler.start()
+        self._execution.start()
         if self.sweeper is not None:
             self.sweeper.start()
 
@@ -173,11 +165,9 @@ class GenerationService:
                 return
             self._state = "stopping"
         self._queue.close()
-        self._scheduler.stop(timeout=0 if not wait else SHUTDOWN_GRACE_SECONDS)
         if self.sweeper is not None:
             self.sweeper.stop()
-        if wait:
-            self._join(timeout)
+        self._execution.stop(wait, timeout)
         with self._lock:
             self._state = "stopped"
 
@@ -204,25 +194,10 @@ class GenerationService:
         request under the same key raises IdempotencyKeyReusedError. `max_queued` caps
         the queued jobs one owner may have (TooManyJobsError).
         """
-        try:
-            job = self._accept(generator, params, priority, owner, idempotency_key, max_queued)
-        except _REFUSALS as refused:
-            self.observers.rejected(REJECTION_REASONS[type(refused)])
-            raise
-        if job.replayed:
-            return self.describe(job)
-        # Announce before indexing: once indexed, a worker may claim it and publish `started`.
-        try:
-            described = self.outlook.admit(job)
-        except Exception:  # noqa: BLE001 - a failed forecast must not strand a stored job
-            log.exception("could not forecast job %s; queueing it without an ETA", job.id)
-            described = job
-        self.bus.publish(
-            job.id, "queued", position=described.position, eta_seconds=described.eta_seconds
+        job = self._intake.submit(
+            generator, params, priority, owner, idempotency_key, max_queued, self.accepting
         )
-        self.observers.submitted(job)
-        self._queue.put(self.outlook.entry(job))
-        return described
+        return self.describe(job) if job.replayed else job
 
     def quote(
         self,
@@ -234,10 +209,7 @@ class GenerationService:
         max_queued: int | None = None,
     ) -> Quote:
         """What `submit` would answer now, without queueing anything; raises as it would."""
-        self._check_accepting()
-        clean = self._validate(generator, params)
-        self._admission.check(owner, max_queued)
-        return self.outlook.quote(generator, clean, priority, owner)
+        return self._intake.quote(generator, params, priority, owner, max_queued, self.accepting)
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job:
         """The job, described; JobNotFoundError if missing or owned by someone else."""
@@ -258,23 +230,20 @@ class GenerationService:
         return [self.describe(job) for job in jobs]
 
     def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
-        """Cancel a queued job at once, or ask a running one to stop at its next checkpoint."""
+        """Cancel a queued job at once, or ask a running one to stop at its next checkpoint
+        (on another process, its heartbeat passes the request on)."""
         job = self.get(job_id, owner=owner)
         if job.status is JobStatus.QUEUED:
             cancelled = self.store.cancel_queued(job_id, self._clock())
             if cancelled is not None:
-                self._queue.remove(job_id)
-                self.outlook.withdraw(job_id)
+                self._left_queue(job_id)
                 self.outlook.accuracy.forget(job_id)
                 self.bus.publish(job_id, "cancelled")
                 return self.describe(cancelled)
             job = self.get(job_id)  # it started meanwhile
         if job.status is JobStatus.RUNNING:
             flagged = self.store.request_cancel(job_id)
-            with self._lock:
-                token = self._running.get(job_id)
-            if token is not None:
-                token.cancel("cancelled")
+            self._execution.cancel(job_id)
             if flagged is not None:
                 return self.describe(flagged)
             job = self.get(job_id)  # it finished meanwhile
@@ -285,25 +254,26 @@ class GenerationService:
         return self.outlook.describe(job)
 
     def stats(self) -> dict[str, Any]:
-        scaler = self._pool.scaler
+        scaler = self._execution.pool.scaler
         stats = service_stats(
             self.store,
             running=self.accepting,
-            workers=self._pool.count,
+            process=self.name,
+            shared=self._queue.shared,
+            workers=self.worker_count,
             workers_range=(scaler.minimum, scaler.maximum),
             active_workers=self.active_workers,
-            queue_size=len(self._queue),
             queue_capacity=self._queue.capacity,
             queued_by_priority=self.queued_by_priority(),
             result_ttl=self.sweeper.ttl if self.sweeper else None,
             aging_seconds=self._queue.aging_seconds,
             eta_accuracy=self.outlook.summary(),
         )
-        stats["abandoned_runs"] = self._runner.abandoned_runs
+        stats["abandoned_runs"] = self._execution.runner.abandoned_runs
         return stats
 
     def queued_by_priority(self) -> dict[Priority, int]:
-        """Jobs waiting in this process's queue, by priority."""
+        """Jobs waiting in the queue (the whole cluster's, on PostgreSQL), by priority."""
         return self._queue.depth_by_priority()
 
     @property
@@ -312,116 +282,49 @@ class GenerationService:
 
     @property
     def active_workers(self) -> int:
-        with self._lock:
-            return len(self._running)
+        return self._execution.active
 
     @property
     def worker_count(self) -> int:
-        return self._pool.count
+        return self._execution.pool.count
 
     def tick(self) -> None:
         """Resize the worker pool and push changed positions; the scheduler thread's step."""
-        self._pool.rebalance()
-        self.outlook.announce()
+        self._execution.tick()
 
-    # -- workers ------------------------------------------------------------------
+    def heartbeat(self) -> None:
+        """Beat once now (the heartbeat thread beats every third of a lease)."""
+        self._execution.leases.beat()
 
-    def _worker_process(self, worker: str) -> WorkerProcess | None:
-        """The child process a worker thread runs CPU-bound generators in, if isolated.
-        Started by its first CPU-bound job, so always after gunicorn's fork."""
-        if self.cpu_isolation == "process" and self.generators.has_cpu_bound:
-            return WorkerProcess(worker.replace("worker", "process"))
-        return None
+    # -- internals ----------------------------------------------------------------
 
-    def _process(
-        self, entry: QueueEntry, worker: str, process: WorkerProcess | None = None
-    ) -> None:
-        taken = self._now()
-        self.outlook.withdraw(entry.job_id)  # no `queued` event may follow its `started`
-        try:
-            job = self._runner.claim(entry.job_id, worker)
-        except SQLAlchemyError:
-            # The row is still queued; put it back where it was and let the database recover.
-            log.exception(
-                "claiming job %s failed; retrying in %ss", entry.job_id, CLAIM_RETRY_SECONDS
-            )
-            time.sleep(CLAIM_RETRY_SECONDS)
-            self._queue.put(entry, reserved=False)
-            return
-        if job is None:
-            return
-        token = CancelToken()
-        with self._lock:
-            self._running[job.id] = token
-        self.outlook.started(entry, taken)
-        final = None
-        try:
-            final = self._runner.run(job, token, process)
-        finally:
-            with self._lock:
-                del self._running[job.id]
-            self.outlook.finished(entry, final)
+    def _make_queue(
+        self, listener: Listener | None, capacity: int, aging_seconds: float
+    ) -> JobQueue:
+        def cost(generator: str, params: dict[str, Any]) -> float:
+            return job_cost(self.generators.get(generator), params)
 
-    def _join(self, timeout: float | None) -> None:
-        if not self._pool.join(timeout):
-            with self._lock:
-                tokens = list(self._running.values())
-            log.warning("drain deadline passed; requeueing %d running jobs", len(tokens))
-            for token in tokens:
-                token.cancel("shutdown")
-            self._pool.join(SHUTDOWN_GRACE_SECONDS)
+        options: dict[str, Any] = {
+            "aging_seconds": aging_seconds,
+            "clock": self._now,
+            "on_change": self._poke,
+            "cost": cost,
+        }
+        if listener is None:
+            return MemoryQueue(capacity, store=self.store, **options)
+        return PostgresQueue(self.store, capacity, listener, **options)
 
-    def _accept(
-        self,
-        generator: str,
-        params: Mapping[str, Any],
-        priority: Priority,
-        owner: str,
-        idempotency_key: str | None,
-        max_queued: int | None,
-    ) -> Job:
-        """The new row, its queue slot reserved but not yet indexed; or, for a repeated
-        idempotency key, the job the first request created (marked `replayed`)."""
-        self._check_accepting()
-        request_hash = None
-        if idempotency_key is not None:
-            request_hash = fingerprint(generator, params, priority)
-            earlier = self._admission.earlier(owner, idempotency_key, request_hash)
-            if earlier is not None:
-                return earlier
-        new = Job(
-            pk=0,
-            id=uuid.uuid4().hex,
-            owner=owner,
-            generator=generator,
-            params=self._validate(generator, params),
-            priority=priority,
-            status=JobStatus.QUEUED,
-            created_at=self._clock(),
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-        )
-        return self._admission.admit(new, max_queued)
-
-    def _check_accepting(self) -> None:
-        if not self.accepting:
-            raise ServiceStoppedError("the generation service is not accepting jobs")
-
-    def _validate(self, generator_name: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        generator = self.generators.get(generator_name)
-        if generator is None:
-            names = ", ".join(self.generators.names())
-            raise InvalidParamsError({"generator": f"unknown generator; available: {names}"})
-        clean, errors = generator.validate(params)
-        if errors:
-            raise InvalidParamsError({f"params.{name[:64]}": text for name, text in errors.items()})
-        return clean
+    def _left_queue(self, job_id: str) -> None:
+        """The job is no longer queued (cancelled, or started elsewhere): stop
+        forecasting it; call before saying so on the bus."""
+        self._queue.remove(job_id)
+        self.outlook.withdraw(job_id)
 
     def _retry_after(self) -> int:
         return self.outlook.retry_after()
 
     def _poke(self) -> None:
-        self._scheduler.poke()
+        self._execution.poke()
 
     def _now(self) -> float:
         return self._clock().timestamp()

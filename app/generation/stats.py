@@ -13,20 +13,25 @@ def service_stats(
     store: JobStore,
     *,
     running: bool,
+    process: str,
+    shared: bool,
     workers: int,
     workers_range: tuple[int, int],
     active_workers: int,
-    queue_size: int,
     queue_capacity: int,
     queued_by_priority: dict[Priority, int],
     result_ttl: timedelta | None,
     aging_seconds: float,
     eta_accuracy: dict[str, Any],
 ) -> dict[str, Any]:
-    """Counts come from the database (they survive restarts); the rest is this process."""
+    """Counts and the queue come from the database: the whole cluster's on PostgreSQL
+    (one process alone on SQLite), and they survive restarts. Workers are this
+    process's. `local` and `cluster` say which is which."""
     counts = store.count_by_status()
     timings = store.recent_timings()
     stored_jobs, stored_bytes = store.stored_results()
+    queue_size = counts[JobStatus.QUEUED]
+    by_priority = {p.label: n for p, n in queued_by_priority.items()}
     return {
         "running": running,
         "workers": workers,
@@ -35,8 +40,20 @@ def service_stats(
         "active_workers": active_workers,
         "queue_size": queue_size,
         "queue_capacity": queue_capacity,
-        "queued_by_priority": {p.label: n for p, n in queued_by_priority.items()},
+        "queued_by_priority": by_priority,
         "priority_aging_seconds": aging_seconds,
+        "local": {
+            "process": process,
+            "workers": workers,
+            "active_workers": active_workers,
+        },
+        "cluster": {
+            "shared_queue": shared,
+            "queue_size": queue_size,
+            "queue_capacity": queue_capacity,
+            "queued_by_priority": by_priority,
+            "running_jobs": counts[JobStatus.RUNNING],
+        },
         "total_requests": sum(counts.values()),
         "completed_requests": counts[JobStatus.SUCCEEDED],
         "failed_requests": counts[JobStatus.FAILED],

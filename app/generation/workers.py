@@ -23,11 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .models import Job
 from .processes import WorkerProcess
 from .queue import JobQueue
-from .scheduling import QueueEntry
 
 log = logging.getLogger(__name__)
+
+CLAIM_RETRY_SECONDS = 1.0
 
 
 @dataclass
@@ -69,15 +71,19 @@ class WorkerPool:
     def __init__(
         self,
         queue: JobQueue,
-        process: Callable[[QueueEntry, str, WorkerProcess | None], None],
+        process: Callable[[Job, WorkerProcess | None], None],
         scaler: WorkerScaler,
         clock: Callable[[], float],
         *,
         helper: Callable[[str], WorkerProcess | None] = lambda name: None,
+        prefix: str = "",
     ) -> None:
+        """`process(job, helper)` runs a job the thread claimed; the `worker` column of
+        a job says `<prefix><thread name>` (the prefix names the process in a cluster)."""
         self._queue = queue
         self._process = process
         self._helper = helper
+        self._prefix = prefix
         self.scaler = scaler
         self._clock = clock
         self._threads: dict[str, threading.Thread] = {}
@@ -143,23 +149,35 @@ class WorkerPool:
             self._threads[name] = thread
         thread.start()
 
+    def _claim(self, name: str) -> Job | None:
+        """The next job for this idle thread; None when told to stop or after a failure
+        (the database is down: the job stays queued; look again in a moment)."""
+        try:
+            return self._queue.claim(self._prefix + name, stop=lambda: name in self._retiring)
+        except Exception:  # noqa: BLE001 - the worker outlives a database outage
+            log.exception(
+                "worker %s could not claim a job; retrying in %ss", name, CLAIM_RETRY_SECONDS
+            )
+            time.sleep(CLAIM_RETRY_SECONDS)
+            return None
+
     def _loop(self, helper: WorkerProcess | None) -> None:
         name = threading.current_thread().name
         try:
             while True:
                 with self._lock:
                     self._idle_since[name] = self._clock()
-                entry = self._queue.get(stop=lambda: name in self._retiring)
+                job = self._claim(name)
                 with self._lock:
                     self._idle_since.pop(name, None)
-                if entry is None:
+                if job is None:
                     if self._queue.closed or name in self._retiring:
                         return
                     continue
                 try:
-                    self._process(entry, name, helper)
+                    self._process(job, helper)
                 except Exception:  # noqa: BLE001 - the worker outlives any one job
-                    log.exception("worker %s could not process job %s", name, entry.job_id)
+                    log.exception("worker %s could not process job %s", name, job.id)
         finally:
             if helper is not None:
                 helper.close()

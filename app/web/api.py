@@ -113,13 +113,15 @@ def get_result(job_id: str) -> Response:
         raise ApiError(
             410, "result_gone", f"the result of job {job_id} is no longer stored"
         ) from None
-    return send_file(
+    response = send_file(
         stream,
         mimetype="application/zip",
         as_attachment=True,
         download_name=f"{job.id}.zip",
         max_age=0,
     )
+    response.content_length = job.result_bytes  # streamed stores cannot tell send_file
+    return response
 
 
 @bp.post("/tokens")

@@ -1,0 +1,171 @@
+"""The worker half of the service: threads that claim and run jobs, their leases, and the
+scheduler thread that resizes the pool, refreshes forecasts and pushes positions.
+
+Start order: recover what a dead process left, start the helpers that live as long as
+the service (PostgreSQL's listener and event relay), the heartbeat, the workers, the
+scheduler. Stop order is the reverse, after the workers have finished or been
+interrupted at the drain's deadline (their jobs go back to the queue).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from .events import EventBus
+from .generators import GeneratorRegistry
+from .jobs import JobStore
+from .leases import LeaseKeeper
+from .listener import Listener
+from .models import Job, JobStatus
+from .observers import JobObserver
+from .outlook import Outlook
+from .processes import WorkerProcess
+from .queue import JobQueue
+from .relay import EventRelay
+from .results import ResultStore
+from .runner import CancelToken, JobRunner
+from .ticker import Ticker
+from .timeouts import SHUTDOWN_GRACE_SECONDS
+from .workers import WorkerPool, WorkerScaler
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+ANNOUNCE_INTERVAL = 0.25
+
+
+class Background(Protocol):
+    """A helper that lives as long as the service (e.g. the PostgreSQL listener)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Execution:
+    def __init__(
+        self,
+        store: JobStore,
+        results: ResultStore,
+        generators: GeneratorRegistry,
+        queue: JobQueue,
+        outlook: Outlook,
+        bus: EventBus,
+        observer: JobObserver,
+        scaler: WorkerScaler,
+        *,
+        clock: Callable[[], datetime],
+        cpu_isolation: str,
+        max_attempts: int,
+        job_timeout: float | None,
+        name: str,
+        listener: Listener | None = None,
+        left_queue: Callable[[str], None] = lambda job_id: None,
+    ) -> None:
+        """With a `listener` (PostgreSQL), job events are relayed to and from the other
+        processes; `left_queue(job_id)` hears of jobs another process started."""
+        self._queue = queue
+        self._outlook = outlook
+        self._generators = generators
+        self._clock = clock
+        self._cpu_isolation = cpu_isolation
+        self._max_attempts = max_attempts
+        self.runner = JobRunner(
+            store,
+            results,
+            generators,
+            bus,
+            clock,
+            observer,
+            timeout=job_timeout,
+            max_attempts=max_attempts,
+        )
+        self.leases = LeaseKeeper(
+            store, queue, bus, max_attempts=max_attempts, clock=clock, entry=outlook.entry
+        )
+        self._background: list[Background] = []
+        if listener is not None:
+            relay = EventRelay(store.engine, store, bus, listener, left_queue=left_queue)
+            self._background = [listener, relay]
+        self.pool = WorkerPool(
+            queue, self._process, scaler, self._now, helper=self._helper, prefix=f"{name}/"
+        )
+        self._scheduler = Ticker(
+            self.tick, "gen-scheduler", every=TICK_SECONDS, min_interval=ANNOUNCE_INTERVAL
+        )
+
+    def start(self) -> None:
+        for helper in self._background:
+            helper.start()
+        self.leases.announce(self._queue.recover(self._max_attempts))
+        self.leases.start()
+        self.pool.start()
+        self._scheduler.start()
+
+    def poke(self) -> None:
+        """The queue changed: run the scheduler's step soon."""
+        self._scheduler.poke()
+
+    def tick(self) -> None:
+        """Re-read a shared queue, resize the pool, push changed positions."""
+        self._queue.refresh()
+        self.pool.rebalance()
+        self._outlook.announce()
+
+    def stop(self, wait: bool, timeout: float | None) -> None:
+        """After the queue closed: let running jobs finish (or interrupt them once
+        `timeout` passes), then stop the helper threads."""
+        self._scheduler.stop(timeout=0 if not wait else SHUTDOWN_GRACE_SECONDS)
+        if wait:
+            self._join(timeout)
+        self.leases.stop()
+        for helper in reversed(self._background):
+            helper.stop()
+
+    def cancel(self, job_id: str) -> None:
+        """Tell a run of this process to stop at its next checkpoint (runs elsewhere hear
+        of it through their heartbeat)."""
+        token = self.leases.token(job_id)
+        if token is not None:
+            token.cancel("cancelled")
+
+    @property
+    def active(self) -> int:
+        return len(self.leases)
+
+    def _helper(self, worker: str) -> WorkerProcess | None:
+        """The child process a worker thread runs CPU-bound generators in, if isolated.
+        Started by its first CPU-bound job, so always after gunicorn's fork."""
+        if self._cpu_isolation == "process" and self._generators.has_cpu_bound:
+            return WorkerProcess(worker.replace("worker", "process"))
+        return None
+
+    def _process(self, job: Job, process: WorkerProcess | None) -> None:
+        taken = self._now()
+        entry = self._outlook.entry(job)
+        self._outlook.withdraw(job.id)  # no `queued` event may follow its `started`
+        token = CancelToken()
+        self.leases.add(job, token)
+        self._outlook.started(entry, taken)
+        final = None
+        try:
+            final = self.runner.run(job, token, process)
+        finally:
+            self.leases.remove(job.id)
+            self._outlook.finished(entry, final)
+        if final is not None and final.status is JobStatus.QUEUED and not self._queue.closed:
+            self._queue.returned([entry])  # given back after a database error
+
+    def _join(self, timeout: float | None) -> None:
+        if not self.pool.join(timeout):
+            tokens = self.leases.tokens()
+            log.warning("drain deadline passed; requeueing %d running jobs", len(tokens))
+            for token in tokens:
+                token.cancel("shutdown")
+            self.pool.join(SHUTDOWN_GRACE_SECONDS)
+
+    def _now(self) -> float:
+        return self._clock().timestamp()

@@ -1,0 +1,344 @@
+"""The PostgreSQL queue: every process and machine on the database claims from one table.
+
+An idle worker claims exactly one job, the best by the scheduling policy, with
+
+    WITH next AS MATERIALIZED (
+        SELECT jobs.pk, jobs.owner FROM jobs LEFT JOIN owner_turns USING (owner)
+        WHERE status = 'queued'
+        ORDER BY <effective priority>, coalesce(owner_turns.last_served, 0), jobs.pk
+        LIMIT 1 FOR UPDATE OF jobs SKIP LOCKED)
+    UPDATE jobs SET status = 'running', lease_epoch = lease_epoch + 1, ...
+    FROM next WHERE jobs.pk = next.pk RETURNING jobs.*
+
+and, in the same transaction, gives the owner the next turn in `owner_turns`. `SKIP
+LOCKED` lets concurrent claimers pass over each other's rows instead of queueing behind
+them. The candidate is chosen in a materialised CTE, as Oban, Solid Queue and
+graphile-worker do, because a `LIMIT` subquery inside `UPDATE ... WHERE pk IN (...)` may
+be re-evaluated by the planner and lock (and claim) more rows than it returns. There is
+no prefetch: a worker claims only when it is idle, so a HIGH job submitted anywhere is
+the next one any idle worker in the cluster starts. The ORDER BY reads every queued row
+(aging is a function of the clock, so no index can hold that order); the queue is
+bounded by GENERATION_QUEUE_SIZE, which bounds this too.
+
+Capacity is the cluster's: admissions serialise on an advisory lock, count the queued
+rows and insert in one transaction.
+
+Workers that find nothing sleep on a doorbell rung by `NOTIFY` on every admission
+(delivered on commit) and by this process; they poll anyway, often while the listening
+connection is down, so a lost notification delays a job, never strands it.
+
+Forecasts (positions, ETAs, Retry-After) need the queue as a `SchedulingIndex`: this
+process keeps a copy of the queued rows, re-read by the scheduler thread at most a few
+times a second (`refresh`, O(queued) per read, never per submission), and updated at once
+for what this process learns (its own submissions and claims, relayed events).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from .errors import QueueFullError, ServiceStoppedError
+from .jobs import JobStore, claim_values
+from .listener import Listener
+from .models import Job, JobRow, JobStatus, OwnerTurnRow, Priority
+from .queue import JOURNAL_SIZE, Change, JobQueue, Stop, Write, as_datetime, changes_after
+from .scheduling import QueueEntry, SchedulingIndex, effective_priority_sql
+
+JOBS_CHANNEL = "gs_jobs"
+# Polling is the safety net under notifications: rare while they flow, brisk without them.
+POLL_SECONDS_LISTENING = 5.0
+POLL_SECONDS_DEAF = 0.5
+# Serialises admissions so the cluster-wide capacity check and the insert are one step.
+ADMISSION_LOCK_KEY = 0x67_73_51_55_45_55_45
+# How long a job that left the queue here is kept out of re-read copies (see refresh).
+DEPARTED_SECONDS = 60.0
+
+_jobs = JobRow.__table__
+_c = _jobs.c
+_turns = OwnerTurnRow.__table__
+_queued = _c.status == JobStatus.QUEUED.value
+
+
+class Doorbell:
+    """Wakes one idle worker per ring. A worker notes `generation` before it looks for
+    work and waits only if nothing rang since, so a ring is never lost in between."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._rang = threading.Condition()
+
+    def ring(self, everyone: bool = False) -> None:
+        with self._rang:
+            self.generation += 1
+            if everyone:
+                self._rang.notify_all()
+            else:
+                self._rang.notify()
+
+    def wait(self, seen: int, timeout: float) -> None:
+        with self._rang:
+            self._rang.wait_for(lambda: self.generation != seen, timeout)
+
+
+def claim_statement(now: Any, aging_seconds: float) -> Any:
+    """The claim above, for the policy's order at `now` (bound: claim_values())."""
+    level = effective_priority_sql(_c.priority, _c.created_at, now, aging_seconds)
+    candidate = (
+        select(_c.pk)
+        .select_from(_jobs.outerjoin(_turns, _turns.c.owner == _c.owner))
+        .where(_queued)
+        .order_by(level, func.coalesce(_turns.c.last_served, 0), _c.pk)
+        .limit(1)
+        .with_for_update(skip_locked=True, of=_jobs)
+        .cte("next")
+        .prefix_with("MATERIALIZED")
+    )
+    return update(_jobs).where(_c.pk == candidate.c.pk).values(**claim_values()).returning(*_jobs.c)
+
+
+def next_turn_statement(owner: str) -> Any:
+    """Give `owner` the next turn: one past the latest turn anyone was given."""
+    latest = select(func.coalesce(func.max(_turns.c.last_served), 0) + 1).scalar_subquery()
+    statement = pg_insert(_turns).values(owner=owner, last_served=latest)
+    return statement.on_conflict_do_update(
+        index_elements=[_turns.c.owner], set_={"last_served": statement.excluded.last_served}
+    )
+
+
+class PostgresQueue(JobQueue):
+    """Lock invariant: `_lock` guards `_index`, `_departed`, `_journal` and `version`."""
+
+    shared = True
+
+    def __init__(
+        self,
+        store: JobStore,
+        capacity: int,
+        listener: Listener,
+        *,
+        aging_seconds: float,
+        clock: Callable[[], float] = time.time,
+        on_change: Callable[[], None] = lambda: None,
+        cost: Callable[[str, dict[str, Any]], float] = lambda generator, params: 1.0,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self.version = 0
+        self._store = store
+        self._engine = store.engine
+        self._listener = listener
+        self._aging = aging_seconds
+        self._clock = clock
+        self._on_change = on_change
+        self._cost = cost
+        self._index = SchedulingIndex(aging_seconds)
+        self._journal: deque[Change] = deque(maxlen=JOURNAL_SIZE)
+        self._departed: dict[str, float] = {}  # job id -> monotonic time it left
+        self._doorbell = Doorbell()
+        self._closed = False
+        self._lock = threading.Lock()
+        listener.on(JOBS_CHANNEL, self._heard)
+        listener.on_reconnect(lambda: self._doorbell.ring(everyone=True))
+
+    @property
+    def aging_seconds(self) -> float:
+        return self._aging
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def admit(self, write: Write, *, check: Write | None = None) -> Job:
+        if self._closed:
+            raise ServiceStoppedError("the generation service is shutting down")
+        with self._engine.begin() as connection:
+            # Lock, then count, in separate statements: under READ COMMITTED each
+            # statement sees what was committed before it started, so the count must
+            # start after the lock is held to see the insert of whoever held it before.
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADMISSION_LOCK_KEY}
+            )
+            if check is not None:
+                check(connection)
+            if self._store.count_queued(connection=connection) >= self.capacity:
+                raise QueueFullError(self.capacity)
+            job = write(connection)
+            _notify_new_job(connection)
+        return job
+
+    def check_room(self) -> None:
+        if self._closed:
+            raise ServiceStoppedError("the generation service is shutting down")
+        if self._store.count_queued() >= self.capacity:
+            raise QueueFullError(self.capacity)
+
+    def put(self, entry: QueueEntry) -> None:
+        with self._lock:
+            if entry.job_id not in self._departed and entry.job_id not in self._index:
+                self._index.add(entry, self._clock())
+                self._changed("put", entry)
+        # Other processes heard the notification on commit; this one's idle workers now.
+        self._doorbell.ring()
+        self._on_change()
+
+    def claim(
+        self, worker: str, *, stop: Stop = lambda: False, timeout: float | None = None
+    ) -> Job | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (self._closed or stop()):
+            seen = self._doorbell.generation
+            job = self._claim_next(worker)
+            if job is not None:
+                self._depart(job.id, "get")
+                return job
+            wait = POLL_SECONDS_LISTENING if self._listener.connected else POLL_SECONDS_DEAF
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return None
+            self._doorbell.wait(seen, wait)
+        return None
+
+    def recover(self, max_attempts: int) -> list[Job]:
+        # Other processes may be running jobs right now: only expired leases are taken back.
+        taken = self._store.reclaim(max_attempts, as_datetime(self._clock()))
+        self.refresh()
+        return taken
+
+    def returned(self, entries: Iterable[QueueEntry]) -> None:
+        entries = list(entries)
+        if not entries:
+            return
+        with self._lock:
+            for entry in entries:
+                self._departed.pop(entry.job_id, None)
+        for entry in entries:
+            self.put(entry)
+        with self._engine.begin() as connection:
+            _notify_new_job(connection)
+
+    def remove(self, job_id: str) -> bool:
+        return self._depart(job_id, "remove")
+
+    def changes_since(self, version: int) -> list[Change] | None:
+        with self._lock:
+            return changes_after(self._journal, self.version, version)
+
+    def refresh(self) -> None:
+        """Re-read the queued rows and owners' turns into a new index. Jobs that left the
+        queue here since the read began stay out: the read may predate their claim."""
+        began = time.monotonic()
+        with self._lock:
+            known = {entry.job_id: entry for entry in self._index.entries()}
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(_c.pk, _c.id, _c.owner, _c.priority, _c.created_at, _c.generator)
+                .where(_queued)
+                .order_by(_c.pk)
+            ).all()
+            turns = dict(connection.execute(select(_turns.c.owner, _turns.c.last_served)).all())
+            params = self._params(connection, [row.id for row in rows if row.id not in known])
+        now = self._clock()
+        with self._lock:
+            self._departed = {
+                job_id: left
+                for job_id, left in self._departed.items()
+                if left > began - DEPARTED_SECONDS
+            }
+            index = SchedulingIndex(self._aging)
+            index.resume_turns(turns)
+            for row in rows:
+                if self._departed.get(row.id, float("-inf")) >= began:
+                    continue
+                entry = known.get(row.id) or self._entry(row, params.get(row.id, {}))
+                index.add(entry, now)
+            if set(known) != {entry.job_id for entry in index.entries()} or any(
+                self._index.last_served(owner) != turn for owner, turn in turns.items()
+            ):
+                # A change the journal cannot describe: forecasts replay from a snapshot.
+                self.version += 1
+                self._journal.clear()
+            self._index = index
+
+    def snapshot(self) -> tuple[int, SchedulingIndex]:
+        with self._lock:
+            return self.version, self._index.copy()
+
+    def depth_by_priority(self) -> dict[Priority, int]:
+        query = select(_c.priority, func.count()).where(_queued).group_by(_c.priority)
+        with self._engine.connect() as connection:
+            counts = dict(connection.execute(query).all())
+        return {priority: counts.get(int(priority), 0) for priority in Priority}
+
+    def wake(self) -> None:
+        self._doorbell.ring(everyone=True)
+
+    def close(self) -> None:
+        self._closed = True
+        self._doorbell.ring(everyone=True)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._index)
+
+    def __contains__(self, job_id: object) -> bool:
+        with self._lock:
+            return job_id in self._index
+
+    def _depart(self, job_id: str, kind: str) -> bool:
+        """The job left the queue here (claimed or cancelled): out of this copy, and kept
+        out of re-reads that may have begun before it left."""
+        with self._lock:
+            self._departed[job_id] = time.monotonic()
+            entry = self._index.remove(job_id)
+            if entry is not None:
+                self._changed(kind, entry)
+        return entry is not None
+
+    def _changed(self, kind: str, entry: QueueEntry) -> None:
+        self.version += 1
+        self._journal.append((self.version, kind, entry))
+
+    def _claim_next(self, worker: str) -> Job | None:
+        now = as_datetime(self._clock())
+        statement = claim_statement(now, self._aging)
+        with self._engine.begin() as connection:
+            row = connection.execute(statement, self._store.claim_params(worker, now)).first()
+            if row is None:
+                return None
+            connection.execute(next_turn_statement(row.owner))
+        return Job.from_row(row)
+
+    def _heard(self, _payload: str) -> None:
+        self._doorbell.ring()
+        self._on_change()  # re-read the queue soon, for forecasts
+
+    def _entry(self, row: Any, params: dict[str, Any]) -> QueueEntry:
+        return QueueEntry(
+            row.id,
+            Priority(row.priority),
+            row.pk,
+            row.owner,
+            row.created_at.timestamp(),
+            row.generator,
+            self._cost(row.generator, params),
+        )
+
+    @staticmethod
+    def _params(connection: Connection, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not job_ids:
+            return {}
+        query = select(_c.id, _c.params).where(_c.id.in_(job_ids))
+        return dict(connection.execute(query).all())
+
+
+def _notify_new_job(connection: Connection) -> None:
+    connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": JOBS_CHANNEL})

@@ -1,0 +1,101 @@
+"""Results kept in the database, in slices, so every machine can serve any result.
+
+A ZIP is written to a local temporary file first (never whole in memory), then stored as
+CHUNK_BYTES rows of `result_chunks` in one transaction, so a result is either all there
+or not there. Reading streams it back a slice at a time: a download holds one slice in
+memory, whatever the ZIP's size. Chunked rows work the same on PostgreSQL and SQLite,
+unlike large objects, and need no cleanup beyond deleting rows.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Iterable
+from typing import IO, Any
+
+from sqlalchemy import Engine, delete, func, insert, select
+
+from .generators.base import OutputFile
+from .models import ResultChunkRow
+from .results import ResultInfo, ResultStore, write_zip
+
+CHUNK_BYTES = 1024 * 1024
+
+_table = ResultChunkRow.__table__
+_columns = _table.c
+
+
+class DatabaseResultStore(ResultStore):
+    def __init__(self, engine: Engine, *, chunk_bytes: int = CHUNK_BYTES) -> None:
+        self._engine = engine
+        self._chunk_bytes = chunk_bytes
+
+    def save(
+        self, job_id: str, epoch: int, files: Iterable[OutputFile], manifest: dict[str, Any]
+    ) -> ResultInfo:
+        with tempfile.TemporaryFile() as spool:
+            entries = write_zip(spool, files, manifest)
+            size = spool.tell()
+            spool.seek(0)
+            with self._engine.begin() as connection:
+                connection.execute(delete(_table).where(*_key(job_id, epoch)))
+                number = 0
+                while chunk := spool.read(self._chunk_bytes):
+                    values = {"job_id": job_id, "epoch": epoch, "number": number, "data": chunk}
+                    connection.execute(insert(_table).values(values))
+                    number += 1
+        return ResultInfo(bytes=size, files=entries)
+
+    def open(self, job_id: str, epoch: int) -> IO[bytes]:
+        reader = _ChunkReader(self._engine, job_id, epoch)
+        if not reader.fetch_next():
+            raise FileNotFoundError(f"no stored result for job {job_id} (epoch {epoch})")
+        return io.BufferedReader(reader, buffer_size=64 * 1024)
+
+    def size(self, job_id: str, epoch: int) -> int:
+        query = select(func.sum(func.length(_columns.data))).where(*_key(job_id, epoch))
+        with self._engine.connect() as connection:
+            total = connection.execute(query).scalar_one()
+        if total is None:
+            raise FileNotFoundError(f"no stored result for job {job_id} (epoch {epoch})")
+        return int(total)
+
+    def delete(self, job_id: str, epoch: int) -> None:
+        with self._engine.begin() as connection:
+            connection.execute(delete(_table).where(*_key(job_id, epoch)))
+
+
+class _ChunkReader(io.RawIOBase):
+    """Reads a stored ZIP one chunk row at a time."""
+
+    def __init__(self, engine: Engine, job_id: str, epoch: int) -> None:
+        self._engine = engine
+        self._key = _key(job_id, epoch)
+        self._next = 0
+        self._chunk = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._chunk and not self.fetch_next():
+            return 0
+        count = min(len(buffer), len(self._chunk))
+        buffer[:count] = self._chunk[:count]
+        self._chunk = self._chunk[count:]
+        return count
+
+    def fetch_next(self) -> bool:
+        query = select(_columns.data).where(*self._key, _columns.number == self._next)
+        with self._engine.connect() as connection:
+            data = connection.execute(query).scalar_one_or_none()
+        if data is None:
+            return False
+        self._chunk = memoryview(bytes(data))
+        self._next += 1
+        return True
+
+
+def _key(job_id: str, epoch: int) -> tuple[Any, Any]:
+    return (_columns.job_id == job_id, _columns.epoch == epoch)
