@@ -1,11 +1,18 @@
 """Shared fixtures: a service on a temporary SQLite file with test generators, an app,
-a client. The service is started by the fixtures that need it and always shut down."""
+a client. The service is started by the fixtures that need it and always shut down.
+
+PostgreSQL fixtures use a database of their own on the local server, created for the
+test session and dropped after it. Without a server those tests skip, except in CI
+(`CI=true`), where they fail.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -14,6 +21,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
 from werkzeug.serving import make_server
 
 from app import create_app
@@ -29,6 +38,7 @@ from app.generation.results import FilesystemResultStore
 
 from .generators import (
     ChattyGenerator,
+    CountingGenerator,
     FailingGenerator,
     GarbageGenerator,
     GateGenerator,
@@ -88,8 +98,9 @@ def stepper() -> Iterator[StepperGenerator]:
 
 @pytest.fixture
 def registry(
-    recorder: RecordingGenerator, gate: GateGenerator, stepper: StepperGenerator
+    recorder: RecordingGenerator, gate: GateGenerator, stepper: StepperGenerator, tmp_path: Path
 ) -> GeneratorRegistry:
+    counter = CountingGenerator(tmp_path / "executions.log", "test")
     return GeneratorRegistry(
         [
             ImagesGenerator(),
@@ -101,6 +112,7 @@ def registry(
             FailingGenerator(),
             GarbageGenerator(),
             SleepGenerator(),
+            counter,
         ]
     )
 
@@ -205,6 +217,49 @@ def live_server(app: Flask) -> Iterator[str]:
 def keyed_live_server(keyed_app: Flask) -> Iterator[str]:
     with serving(keyed_app) as address:
         yield address
+
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh, migrated database for this test session."""
+    name = f"gs_test_{uuid.uuid4().hex}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as error:
+        admin.dispose()
+        reason = f"no PostgreSQL at {POSTGRES_ADMIN_URL}: {error.orig}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    engine = create_database_engine(url)
+    schema.upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_engine(postgres_url: str) -> Iterator[Engine]:
+    """An engine on the session's PostgreSQL database, emptied for this test."""
+    engine = create_database_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("TRUNCATE jobs, owner_turns, result_chunks, api_keys RESTART IDENTITY")
+        )
+    yield engine
+    engine.dispose()
 
 
 def wait_for(

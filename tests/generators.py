@@ -156,3 +156,29 @@ class ChattyGenerator(_Simple):
         for update in range(1, updates + 1):
             context.progress("talking", 100 * update / updates, f"{update} {padding}")
         yield OutputFile("chatty.txt", b"done")
+
+
+class CountingGenerator(_Simple):
+    """Appends "<job> <node>" to `executions` each time it starts a job, so tests can
+    count executions across processes; then waits for the file `until` names, if any,
+    and sleeps `ms` in `steps` reported steps."""
+
+    name = "count"
+
+    def __init__(self, executions: Path, node: str) -> None:
+        self._executions = executions
+        self._node = node
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
+        with self._executions.open("a") as log:
+            log.write(f"{params['job']} {self._node}\n")
+        if "until" in params:
+            while not Path(params["until"]).exists():
+                context.check_cancelled()
+                time.sleep(0.01)
+        steps = int(params.get("steps", 1))
+        for step in range(1, steps + 1):
+            time.sleep(int(params.get("ms", 0)) / 1000 / steps)
+            context.check_cancelled()
+            context.progress("counting", 100 * step / steps, step=step, total=steps)
+        yield OutputFile("count.txt", str(params["job"]).encode())

@@ -1,8 +1,10 @@
-"""Rule 1 of the policy in SQL agrees with the Python one, on SQLite and on PostgreSQL."""
+"""The policy in SQL agrees with the Python one: rule 1 on SQLite and on PostgreSQL, and
+the whole claim order on PostgreSQL."""
 
 from __future__ import annotations
 
 import os
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +15,9 @@ from sqlalchemy.exc import OperationalError
 from app.generation import Job, JobStatus, Priority, schema
 from app.generation.db import create_database_engine
 from app.generation.jobs import JobStore
+from app.generation.listener import NoListener
 from app.generation.models import JobRow
+from app.generation.queue_postgres import PostgresQueue
 from app.generation.scheduling import (
     QueueEntry,
     SchedulingIndex,
@@ -85,3 +89,34 @@ def test_sql_effective_priority_matches_the_python_rule(engine):
         index.add(entry, NOW.timestamp())
     drained = [index.pop(NOW.timestamp()).job_id for _ in range(len(index))]
     assert drained == sql_order
+
+
+def test_postgres_claims_in_exactly_the_order_of_the_scheduling_index(pg_engine):
+    """Rules 1-3 together: the SQL claim (aging, then owners' turns kept in
+    `owner_turns`, then the primary key) drains a mixed queue as the index does."""
+    rng = random.Random(4)
+    store = JobStore(pg_engine)
+    queue = PostgresQueue(store, 1000, NoListener(), aging_seconds=AGING, clock=NOW.timestamp)
+    index = SchedulingIndex(AGING)
+    waits = sorted((rng.uniform(0, 200) for _ in range(60)), reverse=True)  # oldest first
+    for n, waited in enumerate(waits):
+        job = store.insert(
+            Job(
+                pk=0,
+                id=f"job-{n:02d}",
+                owner=rng.choice(["ann", "bob", "cy", "dee"]),
+                generator="g",
+                params={},
+                priority=rng.choice(list(Priority)),
+                status=JobStatus.QUEUED,
+                created_at=NOW - timedelta(seconds=waited),
+            )
+        )
+        entry = QueueEntry(job.id, job.priority, job.pk, job.owner, job.created_at.timestamp())
+        index.add(entry, NOW.timestamp())
+    expected = [index.pop(NOW.timestamp()).job_id for _ in range(len(index))]
+    claimed = []
+    while (job := queue.claim("w", timeout=0)) is not None:
+        claimed.append(job.id)
+    assert claimed == expected
+    assert len(set(claimed)) == 60
