@@ -168,6 +168,7 @@ class GenerationService:
         if self.sweeper is not None:
             self.sweeper.stop()
         self._execution.stop(wait, timeout)
+        self.store.engine.dispose()  # close pooled connections now, not at garbage collection
         with self._lock:
             self._state = "stopped"
 

@@ -1,0 +1,284 @@
+"""Several services on one PostgreSQL database behave as one: in-process services, each
+with its own pool, LISTEN connection, relay, results folder and workers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from app.config import Config
+from app.generation import GenerationService, JobStatus, Priority
+from app.generation.events import Subscription
+from app.generation.generators import GeneratorRegistry
+from app.generation.jobs import JobStore
+from app.generation.listener import NoListener, PgListener
+from app.generation.queue_postgres import POLL_SECONDS_LISTENING
+from app.generation.results_db import DatabaseResultStore
+from app.wiring import build_service
+
+from .conftest import wait_for
+from .test_queue_contract import LEASE, FakeClock
+
+pytestmark = pytest.mark.usefixtures("pg_engine")
+
+
+@pytest.fixture
+def make_node(
+    postgres_url: str, tmp_path: Path, registry: GeneratorRegistry
+) -> Iterator[Callable[..., GenerationService]]:
+    """Started services wired as in production (build_service); shut down at the end."""
+    built: list[GenerationService] = []
+
+    def make(name: str, *, start: bool = True, **settings: object) -> GenerationService:
+        config = Config(
+            database_url=postgres_url,
+            results_dir=tmp_path / name,
+            results_store="database",
+            generation_workers=1,
+            **settings,
+        )
+        service = build_service(config, registry, name=name)
+        built.append(service)
+        if start:
+            service.start()
+        return service
+
+    yield make
+    for service in built:
+        service.shutdown(wait=True, timeout=1)
+
+
+def until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def hold_worker(service: GenerationService, gate) -> str:
+    job = service.submit("gate", {})
+    wait_for(service, job.id, {JobStatus.RUNNING})
+    return job.id
+
+
+def events_until_terminal(
+    subscription: Subscription, job_id: str, timeout: float = 10
+) -> list[str]:
+    deadline = time.monotonic() + timeout
+    kinds = []
+    while time.monotonic() < deadline:
+        event = subscription.get(timeout=0.1)
+        if event is not None and event.job_id == job_id:
+            kinds.append(event.type)
+            if event.is_terminal:
+                return kinds
+    raise AssertionError(f"no terminal event after {kinds}")
+
+
+def test_priority_holds_across_services(make_node, gate, recorder):
+    a = make_node("a")
+    hold_worker(a, gate)
+    jobs = [
+        a.submit("record", {"tag": tag}, priority=priority)
+        for tag, priority in [
+            ("low", Priority.LOW),
+            ("n1", Priority.NORMAL),
+            ("high", Priority.HIGH),
+            ("n2", Priority.NORMAL),
+        ]
+    ]
+    b = make_node("b")
+    for job in jobs:
+        wait_for(b, job.id)
+    assert recorder.ran == ["high", "n1", "n2", "low"]
+
+
+def test_positions_and_capacity_are_cluster_wide(make_node, gate):
+    a = make_node("a", generation_queue_size=3)
+    b = make_node("b", generation_queue_size=3)
+    hold_worker(a, gate)
+    hold_worker(b, gate)
+    first = a.submit("record", {})
+    second = b.submit("record", {}, priority=Priority.HIGH)
+    b.submit("record", {})
+    # Each service forecasts from its copy of the queue, re-read when it hears of a change.
+    until(lambda: (a.get(second.id).position, b.get(first.id).position) == (0, 1))
+    assert a.stats()["cluster"]["queue_size"] == b.stats()["queue_size"] == 3
+    assert a.stats()["cluster"]["running_jobs"] == 2
+    assert a.stats()["local"]["active_workers"] == 1
+    with pytest.raises(Exception, match="queue is full"):
+        a.submit("record", {})
+
+
+def listening(service: GenerationService) -> PgListener:
+    """The service's LISTEN connection, once it is up."""
+    listener = next(h for h in service._execution._background if isinstance(h, PgListener))
+    deadline = time.monotonic() + 10
+    while not listener.connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert listener.connected
+    return listener
+
+
+def test_a_submission_wakes_an_idle_worker_of_another_service(make_node, gate):
+    a = make_node("a")
+    hold_worker(a, gate)
+    b = make_node("b")
+    listening(b)
+    time.sleep(0.1)  # b's worker has looked, found nothing, and sleeps on its doorbell
+    subscription = b.bus.subscribe()
+    job = a.submit("record", {})
+    # Well before the next poll: only the notification can have woken b's worker.
+    done = wait_for(b, job.id, timeout=POLL_SECONDS_LISTENING - 1)
+    assert done.status is JobStatus.SUCCEEDED
+    assert started_by(subscription, job.id).startswith("b/")
+
+
+def started_by(subscription: Subscription, job_id: str) -> str:
+    """The worker that the job's `started` event names."""
+    while (event := subscription.get(timeout=5)) is not None:
+        if event.job_id == job_id and event.type == "started":
+            return event.data["worker"]
+    raise AssertionError(f"no started event for {job_id}")
+
+
+def test_subscribers_of_one_service_see_a_job_running_on_another(make_node, gate):
+    a = make_node("a")
+    hold_worker(a, gate)
+    b = make_node("b")
+    listening(a)
+    subscription = a.bus.subscribe()
+    job = b.submit("count", {"job": "seen", "steps": 3, "ms": 30})
+    kinds = events_until_terminal(subscription, job.id)
+    # Positions are each service's own forecast, so b's `queued` does not travel.
+    assert kinds[0] == "started" and kinds[-1] == "succeeded"
+    assert "progress" in kinds and "queued" not in kinds
+    assert a.results.open(job.id, 1).read(2) == b"PK"  # and its result is readable here
+
+
+def test_cancel_asked_on_one_service_stops_the_run_on_another(make_node, gate):
+    a = make_node("a", job_lease_seconds=3)
+    b = make_node("b", job_lease_seconds=3)
+    running = hold_worker(b, gate)
+    hold_worker(a, gate)
+    a.cancel(running)
+    assert wait_for(a, running, timeout=5).status is JobStatus.CANCELLED
+
+
+def make_manual_node(engine, registry, clock: FakeClock, name: str) -> GenerationService:
+    """A service whose clock the test moves and whose heartbeat the test beats."""
+    store = JobStore(engine, lease_seconds=LEASE)
+    return GenerationService(
+        store,
+        DatabaseResultStore(engine),
+        registry,
+        workers=1,
+        listener=NoListener(),
+        name=name,
+        clock=clock,
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def manual_nodes(pg_engine, registry, clock) -> Iterator[tuple[GenerationService, ...]]:
+    nodes = tuple(make_manual_node(pg_engine, registry, clock, name) for name in "ab")
+    yield nodes
+    for node in nodes:
+        node.shutdown(wait=True, timeout=1)
+
+
+def test_a_zombie_completion_after_lease_loss_is_rejected(manual_nodes, clock, gate):
+    zombie, survivor = manual_nodes
+    zombie.start()
+    job = hold_worker(zombie, gate)
+    clock.advance(LEASE + 1)  # the zombie's heartbeat stalled for a whole lease
+    survivor.start()
+    survivor.heartbeat()
+    taken_over = wait_for(survivor, job, {JobStatus.RUNNING})
+    assert (taken_over.lease_epoch, taken_over.worker) == (2, "b/gen-worker-1")
+    gate.release()  # both runs finish; only the owner of epoch 2 may record it
+    wait_for(survivor, job)
+    until(lambda: zombie.active_workers == 0)  # the zombie has tried to finish too
+    final = survivor.get(job)
+    assert (final.status, final.lease_epoch, final.attempts) == (JobStatus.SUCCEEDED, 2, 2)
+    assert survivor.results.open(job, 2).read(2) == b"PK"
+    with pytest.raises(FileNotFoundError):
+        survivor.results.open(job, 1)
+
+
+def test_a_run_that_lost_its_lease_is_stopped_by_its_heartbeat(manual_nodes, clock, gate):
+    zombie, survivor = manual_nodes
+    zombie.start()
+    job = hold_worker(zombie, gate)
+    clock.advance(LEASE + 1)
+    survivor.start()
+    survivor.heartbeat()
+    wait_for(survivor, job, {JobStatus.RUNNING})
+    zombie.heartbeat()  # its renewal fails: the run is told to stop, and writes nothing
+    until(lambda: zombie.active_workers == 0)
+    assert survivor.get(job).status is JobStatus.RUNNING
+    gate.release()
+    assert wait_for(survivor, job).status is JobStatus.SUCCEEDED
+
+
+def test_notifications_come_back_after_the_database_drops_every_connection(
+    make_node, pg_engine, gate
+):
+    a = make_node("a")
+    hold_worker(a, gate)
+    b = make_node("b")
+    listener = listening(b)
+    before = listener.connections
+    terminate_backends(pg_engine)
+    deadline = time.monotonic() + 10
+    while listener.connections == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert listener.connected and listener.connections > before
+    subscription = b.bus.subscribe()
+    job = a.submit("record", {})
+    wait_for(b, job.id, timeout=POLL_SECONDS_LISTENING - 1)
+    assert started_by(subscription, job.id).startswith("b/")
+
+
+def terminate_backends(engine) -> int:
+    """What a database restart does to clients: every other connection to it dies."""
+    with engine.connect() as connection:
+        killed = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    return killed
+
+
+def test_subscribers_hear_the_end_of_a_job_whose_events_were_lost(make_node, pg_engine, gate):
+    a = make_node("a")
+    hold_worker(a, gate)
+    b = make_node("b")
+    job = b.submit("count", {"job": "x", "steps": 20, "ms": 1000})
+    subscription = a.bus.subscribe([job.id])  # the watched job is what a resync catches up
+    stop = threading.Event()
+
+    def chaos() -> None:
+        while not stop.wait(0.15):
+            terminate_backends(pg_engine)
+
+    killer = threading.Thread(target=chaos)
+    killer.start()
+    try:
+        kinds = events_until_terminal(subscription, job.id, timeout=30)
+    finally:
+        stop.set()
+        killer.join()
+    assert kinds[-1] == "succeeded"
