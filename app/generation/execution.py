@@ -156,8 +156,10 @@ class Execution:
         finally:
             self.leases.remove(job.id)
             self._outlook.finished(entry, final)
-        if final is not None and final.status is JobStatus.QUEUED and not self._queue.closed:
-            self._queue.returned([entry])  # given back after a database error
+        if final is not None and final.status is JobStatus.QUEUED:
+            # Given back (a database error, or the drain's deadline): claimable again, by
+            # this process or, on a shared queue, by any other.
+            self._queue.returned([entry])
 
     def _join(self, timeout: float | None) -> None:
         if not self.pool.join(timeout):

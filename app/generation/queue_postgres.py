@@ -35,6 +35,7 @@ for what this process learns (its own submissions and claims, relayed events).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -43,6 +44,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import QueueFullError, ServiceStoppedError
 from .jobs import JobStore, claim_values
@@ -50,6 +52,8 @@ from .listener import Listener
 from .models import Job, JobRow, JobStatus, OwnerTurnRow, Priority
 from .queue import JOURNAL_SIZE, Change, JobQueue, Stop, Write, as_datetime, changes_after
 from .scheduling import QueueEntry, SchedulingIndex, effective_priority_sql
+
+log = logging.getLogger(__name__)
 
 JOBS_CHANNEL = "gs_jobs"
 # Polling is the safety net under notifications: rare while they flow, brisk without them.
@@ -222,8 +226,11 @@ class PostgresQueue(JobQueue):
                 self._departed.pop(entry.job_id, None)
         for entry in entries:
             self.put(entry)
-        with self._engine.begin() as connection:
-            _notify_new_job(connection)
+        try:
+            with self._engine.begin() as connection:
+                _notify_new_job(connection)
+        except SQLAlchemyError as error:  # the others find them at their next poll
+            log.warning("could not announce %d requeued jobs: %s", len(entries), error)
 
     def remove(self, job_id: str) -> bool:
         return self._depart(job_id, "remove")
