@@ -232,8 +232,12 @@ class JobStore:
             return [Job.from_row(row) for row in connection.execute(statement)]
 
     def record_progress(self, job: Job, progress: dict[str, Any]) -> Job | None:
-        """Store progress of the run that holds `job.lease_epoch`; None if it lost it."""
-        return self._fenced(job, **progress)
+        """Store progress of the run that holds `job.lease_epoch`; None if it lost it.
+        Not flushed to disk before the answer: a database crash may lose the latest."""
+        statement = _setter(_Guard.HELD, tuple(sorted(progress)))
+        params = {f"new_{name}": value for name, value in progress.items()}
+        params |= {"job_id": job.id, "epoch": job.lease_epoch}
+        return self._write_row(statement, params, durable=False)
 
     def finish(self, job: Job, status: JobStatus, now: datetime, **outcome: Any) -> Job | None:
         """Record the outcome of the run that holds `job.lease_epoch`; None if it lost it."""
@@ -366,8 +370,12 @@ class JobStore:
         params = {f"new_{name}": value for name, value in values.items()}
         return self._write_row(statement, params | {"job_id": job_id, "epoch": epoch})
 
-    def _write_row(self, statement: Update, params: Mapping[str, Any]) -> Job | None:
+    def _write_row(
+        self, statement: Update, params: Mapping[str, Any], *, durable: bool = True
+    ) -> Job | None:
         with self._writing() as connection:
+            if not durable:
+                skip_flush(connection)
             row = connection.execute(statement, params).first()
         return Job.from_row(row) if row else None
 
