@@ -6,7 +6,7 @@ from app.generation import Priority
 from app.generation.eta import RunTimeEstimator
 from app.generation.forecast import Forecaster, simulate
 from app.generation.plan import Plan, Slot, level_at
-from app.generation.queue import JOURNAL_SIZE, JobQueue
+from app.generation.queue import JOURNAL_SIZE, MemoryQueue
 from app.generation.scheduling import QueueEntry, SchedulingIndex
 
 AGING = 60.0
@@ -116,7 +116,7 @@ class Now:
 
 def test_the_forecaster_follows_submits_and_starts_without_replaying():
     now = Now()
-    queue = JobQueue(1000, clock=now)
+    queue = MemoryQueue(1000, clock=now)
     forecaster = Forecaster(queue, RunTimeEstimator(), lambda: ([50.0], 1), now)
     for n in range(200):
         new = QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10)
@@ -132,7 +132,7 @@ def test_the_forecaster_follows_submits_and_starts_without_replaying():
 
 
 def test_the_queue_journal_lists_changes_since_a_version_while_it_reaches_back():
-    queue = JobQueue(JOURNAL_SIZE + 10)
+    queue = MemoryQueue(JOURNAL_SIZE + 10)
     for n in range(3):
         queue.reserve()
         queue.put(QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0))
