@@ -4,6 +4,7 @@ Writes use SQLAlchemy Core with a `WHERE` that states the transition they expect
 (`status = 'queued'` to claim, `lease_epoch = :epoch` to finish), so two actors racing
 for the same row can never both win: the loser sees `None`/`False` and backs off.
 Each method opens its own short transaction; nothing holds a session between calls.
+The reads (lookups, pages, report figures) are `JobQueries`, in job_queries.py.
 
 The write statements are built once and executed with bound values: building a Core
 statement and walking it for its cache key cost more than running it (about 0.4 ms
@@ -13,9 +14,8 @@ against 0.1 ms on SQLite), and these run several times per job.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from functools import cache
@@ -27,16 +27,15 @@ from sqlalchemy import (
     Update,
     bindparam,
     case,
-    func,
     insert,
     or_,
-    select,
     text,
     tuple_,
     update,
 )
 
 from .db import ping
+from .job_queries import JobQueries, kept_results
 from .models import Job, JobRow, JobStatus
 
 _table = JobRow.__table__
@@ -63,7 +62,7 @@ def _guard_conditions(guard: _Guard) -> tuple[Any, ...]:
             _columns.status == JobStatus.RUNNING.value,
             _columns.lease_epoch == bindparam("epoch"),
         )
-    return _kept_results()
+    return kept_results()
 
 
 def _update(guard: _Guard, **values: Any) -> Update:
@@ -77,10 +76,6 @@ def _setter(guard: _Guard, columns: tuple[str, ...]) -> Update:
     """The transition that sets `columns` to bound values named `new_<column>`."""
     binds = {name: bindparam(f"new_{name}", type_=_columns[name].type) for name in columns}
     return _update(guard, **binds)
-
-
-def _kept_results() -> tuple[Any, ...]:
-    return (_columns.status == JobStatus.SUCCEEDED.value, _columns.expired_at.is_(None))
 
 
 def claim_values() -> dict[str, Any]:
@@ -103,16 +98,7 @@ _CLAIM = _update(_Guard.QUEUED, **claim_values())
 DEFAULT_LEASE_SECONDS = 30.0
 
 
-@dataclass(frozen=True)
-class Timing:
-    """When one finished job was created, started and finished."""
-
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime
-
-
-class JobStore:
+class JobStore(JobQueries):
     def __init__(self, engine: Engine, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
@@ -150,56 +136,6 @@ class JobStore:
     @property
     def engine(self) -> Engine:
         return self._engine
-
-    def get(self, job_id: str) -> Job | None:
-        with self._engine.connect() as connection:
-            row = connection.execute(select(_table).where(_columns.id == job_id)).first()
-        return Job.from_row(row) if row else None
-
-    def find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
-        query = select(_table).where(_columns.owner == owner, _columns.idempotency_key == key)
-        with self._engine.connect() as connection:
-            row = connection.execute(query).first()
-        return Job.from_row(row) if row else None
-
-    def count_queued(self, owner: str | None = None, connection: Connection | None = None) -> int:
-        """Queued jobs of `owner` (None: everyone's), in `connection` if given."""
-        query = select(func.count()).where(_columns.status == JobStatus.QUEUED.value)
-        if owner is not None:
-            query = query.where(_columns.owner == owner)
-        if connection is not None:
-            return connection.execute(query).scalar_one()
-        with self._engine.connect() as connection:
-            return connection.execute(query).scalar_one()
-
-    def page(
-        self,
-        *,
-        owner: str | None = None,
-        statuses: Sequence[JobStatus] = (),
-        before_pk: int | None = None,
-        limit: int = 50,
-    ) -> list[Job]:
-        """Newest first; `before_pk` continues a previous page."""
-        query = select(_table).order_by(_columns.pk.desc()).limit(limit)
-        if owner is not None:
-            query = query.where(_columns.owner == owner)
-        if statuses:
-            query = query.where(_columns.status.in_([s.value for s in statuses]))
-        if before_pk is not None:
-            query = query.where(_columns.pk < before_pk)
-        with self._engine.connect() as connection:
-            return [Job.from_row(row) for row in connection.execute(query)]
-
-    def queued(self) -> list[Job]:
-        """Every queued job, in the order the queue should run them."""
-        query = (
-            select(_table)
-            .where(_columns.status == JobStatus.QUEUED.value)
-            .order_by(_columns.priority, _columns.pk)
-        )
-        with self._engine.connect() as connection:
-            return [Job.from_row(row) for row in connection.execute(query)]
 
     def claim(self, job_id: str, worker: str, now: datetime) -> Job | None:
         """Move a queued job to running for `worker`; None if it is no longer queued."""
@@ -308,46 +244,9 @@ class JobStore:
         with self._writing() as connection:
             return [Job.from_row(row) for row in connection.execute(statement)]
 
-    def expirable(self, finished_before: datetime, limit: int = 100) -> list[Job]:
-        """Succeeded jobs that finished before the cutoff and whose result is still kept."""
-        query = (
-            select(_table)
-            .where(*_kept_results(), _columns.finished_at < finished_before)
-            .order_by(_columns.finished_at)
-            .limit(limit)
-        )
-        with self._engine.connect() as connection:
-            return [Job.from_row(row) for row in connection.execute(query)]
-
     def mark_expired(self, job_id: str, now: datetime) -> Job | None:
         """Record that a job's result was deleted; None if it was already marked."""
         return self._transition(job_id, _Guard.KEPT_RESULT, expired_at=now)
-
-    def stored_results(self) -> tuple[int, int]:
-        """(jobs, bytes) of the results currently kept."""
-        query = select(func.count(), func.coalesce(func.sum(_columns.result_bytes), 0)).where(
-            *_kept_results()
-        )
-        with self._engine.connect() as connection:
-            jobs, size = connection.execute(query).one()
-        return int(jobs), int(size)
-
-    def count_by_status(self) -> dict[JobStatus, int]:
-        query = select(_columns.status, func.count()).group_by(_columns.status)
-        with self._engine.connect() as connection:
-            counts = {JobStatus(status): n for status, n in connection.execute(query)}
-        return {status: counts.get(status, 0) for status in JobStatus}
-
-    def recent_timings(self, limit: int = 1000) -> list[Timing]:
-        """Timings of the most recently created finished jobs."""
-        query = (
-            select(_columns.created_at, _columns.started_at, _columns.finished_at)
-            .where(_columns.finished_at.is_not(None))
-            .order_by(_columns.pk.desc())
-            .limit(limit)
-        )
-        with self._engine.connect() as connection:
-            return [Timing(*row) for row in connection.execute(query)]
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:

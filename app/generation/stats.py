@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from .jobs import JobStore, Timing
+from .job_queries import Timing
+from .jobs import JobStore
 from .models import JobStatus, Priority
 
 

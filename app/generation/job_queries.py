@@ -1,0 +1,125 @@
+"""The job repository's reads: lookups, pages and the figures reports and sweeps need.
+
+`JobStore` (jobs.py) adds the writes; every method here opens its own short connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select
+
+from .models import Job, JobRow, JobStatus
+
+_table = JobRow.__table__
+_columns = _table.c
+
+
+def kept_results() -> tuple[Any, ...]:
+    """Succeeded jobs whose result has not been deleted by the retention sweep."""
+    return (_columns.status == JobStatus.SUCCEEDED.value, _columns.expired_at.is_(None))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When one finished job was created, started and finished."""
+
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime
+
+
+class JobQueries:
+    """Reads of the `jobs` table; `JobStore` provides the engine."""
+
+    _engine: Engine
+
+    def get(self, job_id: str) -> Job | None:
+        with self._engine.connect() as connection:
+            row = connection.execute(select(_table).where(_columns.id == job_id)).first()
+        return Job.from_row(row) if row else None
+
+    def find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
+        query = select(_table).where(_columns.owner == owner, _columns.idempotency_key == key)
+        with self._engine.connect() as connection:
+            row = connection.execute(query).first()
+        return Job.from_row(row) if row else None
+
+    def count_queued(self, owner: str | None = None, connection: Connection | None = None) -> int:
+        """Queued jobs of `owner` (None: everyone's), in `connection` if given."""
+        query = select(func.count()).where(_columns.status == JobStatus.QUEUED.value)
+        if owner is not None:
+            query = query.where(_columns.owner == owner)
+        if connection is not None:
+            return connection.execute(query).scalar_one()
+        with self._engine.connect() as connection:
+            return connection.execute(query).scalar_one()
+
+    def page(
+        self,
+        *,
+        owner: str | None = None,
+        statuses: Sequence[JobStatus] = (),
+        before_pk: int | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Newest first; `before_pk` continues a previous page."""
+        query = select(_table).order_by(_columns.pk.desc()).limit(limit)
+        if owner is not None:
+            query = query.where(_columns.owner == owner)
+        if statuses:
+            query = query.where(_columns.status.in_([s.value for s in statuses]))
+        if before_pk is not None:
+            query = query.where(_columns.pk < before_pk)
+        with self._engine.connect() as connection:
+            return [Job.from_row(row) for row in connection.execute(query)]
+
+    def queued(self) -> list[Job]:
+        """Every queued job, in the order the queue should run them."""
+        query = (
+            select(_table)
+            .where(_columns.status == JobStatus.QUEUED.value)
+            .order_by(_columns.priority, _columns.pk)
+        )
+        with self._engine.connect() as connection:
+            return [Job.from_row(row) for row in connection.execute(query)]
+
+    def expirable(self, finished_before: datetime, limit: int = 100) -> list[Job]:
+        """Succeeded jobs that finished before the cutoff and whose result is still kept."""
+        query = (
+            select(_table)
+            .where(*kept_results(), _columns.finished_at < finished_before)
+            .order_by(_columns.finished_at)
+            .limit(limit)
+        )
+        with self._engine.connect() as connection:
+            return [Job.from_row(row) for row in connection.execute(query)]
+
+    def stored_results(self) -> tuple[int, int]:
+        """(jobs, bytes) of the results currently kept."""
+        query = select(func.count(), func.coalesce(func.sum(_columns.result_bytes), 0)).where(
+            *kept_results()
+        )
+        with self._engine.connect() as connection:
+            jobs, size = connection.execute(query).one()
+        return int(jobs), int(size)
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        query = select(_columns.status, func.count()).group_by(_columns.status)
+        with self._engine.connect() as connection:
+            counts = {JobStatus(status): n for status, n in connection.execute(query)}
+        return {status: counts.get(status, 0) for status in JobStatus}
+
+    def recent_timings(self, limit: int = 1000) -> list[Timing]:
+        """Timings of the most recently created finished jobs."""
+        query = (
+            select(_columns.created_at, _columns.started_at, _columns.finished_at)
+            .where(_columns.finished_at.is_not(None))
+            .order_by(_columns.pk.desc())
+            .limit(limit)
+        )
+        with self._engine.connect() as connection:
+            return [Timing(*row) for row in connection.execute(query)]
