@@ -6,13 +6,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from app.config import Config
-from app.generation import GenerationService, JobStatus, Priority
+from app.generation import (
+    GenerationService,
+    IdempotencyKeyReusedError,
+    JobStatus,
+    Priority,
+    TooManyJobsError,
+)
 from app.generation.events import Subscription
 from app.generation.generators import GeneratorRegistry
 from app.generation.jobs import JobStore
@@ -282,3 +289,58 @@ def test_subscribers_hear_the_end_of_a_job_whose_events_were_lost(make_node, pg_
         stop.set()
         killer.join()
     assert kinds[-1] == "succeeded"
+
+
+def test_an_idempotency_key_holds_across_services(make_node, gate):
+    a = make_node("a")
+    b = make_node("b")
+    hold_worker(a, gate)
+    hold_worker(b, gate)
+    first = a.submit("record", {"tag": 1}, idempotency_key="k")
+    repeat = b.submit("record", {"tag": 1}, idempotency_key="k")
+    assert (repeat.id, repeat.replayed) == (first.id, True)
+    with pytest.raises(IdempotencyKeyReusedError):
+        b.submit("record", {"tag": 2}, idempotency_key="k")
+    assert a.stats()["cluster"]["queue_size"] == 1  # the refused ones left nothing behind
+
+
+def test_an_owners_quota_is_counted_across_services(make_node, gate):
+    a = make_node("a")
+    b = make_node("b")
+    hold_worker(a, gate)
+    hold_worker(b, gate)
+    a.submit("record", {}, owner="ann", max_queued=2)
+    b.submit("record", {}, owner="ann", max_queued=2)
+    with pytest.raises(TooManyJobsError):
+        a.submit("record", {}, owner="ann", max_queued=2)
+
+
+def test_retention_deletes_results_kept_in_the_database(pg_engine, registry, clock):
+    service = GenerationService(
+        JobStore(pg_engine),
+        DatabaseResultStore(pg_engine),
+        registry,
+        workers=1,
+        listener=NoListener(),
+        clock=clock,
+        result_ttl=timedelta(hours=1),
+    )
+    service.start()
+    try:
+        job = wait_for(service, service.submit("record", {"tag": "kept"}).id)
+        assert service.results.open(job.id, job.lease_epoch).read(2) == b"PK"
+        clock.advance(3601)
+        assert service.sweeper.sweep() == 1
+        assert service.get(job.id).expired_at is not None
+        with pytest.raises(FileNotFoundError):
+            service.results.open(job.id, job.lease_epoch)
+    finally:
+        service.shutdown(wait=True, timeout=1)
+
+
+def test_the_worker_pool_grows_with_a_backlog_in_the_shared_queue(make_node, gate):
+    a = make_node("a", generation_workers_max=2, generation_scale_up_seconds=1)
+    hold_worker(a, gate)
+    job = a.submit("record", {})
+    assert wait_for(a, job.id, timeout=10).status is JobStatus.SUCCEEDED
+    assert a.worker_count == 2
