@@ -3,7 +3,9 @@
 Each `database()` block gets an empty database of its own and removes it afterwards, so
 runs never see each other's jobs. PostgreSQL is reached through BENCH_POSTGRES_URL
 (default: the local server, user `postgres`); a uniquely named database is created in it
-and dropped at the end.
+and dropped at the end. Its schema is migrated first, as a deployment's release command
+does (`flask --app wsgi db upgrade`): a service refuses a PostgreSQL database without it.
+SQLite files migrate themselves when the service starts.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from app.config import normalize_database_url
+from app.generation import schema
+from app.generation.db import create_database_engine
 
 SQLITE = "sqlite"
 POSTGRES = "postgres"
@@ -59,10 +63,20 @@ def database(backend: str, workdir: Path) -> Iterator[str]:
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = admin.url.set(database=name).render_as_string(hide_password=False)
+        migrate(url)
         try:
-            yield admin.url.set(database=name).render_as_string(hide_password=False)
+            yield url
         finally:
             with admin.connect() as connection:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def migrate(url: str) -> None:
+    engine = create_database_engine(url)
+    try:
+        schema.upgrade(engine)
+    finally:
+        engine.dispose()
