@@ -15,6 +15,7 @@ drain that gives running jobs DRAIN_TIMEOUT_SECONDS, then requeues what still ru
 in the next.
 """
 
+import gc
 import math
 import signal
 import threading
@@ -54,6 +55,16 @@ def post_worker_init(worker):
     service.start()
     _drain_on_sigterm(worker, service)
     _close_sockets_on_sigterm(worker)
+    _freeze_start_up_objects()
+
+
+def _freeze_start_up_objects():
+    """Leave what start-up built (modules, the app, SQLAlchemy's metadata: ~110,000
+    objects) out of the cycle collector's full passes: each pass walked all of them, tens
+    of milliseconds with the GIL held, a stall for whatever request or job was running
+    (docs/performance.md, dispatch latency). They live as long as the process anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 def _drain_on_sigterm(worker, service):

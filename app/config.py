@@ -70,6 +70,7 @@ class Config:
     sentry_release: str | None = None
     sentry_traces_sample_rate: float = 0.1
     generation_cpu_isolation: str = "process"
+    generation_process_idle_seconds: int = 300
     # repr=False: the token must never reach a log line through a printed Config.
     replicate_api_token: str = field(default="", repr=False)
     replicate_api_base: str = REPLICATE_DEFAULT_BASE
@@ -162,6 +163,9 @@ class Config:
             generation_cpu_isolation=reader.choice(
                 "GENERATION_CPU_ISOLATION", cls.generation_cpu_isolation, ("PROCESS", "THREAD")
             ).lower(),
+            generation_process_idle_seconds=reader.integer(
+                "GENERATION_PROCESS_IDLE_SECONDS", cls.generation_process_idle_seconds, 0, 86_400
+            ),
             replicate_api_token=reader.text("REPLICATE_API_TOKEN", ""),
             replicate_api_base=http_base_url(
                 reader.text("REPLICATE_API_BASE", cls.replicate_api_base), "REPLICATE_API_BASE"

@@ -41,6 +41,7 @@ def build_service(
         queue_size=config.generation_queue_size,
         max_attempts=config.job_max_attempts,
         cpu_isolation=config.generation_cpu_isolation,
+        process_idle_seconds=config.generation_process_idle_seconds,
         job_timeout=config.job_timeout_seconds,
         result_ttl=config.result_ttl,
         aging_seconds=config.priority_aging_seconds,

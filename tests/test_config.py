@@ -10,6 +10,7 @@ def test_defaults_match_the_seed():
     config = Config.from_env({})
     assert (config.generation_workers, config.generation_queue_size) == (2, 100)
     assert (config.web_concurrency, config.port) == (1, 8000)
+    assert config.generation_process_idle_seconds == 300
     assert config.is_sqlite and config.database_url.endswith("instance/generation.db")
 
 
@@ -21,8 +22,10 @@ def test_values_are_read_and_typed():
             "WEB_THREADS": "16",
             "PORT": "9000",
             "RESULTS_DIR": "/tmp/r",
+            "GENERATION_PROCESS_IDLE_SECONDS": "0",
         }
     )
+    assert config.generation_process_idle_seconds == 0
     assert (config.generation_workers, config.generation_queue_size) == (4, 7)
     assert (config.web_threads, config.port, config.results_dir) == (16, 9000, Path("/tmp/r"))
 
@@ -43,6 +46,7 @@ def test_values_are_read_and_typed():
         ("RATE_LIMIT", "lots", "RATE_LIMIT must look like"),
         ("RATE_LIMIT", "0/second", "RATE_LIMIT must look like"),
         ("JOB_TIMEOUT_SECONDS", "0", "JOB_TIMEOUT_SECONDS must be between"),
+        ("GENERATION_PROCESS_IDLE_SECONDS", "-1", "GENERATION_PROCESS_IDLE_SECONDS must be"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(name, value, message):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 import zipfile
 from collections.abc import Iterator
 
@@ -166,6 +167,58 @@ def test_worker_processes_start_with_the_first_cpu_bound_job(make_service):
     assert children() == before  # a job that runs in its thread starts no child
     done = wait_for(service, service.submit("where", {"steps": 1}).id)
     assert [pid for pid in children() if pid not in before] == [_read_pid(service, done)]
+
+
+def test_an_idle_child_retires_and_the_next_job_starts_a_new_one():
+    process = WorkerProcess("test-idle", idle_seconds=3600)
+    try:
+        assert process.retire_in() is None and not process.retire_if_idle()  # no child yet
+        first = pid_of(list(process.run(WhereGenerator(), {"steps": 1}, FakeContext())))
+        assert 0 < process.retire_in() <= 3600
+        assert not process.retire_if_idle()  # not idle for long enough yet
+        process.idle_seconds = 0.2
+        wait_until(lambda: process.retire_in() == 0.0)
+        assert process.retire_if_idle()
+        assert process.pid is None and process.retire_in() is None
+        second = pid_of(list(process.run(WhereGenerator(), {"steps": 1}, FakeContext())))
+        assert second != first and process.pid == second
+    finally:
+        process.close()
+
+
+def test_a_child_with_idle_seconds_0_never_retires():
+    process = WorkerProcess("test-keep", idle_seconds=0)
+    try:
+        list(process.run(WhereGenerator(), {"steps": 1}, FakeContext()))
+        assert process.retire_in() is None and not process.retire_if_idle()
+        assert process.pid is not None
+    finally:
+        process.close()
+
+
+def test_the_service_stops_worker_processes_left_idle(make_service):
+    def children() -> list[int]:
+        return [child.pid for child in multiprocessing.active_children()]
+
+    before = children()
+    service = make_service(cpu_isolation="process", workers=1, process_idle_seconds=0.3)
+    service.start()
+    done = wait_for(service, service.submit("where", {"steps": 1}).id)
+    started = _read_pid(service, done)
+    wait_until(lambda: started not in children())
+    # The worker thread still takes jobs, and the next CPU-bound one gets a new child.
+    again = wait_for(service, service.submit("where", {"steps": 1}).id)
+    assert again.status is JobStatus.SUCCEEDED
+    assert _read_pid(service, again) not in (started, os.getpid())
+    assert service.worker_count == 1
+    wait_until(lambda: set(children()) <= set(before))
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 def test_service_in_thread_mode_runs_cpu_bound_jobs_in_its_own_process(make_service):

@@ -97,12 +97,47 @@ def test_a_draining_pool_does_not_grow(make_service, gate):
 
 
 class FakeHelper:
+    """A helper process that is due to retire when `due` is set (idle long enough)."""
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.closed = threading.Event()
+        self.due = False
+        self.retired = threading.Event()
+
+    def retire_in(self) -> float | None:
+        return 0.0 if self.due else None
+
+    def retire_if_idle(self) -> bool:
+        if not self.due:
+            return False
+        self.due = False
+        self.retired.set()
+        return True
 
     def close(self) -> None:
         self.closed.set()
+
+
+def test_an_idle_thread_retires_its_helper_process_when_due_and_goes_on_taking_jobs():
+    queue = MemoryQueue(10, store=ClaimEverything())
+    helper = FakeHelper("gen-process-1")
+    helper.due = True
+    ran: list[str] = []
+
+    def process(job, own_helper):
+        ran.append(job.id)
+
+    pool = WorkerPool(queue, process, scaler(), time.monotonic, helper=lambda _: helper)
+    pool.start()
+    assert helper.retired.wait(5)  # while waiting for a job, not after one
+    assert ran == [] and not helper.closed.is_set()
+    queue.reserve()
+    queue.put(QueueEntry("next", Priority.NORMAL, 1, "anonymous", 0.0))
+    wait_until(lambda: ran == ["next"])
+    queue.close()
+    assert pool.join(5)
+    assert helper.closed.is_set()
 
 
 class ClaimEverything:

@@ -22,7 +22,7 @@ from .listener import Listener
 from .models import Job, JobStatus
 from .observers import JobObserver
 from .outlook import Outlook
-from .processes import WorkerProcess
+from .processes import DEFAULT_IDLE_SECONDS, WorkerProcess
 from .queue import JobQueue
 from .relay import EventRelay
 from .results import ResultStore
@@ -59,6 +59,7 @@ class Execution:
         *,
         clock: Callable[[], datetime],
         cpu_isolation: str,
+        process_idle_seconds: float = DEFAULT_IDLE_SECONDS,
         max_attempts: int,
         job_timeout: float | None,
         name: str,
@@ -72,6 +73,7 @@ class Execution:
         self._generators = generators
         self._clock = clock
         self._cpu_isolation = cpu_isolation
+        self._process_idle = process_idle_seconds
         self._max_attempts = max_attempts
         self.runner = JobRunner(
             store,
@@ -138,9 +140,11 @@ class Execution:
 
     def _helper(self, worker: str) -> WorkerProcess | None:
         """The child process a worker thread runs CPU-bound generators in, if isolated.
-        Started by its first CPU-bound job, so always after gunicorn's fork."""
+        Started by its first CPU-bound job, so always after gunicorn's fork, and stopped
+        after `process_idle_seconds` without one."""
         if self._cpu_isolation == "process" and self._generators.has_cpu_bound:
-            return WorkerProcess(worker.replace("worker", "process"))
+            name = worker.replace("worker", "process")
+            return WorkerProcess(name, idle_seconds=self._process_idle)
         return None
 
     def _process(self, job: Job, process: WorkerProcess | None) -> None:

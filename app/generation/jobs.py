@@ -95,6 +95,7 @@ def claim_values() -> dict[str, Any]:
 
 
 _CLAIM = _update(_Guard.QUEUED, **claim_values())
+_SKIP_FLUSH = text("SET LOCAL synchronous_commit = off")
 DEFAULT_LEASE_SECONDS = 30.0
 
 
@@ -283,11 +284,13 @@ def skip_flush(connection: Connection) -> None:
     """Let this transaction commit without waiting for its WAL to reach the disk.
 
     For writes whose loss in a database crash (not a process crash) is harmless: lease
-    renewals, notifications. On PostgreSQL that saves a disk flush per commit; a crash
-    can lose the last few, never corrupt anything. SQLite's WAL with synchronous=NORMAL
-    already behaves so for every commit."""
+    renewals, progress, notifications. On PostgreSQL that saves a disk flush per commit;
+    a crash can lose the last few, never corrupt anything. Never for the INSERT (the 202's
+    promise), a claim (a lost claim lets an epoch be handed out twice: queue_postgres.py)
+    or an outcome. SQLite's WAL with synchronous=NORMAL already behaves so for every
+    commit (only an OS crash loses commits there, and it takes the workers with it)."""
     if connection.dialect.name == "postgresql":
-        connection.execute(text("SET LOCAL synchronous_commit = off"))
+        connection.execute(_SKIP_FLUSH)
 
 
 class _Row:

@@ -3,7 +3,11 @@
 Each worker thread of the service owns one child process, started with the 'spawn'
 method (forking a process that runs threads can copy a held lock into the child) when
 its first CPU-bound job comes (a service that never runs one starts none: a child costs
-tens of MB), and drives it over a duplex pipe, one job at a time:
+tens of MB), and drives it over a duplex pipe, one job at a time. A child left idle for
+`idle_seconds` (GENERATION_PROCESS_IDLE_SECONDS) is asked to exit by its thread, so an
+idle service returns to its idle memory; the next CPU-bound job starts a new one.
+
+
 
     parent -> child   (generator, params)        run a job; None: exit
     child  -> parent  ("progress", args, kwargs) whenever the generator reports progress
@@ -46,15 +50,25 @@ CANCEL_GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.05
 # Children yield the CPU to the web process when both want it: /health stays fast.
 CHILD_NICENESS = 10
+DEFAULT_IDLE_SECONDS = 300.0
 
 
 class WorkerProcess:
     """One child process, driven by exactly one thread (methods are not thread-safe).
     Constructing it starts nothing: `run()` starts the child when it has none."""
 
-    def __init__(self, name: str, *, cancel_grace: float = CANCEL_GRACE_SECONDS) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        cancel_grace: float = CANCEL_GRACE_SECONDS,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
+    ) -> None:
+        """`idle_seconds` 0 keeps a started child until `close()`."""
         self.name = name
         self._cancel_grace = cancel_grace
+        self.idle_seconds = idle_seconds
+        self._used_at = 0.0
         self._mp = multiprocessing.get_context(START_METHOD)
         self._process: SpawnProcess | None = None
         self._conn: Connection | None = None
@@ -64,6 +78,21 @@ class WorkerProcess:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+    def retire_in(self) -> float | None:
+        """Seconds until the running child has been idle for `idle_seconds` (0 if it
+        has); None if there is no child or it never retires."""
+        if self._process is None or not self.idle_seconds:
+            return None
+        return max(0.0, self._used_at + self.idle_seconds - time.monotonic())
+
+    def retire_if_idle(self) -> bool:
+        """Close the child if it has been idle for `idle_seconds`; True if it was."""
+        if self.retire_in() != 0.0:
+            return False
+        log.info("%s idle for %gs; stopping it", self.name, self.idle_seconds)
+        self.close()
+        return True
 
     def start(self) -> None:
         """Start the child (it imports in the background; the first job waits for it)."""
@@ -75,6 +104,7 @@ class WorkerProcess:
         process.start()
         child_end.close()  # so that the child's death reads as EOF here
         self._process, self._conn, self._cancel = process, parent_end, cancel
+        self._used_at = time.monotonic()
 
     def run(
         self, generator: Generator, params: Mapping[str, Any], context: GeneratorContext
@@ -102,6 +132,7 @@ class WorkerProcess:
                 else:
                     outcome = message
         finally:
+            self._used_at = time.monotonic()
             if outcome is None:  # we stopped early: the child must stop too
                 self._abandon_job()
         self._raise_for(outcome)

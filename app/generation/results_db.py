@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterable
 from typing import IO, Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, bindparam, delete, func, insert, select
 
 from .generators.base import OutputFile
 from .models import ResultChunkRow
@@ -24,6 +24,10 @@ CHUNK_BYTES = 1024 * 1024
 
 _table = ResultChunkRow.__table__
 _columns = _table.c
+# Built once: building a Core statement per call cost more than running it.
+_KEY = (_columns.job_id == bindparam("job_id"), _columns.epoch == bindparam("epoch"))
+_DELETE = delete(_table).where(*_KEY)
+_INSERT = insert(_table)
 
 
 class DatabaseResultStore(ResultStore):
@@ -38,12 +42,12 @@ class DatabaseResultStore(ResultStore):
             entries = write_zip(spool, files, manifest)
             size = spool.tell()
             spool.seek(0)
+            key = {"job_id": job_id, "epoch": epoch}
             with self._engine.begin() as connection:
-                connection.execute(delete(_table).where(*_key(job_id, epoch)))
+                connection.execute(_DELETE, key)
                 number = 0
                 while chunk := spool.read(self._chunk_bytes):
-                    values = {"job_id": job_id, "epoch": epoch, "number": number, "data": chunk}
-                    connection.execute(insert(_table).values(values))
+                    connection.execute(_INSERT, key | {"number": number, "data": chunk})
                     number += 1
         return ResultInfo(bytes=size, files=entries)
 
@@ -63,7 +67,7 @@ class DatabaseResultStore(ResultStore):
 
     def delete(self, job_id: str, epoch: int) -> None:
         with self._engine.begin() as connection:
-            connection.execute(delete(_table).where(*_key(job_id, epoch)))
+            connection.execute(_DELETE, {"job_id": job_id, "epoch": epoch})
 
 
 class _ChunkReader(io.RawIOBase):

@@ -31,8 +31,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, case
+from sqlalchemy import ColumnElement, bindparam, case
 
 from .models import Priority
 
@@ -59,11 +60,33 @@ def effective_priority_sql(
     Compares the column with precomputed cut-offs (`now - k x aging`) instead of doing
     date arithmetic in SQL, so it reads the same on every dialect.
     """
+    cutoffs = aging_cutoffs(now, aging_seconds)
+    return _lifted(priority, waiting_since, lambda name: cutoffs[name])
+
+
+def effective_priority_sql_bound(
+    priority: ColumnElement[int], waiting_since: ColumnElement[datetime]
+) -> ColumnElement[int]:
+    """`effective_priority_sql` with its cut-offs as bound parameters, for a statement
+    built once and executed with `aging_cutoffs(now, aging_seconds)`."""
+    return _lifted(priority, waiting_since, lambda name: bindparam(name, type_=waiting_since.type))
+
+
+def aging_cutoffs(now: datetime, aging_seconds: float) -> dict[str, datetime]:
+    """The cut-offs of `effective_priority_sql_bound`: `cutoff_<k>` = now - k x aging."""
+    return {
+        f"cutoff_{levels}": now - timedelta(seconds=levels * aging_seconds)
+        for levels in range(max(LEVELS) - TOP, 0, -1)
+    }
+
+
+def _lifted(
+    priority: ColumnElement[int], waiting_since: ColumnElement[datetime], cutoff: Any
+) -> ColumnElement[int]:
     raised: list[tuple[ColumnElement[bool], ColumnElement[int] | int]] = []
     for levels in range(max(LEVELS) - TOP, 0, -1):
-        cutoff = now - timedelta(seconds=levels * aging_seconds)
         lifted = case((priority - levels > TOP, priority - levels), else_=TOP)
-        raised.append((waiting_since <= cutoff, lifted))
+        raised.append((waiting_since <= cutoff(f"cutoff_{levels}"), lifted))
     return case(*raised, else_=priority)
 
 

@@ -39,6 +39,7 @@ from .listener import Listener
 from .models import Job, JobStatus, Priority
 from .observers import ObserverSet
 from .outlook import Outlook, Quote
+from .processes import DEFAULT_IDLE_SECONDS
 from .queue import DEFAULT_AGING_SECONDS, JobQueue, MemoryQueue
 from .queue_postgres import PostgresQueue
 from .results import ResultStore
@@ -67,6 +68,7 @@ class GenerationService:
         queue_size: int = 100,
         max_attempts: int = 3,
         cpu_isolation: str = "thread",
+        process_idle_seconds: float = DEFAULT_IDLE_SECONDS,
         job_timeout: float | None = None,
         aging_seconds: float = DEFAULT_AGING_SECONDS,
         scale_up_seconds: float = 5.0,
@@ -79,7 +81,8 @@ class GenerationService:
         sweep_interval: float = 60.0,
     ) -> None:
         """`cpu_isolation="process"` runs cpu_bound generators in one child process per
-        worker thread, so they cannot starve request threads of the GIL. With a
+        worker thread, so they cannot starve request threads of the GIL; a child idle for
+        `process_idle_seconds` exits (0: never) and the next such job starts it again. With a
         `listener` (PostgreSQL) the queue and job events are shared with every other
         service on the database."""
         if cpu_isolation not in CPU_ISOLATION_MODES:
@@ -120,6 +123,7 @@ class GenerationService:
             WorkerScaler(workers, workers_max or workers, scale_up_seconds, idle_worker_seconds),
             clock=clock,
             cpu_isolation=cpu_isolation,
+            process_idle_seconds=process_idle_seconds,
             max_attempts=max_attempts,
             job_timeout=job_timeout,
             name=self.name,

@@ -8,9 +8,10 @@ the rule; the service calls it on every submit and on a periodic tick, with its 
 tests drive scaling by moving an injected clock instead of sleeping.
 
 Each thread is named (`gen-worker-N`) and outlives any one bad job, like huey's workers.
-A thread may own a helper child process (`gen-process-N`, for CPU-bound generators): it is
-started with the thread, by the caller of `start()` or `rebalance()`, so a failure to start
-one surfaces there, and the thread closes it when it ends.
+A thread may own a helper child process (`gen-process-N`, for CPU-bound generators): the
+thread starts it with its first CPU-bound job, stops it once it has been idle for
+GENERATION_PROCESS_IDLE_SECONDS (waiting for a job no longer than that), and closes it when
+the thread ends.
 
 Lock invariant: `_lock` guards `_threads`, `_idle_since`, `_retiring` and `_numbers`.
 """
@@ -149,11 +150,18 @@ class WorkerPool:
             self._threads[name] = thread
         thread.start()
 
-    def _claim(self, name: str) -> Job | None:
-        """The next job for this idle thread; None when told to stop or after a failure
-        (the database is down: the job stays queued; look again in a moment)."""
+    def _claim(self, name: str, helper: WorkerProcess | None) -> Job | None:
+        """The next job for this idle thread; None when told to stop, after a failure
+        (the database is down: the job stays queued; look again in a moment), or when
+        the helper process is due to retire (it then does)."""
+        timeout = helper.retire_in() if helper is not None else None
         try:
-            return self._queue.claim(self._prefix + name, stop=lambda: name in self._retiring)
+            job = self._queue.claim(
+                self._prefix + name, stop=lambda: name in self._retiring, timeout=timeout
+            )
+            if job is None and helper is not None:
+                helper.retire_if_idle()
+            return job
         except Exception:  # noqa: BLE001 - the worker outlives a database outage
             log.exception(
                 "worker %s could not claim a job; retrying in %ss", name, CLAIM_RETRY_SECONDS
@@ -167,7 +175,7 @@ class WorkerPool:
             while True:
                 with self._lock:
                     self._idle_since[name] = self._clock()
-                job = self._claim(name)
+                job = self._claim(name, helper)
                 with self._lock:
                     self._idle_since.pop(name, None)
                 if job is None:

@@ -1,0 +1,85 @@
+"""Which PostgreSQL commits wait for the disk: the promise of a 202 (the row's INSERT),
+the claim (its epoch fences every later write) and the outcome do; lease renewals and
+progress, whose loss in a database crash is harmless, do not (docs/performance.md)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, event
+
+from app.generation import JobStatus, Priority
+from app.generation.jobs import JobStore
+from app.generation.listener import NoListener
+from app.generation.models import Job
+from app.generation.queue_postgres import PostgresQueue
+
+SKIP_FLUSH = "SET LOCAL synchronous_commit = off"
+
+
+class Transactions:
+    """The statements of every transaction committed on `engine`, in commit order."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.committed: list[list[str]] = []
+        self._open: dict[int, list[str]] = {}
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "commit", self._commit)
+
+    def _statement(self, connection, cursor, statement, parameters, context, many) -> None:
+        self._open.setdefault(id(connection), []).append(" ".join(statement.split()))
+
+    def _commit(self, connection) -> None:
+        self.committed.append(self._open.pop(id(connection), []))
+
+    def take(self) -> list[list[str]]:
+        taken, self.committed = self.committed, []
+        return taken
+
+
+@pytest.fixture
+def recorded(pg_engine: Engine) -> Iterator[tuple[JobStore, PostgresQueue, Transactions]]:
+    store = JobStore(pg_engine)
+    queue = PostgresQueue(store, 10, NoListener(), aging_seconds=60)
+    yield store, queue, Transactions(pg_engine)
+
+
+def durable(transaction: list[str]) -> bool:
+    return SKIP_FLUSH not in transaction
+
+
+def test_insert_claim_and_outcome_wait_for_the_disk_heartbeats_and_progress_do_not(recorded):
+    store, queue, transactions = recorded
+    new = Job(
+        pk=0,
+        id=uuid.uuid4().hex,
+        owner="someone",
+        generator="record",
+        params={},
+        priority=Priority.NORMAL,
+        status=JobStatus.QUEUED,
+        created_at=datetime.now(UTC),
+    )
+    queue.admit(lambda connection: store.insert(new, connection))
+    [insert] = transactions.take()
+    assert any(s.startswith("INSERT INTO jobs") for s in insert) and durable(insert)
+
+    job = queue.claim("w", timeout=0)
+    assert job is not None and job.status is JobStatus.RUNNING
+    [claim] = transactions.take()
+    assert any("FOR UPDATE OF jobs SKIP LOCKED" in s for s in claim) and durable(claim)
+    # One round trip: the claim gives its owner the next turn in the same statement.
+    assert [s for s in claim if s != SKIP_FLUSH] == [claim[0]]
+
+    assert store.renew_leases([job], datetime.now(UTC)) != []
+    assert store.record_progress(job, {"progress_percent": 50.0}) is not None
+    renew, progress = transactions.take()
+    assert not durable(renew) and not durable(progress)
+
+    final = store.finish(job, JobStatus.SUCCEEDED, datetime.now(UTC))
+    assert final is not None and final.status is JobStatus.SUCCEEDED
+    [finish] = transactions.take()
+    assert durable(finish)
