@@ -48,7 +48,7 @@ def measure(jobs: int, workdir: Path, url: str) -> tuple[float, float]:
             time.sleep(pause)
         return (time.process_time() - cpu) / jobs * 1e6, jobs / (time.perf_counter() - wall)
     finally:
-        service.shutdown(wait=False)
+        service.shutdown(wait=True, timeout=10)
 
 
 def main() -> None:

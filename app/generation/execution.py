@@ -93,7 +93,13 @@ class Execution:
             relay = EventRelay(store.engine, store, bus, listener, left_queue=left_queue)
             self._background = [listener, relay]
         self.pool = WorkerPool(
-            queue, self._process, scaler, self._now, helper=self._helper, prefix=f"{name}/"
+            queue,
+            self._process,
+            scaler,
+            self._now,
+            helper=self._helper,
+            prefix=f"{name}/",
+            around=store.pinned,
         )
         self._scheduler = Ticker(
             self.tick, "gen-scheduler", every=TICK_SECONDS, min_interval=ANNOUNCE_INTERVAL

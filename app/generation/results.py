@@ -12,6 +12,7 @@ PostgreSQL) keeps it in the database, where every machine can read it.
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import io
 import json
@@ -66,19 +67,21 @@ class FilesystemResultStore(ResultStore):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._prefix = os.path.join(self.root, "")  # a str: pathlib costs µs per call
 
     def save(
         self, job_id: str, epoch: int, files: Iterable[OutputFile], manifest: dict[str, Any]
     ) -> ResultInfo:
-        final = self._path(job_id, epoch)
-        temporary = final.with_suffix(".tmp")
+        stem = f"{self._prefix}{job_id}.{epoch}"
+        temporary = stem + ".tmp"
         try:
             with SpillFile(temporary, MEMORY_ZIP_BYTES) as target:
                 entries = write_zip(target, files, manifest)
                 size = target.tell()
-            os.replace(temporary, final)
+            os.replace(temporary, stem + ".zip")
         except BaseException:
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
             raise
         return ResultInfo(bytes=size, files=entries)
 
@@ -114,7 +117,7 @@ class SpillFile:
     """A file being written that stays in memory until it outgrows `limit` bytes; then,
     and at the latest when closed, it goes to `path`. Just the methods zipfile uses."""
 
-    def __init__(self, path: Path, limit: int) -> None:
+    def __init__(self, path: str, limit: int) -> None:
         self._path = path
         self._limit = limit
         self._memory: io.BytesIO | None = io.BytesIO()
@@ -146,7 +149,7 @@ class SpillFile:
     def _spill(self) -> None:
         assert self._memory is not None
         position = self._memory.tell()
-        self._target = self._path.open("wb")
+        self._target = open(self._path, "wb")  # noqa: SIM115 - closed by __exit__
         self._target.write(self._memory.getbuffer())
         self._target.seek(position)
         self._memory = None

@@ -22,7 +22,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 from .models import Job
 from .processes import WorkerProcess
@@ -78,13 +80,16 @@ class WorkerPool:
         *,
         helper: Callable[[str], WorkerProcess | None] = lambda name: None,
         prefix: str = "",
+        around: Callable[[], AbstractContextManager[Any]] = nullcontext,
     ) -> None:
         """`process(job, helper)` runs a job the thread claimed; the `worker` column of
-        a job says `<prefix><thread name>` (the prefix names the process in a cluster)."""
+        a job says `<prefix><thread name>` (the prefix names the process in a cluster);
+        each thread runs inside `around()` (e.g. a database connection of its own)."""
         self._queue = queue
         self._process = process
         self._helper = helper
         self._prefix = prefix
+        self._around = around
         self.scaler = scaler
         self._clock = clock
         self._threads: dict[str, threading.Thread] = {}
@@ -172,20 +177,8 @@ class WorkerPool:
     def _loop(self, helper: WorkerProcess | None) -> None:
         name = threading.current_thread().name
         try:
-            while True:
-                with self._lock:
-                    self._idle_since[name] = self._clock()
-                job = self._claim(name, helper)
-                with self._lock:
-                    self._idle_since.pop(name, None)
-                if job is None:
-                    if self._queue.closed or name in self._retiring:
-                        return
-                    continue
-                try:
-                    self._process(job, helper)
-                except Exception:  # noqa: BLE001 - the worker outlives any one job
-                    log.exception("worker %s could not process job %s", name, job.id)
+            with self._around():
+                self._work(name, helper)
         finally:
             if helper is not None:
                 helper.close()
@@ -193,3 +186,19 @@ class WorkerPool:
                 self._threads.pop(name, None)
                 self._retiring.discard(name)
                 self._idle_since.pop(name, None)
+
+    def _work(self, name: str, helper: WorkerProcess | None) -> None:
+        while True:
+            with self._lock:
+                self._idle_since[name] = self._clock()
+            job = self._claim(name, helper)
+            with self._lock:
+                self._idle_since.pop(name, None)
+            if job is None:
+                if self._queue.closed or name in self._retiring:
+                    return
+                continue
+            try:
+                self._process(job, helper)
+            except Exception:  # noqa: BLE001 - the worker outlives any one job
+                log.exception("worker %s could not process job %s", name, job.id)
