@@ -1,6 +1,12 @@
-from sqlalchemy import text
+import shutil
+import sqlite3
+from contextlib import closing
 
-from app.generation.db import create_database_engine
+from sqlalchemy import make_url, text
+
+from app.generation.db import SQLITE_WAL_AUTOCHECKPOINT_PAGES, checkpoint, create_database_engine
+
+from .conftest import wait_for
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
@@ -9,3 +15,31 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 5000
     assert (tmp_path / "sub").is_dir()
+
+
+def test_sqlite_checkpoints_in_the_background_not_in_every_thousandth_commit(tmp_path):
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    with engine.connect() as connection:
+        pages = connection.execute(text("PRAGMA wal_autocheckpoint")).scalar()
+    assert pages == SQLITE_WAL_AUTOCHECKPOINT_PAGES > 1000
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (n INTEGER)"))
+    for n in range(20):
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+    logged, copied = checkpoint(engine)
+    assert logged >= 20 and copied == logged
+    engine.dispose()
+
+
+def test_the_services_scheduler_step_checkpoints_the_wal(make_service, config, tmp_path):
+    service = make_service()
+    service.start()
+    done = wait_for(service, service.submit("record", {}).id)
+    service.tick()
+    # The database file alone (without its -wal) holds only what was checkpointed.
+    main_file = tmp_path / "checkpointed.db"
+    shutil.copyfile(make_url(config.database_url).database, main_file)
+    with closing(sqlite3.connect(main_file)) as copy:
+        row = copy.execute("SELECT status FROM jobs WHERE id = ?", (done.id,)).fetchone()
+    assert row == ("succeeded",)

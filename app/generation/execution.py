@@ -14,6 +14,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from .db import checkpoint
 from .events import EventBus
 from .generators import GeneratorRegistry
 from .jobs import JobStore
@@ -69,6 +72,7 @@ class Execution:
         """With a `listener` (PostgreSQL), job events are relayed to and from the other
         processes; `left_queue(job_id)` hears of jobs another process started."""
         self._queue = queue
+        self._engine = store.engine
         self._outlook = outlook
         self._generators = generators
         self._clock = clock
@@ -118,10 +122,15 @@ class Execution:
         self._scheduler.poke()
 
     def tick(self) -> None:
-        """Re-read a shared queue, resize the pool, push changed positions."""
+        """Re-read a shared queue, resize the pool, push changed positions, checkpoint
+        SQLite's WAL (here rather than in a claim's or a submit's commit: db.py)."""
         self._queue.refresh()
         self.pool.rebalance()
         self._outlook.announce()
+        try:
+            checkpoint(self._engine)
+        except SQLAlchemyError as error:  # the next tick tries again
+            log.warning("could not checkpoint the database: %s", error)
 
     def stop(self, wait: bool, timeout: float | None) -> None:
         """After the queue closed: let running jobs finish (or interrupt them once
