@@ -1,5 +1,6 @@
 import shutil
 import sqlite3
+import time
 from contextlib import closing
 
 from sqlalchemy import make_url, text
@@ -43,3 +44,22 @@ def test_the_services_scheduler_step_checkpoints_the_wal(make_service, config, t
     with closing(sqlite3.connect(main_file)) as copy:
         row = copy.execute("SELECT status FROM jobs WHERE id = ?", (done.id,)).fetchone()
     assert row == ("succeeded",)
+
+
+def test_a_pooled_connection_the_server_dropped_is_replaced_at_checkout(pg_engine):
+    """What a database restart does to an idle pool, found without a ping per checkout."""
+    with pg_engine.connect() as connection:
+        dropped = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    killer = create_database_engine(pg_engine.url.render_as_string(hide_password=False))
+    try:
+        with killer.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dropped})
+            gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+            deadline = time.monotonic() + 10
+            while connection.execute(gone, {"pid": dropped}).scalar():
+                assert time.monotonic() < deadline, "the backend did not exit"
+                time.sleep(0.01)
+    finally:
+        killer.dispose()
+    with pg_engine.connect() as connection:  # the pool's only connection was the dropped one
+        assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != dropped

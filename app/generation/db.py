@@ -42,8 +42,10 @@ def _check_idle_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> 
     either (it waits on TCP); the callers' retries cover a connection that dies in use."""
     if dbapi_connection.closed or dbapi_connection.broken:
         raise DisconnectionError("the connection was closed")
-    readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
-    if readable:
+    # poll, not select: a busy process (WebSockets) has descriptors above select's 1024.
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN)
+    if poller.poll(0):
         raise DisconnectionError("the server sent something to an idle connection")
 
 
