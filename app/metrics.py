@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from .generation import GenerationService, Job
+from .generation import GenerationService, Job, Priority
 from .generation.observers import JobObserver
 
 # Generation jobs take from a fraction of a second to many minutes.
@@ -83,9 +83,16 @@ class Metrics:
 class MetricsObserver(JobObserver):
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
+        # `labels()` takes a lock and builds a key on every call; a submit is the hot path.
+        # Filled on first use, so a priority never submitted shows no series (as before).
+        self._submitted: dict[Priority, Counter] = {}
+        self._waited: dict[Priority, Histogram] = {}
 
     def submitted(self, job: Job) -> None:
-        self._m.submitted.labels(job.priority.label).inc()
+        counter = self._submitted.get(job.priority)
+        if counter is None:
+            counter = self._submitted[job.priority] = self._m.submitted.labels(job.priority.label)
+        counter.inc()
 
     def rejected(self, reason: str) -> None:
         self._m.rejected.labels(reason).inc()
@@ -101,7 +108,12 @@ class MetricsObserver(JobObserver):
     def running(self, job: Job) -> Iterator[None]:
         if job.started_at is not None:
             waited = (job.started_at - job.created_at).total_seconds()
-            self._m.wait_seconds.labels(job.priority.label).observe(max(0.0, waited))
+            histogram = self._waited.get(job.priority)
+            if histogram is None:
+                histogram = self._waited[job.priority] = self._m.wait_seconds.labels(
+                    job.priority.label
+                )
+            histogram.observe(max(0.0, waited))
         yield
 
 

@@ -6,6 +6,7 @@ import io
 import json
 import zipfile
 
+import flask
 import pytest
 
 from app.generation import JobStatus
@@ -246,3 +247,17 @@ def test_empty_path_segments_are_json_404_not_redirects(client, path):
     response = client.get(path)
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_no_cookie_session_is_read_or_written(app, client):
+    def touch_session():
+        assert dict(flask.session) == {}
+        with pytest.raises(RuntimeError):
+            flask.session["visited"] = True
+        return "ok"
+
+    app.add_url_rule("/touch", "touch", touch_session)
+    client.set_cookie("session", "eyJ2aXNpdGVkIjp0cnVlfQ.forged")
+    response = client.get("/touch")
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers and "Vary" not in response.headers

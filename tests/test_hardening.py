@@ -116,3 +116,40 @@ def test_wrong_methods_are_405(client, method, path):
 
 def test_a_good_submission_still_works_after_all_that(client):
     assert client.post(SUBMIT, json=GOOD).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("lists", "innermost", "code"),
+    [
+        # The body is level 1 and params level 2, so n lists put their content at 3 + n.
+        # 31 brackets in all (the checks' shortcut skips them) and a number at level 32.
+        (29, "1", "invalid_params"),
+        (30, "1", "malformed_json"),
+        (30, "", "invalid_params"),  # an empty list at level 32, 32 brackets
+        (31, "", "malformed_json"),
+    ],
+)
+def test_nesting_is_refused_exactly_past_the_limit(client, lists, innermost, code):
+    body = '{"generator": "images", "params": {"prompt": ' + "[" * lists + innermost
+    body += "]" * lists + "}}"
+    assert_client_error(
+        client.post(SUBMIT, data=body.encode()), 400 if "json" in code else 422, code
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("\\uDFFF", "malformed_json"),  # a lone low surrogate, upper-case hex
+        ("\\uD83D\\uDE00", None),  # a pair is one character (😀)
+        ("\\\\ud800", None),  # an escaped backslash, then plain text
+        ("\\uE000", None),  # just past the surrogates
+    ],
+)
+def test_surrogate_escapes_are_refused_only_when_lone(client, text, code):
+    body = '{"generator": "images", "params": {"prompt": "' + text + '", "count": 1, "width": 64}}'
+    response = client.post(SUBMIT, data=body.encode())
+    if code is None:
+        assert response.status_code == 202, response.get_data(as_text=True)
+    else:
+        assert_client_error(response, 400, code)

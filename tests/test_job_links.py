@@ -1,5 +1,7 @@
 """The links of a job point at its routes, and the submit answer's Location is its own."""
 
+from flask import url_for
+
 from app.generation import JobStatus
 
 from .conftest import wait_for
@@ -21,3 +23,15 @@ def test_links_lead_to_the_job_and_its_result(client, service):
     result = client.get(job["links"]["result"])
     assert (result.status_code, result.mimetype) == (200, "application/zip")
     result.close()
+
+
+def test_links_follow_the_mount_point_as_url_for_would_build_them(app, client):
+    reply = client.post(
+        "/api/v1/jobs", json={"generator": "noop", "params": {}}, base_url="http://localhost/gen"
+    )
+    job = reply.get_json()
+    with app.test_request_context(base_url="http://localhost/gen"):
+        built = url_for("api.get_job", job_id=job["id"])
+    assert built == f"/gen/api/v1/jobs/{job['id']}"
+    assert reply.headers["Location"] == job["links"]["self"] == built
+    assert job["links"]["events"] == built + "/events"

@@ -109,3 +109,28 @@ def test_access_log_fields_use_flys_client_ip_header():
     }
     del environ["HTTP_FLY_CLIENT_IP"]
     assert access_fields(response, environ, timedelta(0))["client_ip"] == "172.16.0.2"
+
+
+def test_error_answers_and_their_logs_carry_the_request_id(app, client, log_lines):
+    def boom():
+        raise RuntimeError("a bug")
+
+    app.add_url_rule("/boom", "boom", boom)
+    response = client.get("/boom")
+    assert response.status_code == 500 and response.json["error"]["code"] == "internal_error"
+    (line,) = [line for line in log_lines() if line["message"] == "unhandled error"]
+    assert line["request_id"] == response.headers["X-Request-Id"]
+    missing = client.get("/no/such/route")
+    assert missing.status_code == 404 and len(missing.headers["X-Request-Id"]) == 32
+    assert missing.headers.getlist("X-Request-Id") == [missing.headers["X-Request-Id"]]
+
+
+def test_flys_request_id_comes_first_and_a_bad_one_is_replaced_not_skipped(client):
+    both = {"Fly-Request-Id": "fly-1", "X-Request-Id": "mine-1"}
+    assert client.get("/health", headers=both).headers["X-Request-Id"] == "fly-1"
+    bad_fly = {"Fly-Request-Id": "bad id", "X-Request-Id": "mine-1"}
+    made_up = client.get("/health", headers=bad_fly).headers["X-Request-Id"]
+    assert made_up not in ("bad id", "mine-1") and len(made_up) == 32
+    assert client.get("/health", headers={"X-Request-Id": "mine-1"}).headers["X-Request-Id"] == (
+        "mine-1"
+    )

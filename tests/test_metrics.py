@@ -88,3 +88,14 @@ def test_websocket_gauge_counts_the_open_sockets(app, client):
 
 def test_requests_in_flight_include_the_scrape_itself(client):
     assert value(scrape(client), "http_requests_in_flight") == 1
+
+
+def test_submissions_are_counted_by_priority_and_unused_priorities_have_no_series(client):
+    for priority in ("low", "low", "normal"):  # open mode's ceiling is normal
+        job = {"generator": "noop", "params": {}, "priority": priority}
+        assert client.post("/api/v1/jobs", json=job).status_code == 202
+    samples = scrape(client)
+    submitted = "generation_jobs_submitted_total"
+    assert value(samples, submitted, priority="low") == 2
+    assert value(samples, submitted, priority="normal") == 1
+    assert (submitted, frozenset({("priority", "high")})) not in samples

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import Any
+
+from flask import Flask, Request, Response
+from flask.sessions import SessionInterface
 
 from ..generation.keys import KeyStore
 from ..metrics import Metrics
@@ -11,19 +14,32 @@ from .auth import init_auth
 from .errors import register_error_handlers
 from .inflight import InFlightCounter
 from .ratelimit import init_rate_limit
-from .requestid import init_request_ids
+from .requestid import RequestIds
 from .sockets import InputSignal, ReaderThread, SocketRegistry
 
 # Client messages are small commands; anything bigger is a mistake or an attack.
 MAX_CLIENT_MESSAGE_BYTES = 4096
 
 
+class NoSessions(SessionInterface):
+    """Nothing here uses Flask's cookie session; with a SECRET_KEY set, the default
+    interface would still build a signing serializer and parse cookies on every request.
+    `flask.session` is the read-only null session."""
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None
+
+    def save_session(self, app: Flask, session: Any, response: Response) -> None:
+        pass
+
+
 def init_web(app: Flask, keys: KeyStore) -> None:
     config = app.config["SERVICE_CONFIG"]
+    app.session_interface = NoSessions()
     # A path with an empty segment (`/api/v1/jobs//result`, or `%2F` as an id) is an unknown
     # route, answered with our JSON 404, not a 308 redirect to a path the client never sent.
     app.url_map.merge_slashes = False
-    counter = InFlightCounter(app.wsgi_app)
+    counter = InFlightCounter(RequestIds(app.wsgi_app))
     app.wsgi_app = counter  # type: ignore[method-assign]
     app.extensions["inflight"] = counter
     sockets = SocketRegistry(config.websocket_capacity)
@@ -38,7 +54,6 @@ def init_web(app: Flask, keys: KeyStore) -> None:
     metrics.watch(app.extensions["generation"], lambda: counter.current)
     metrics.websockets_open.set_function(lambda: len(sockets))
     app.extensions["metrics"] = metrics
-    init_request_ids(app)
     init_auth(app, keys)
     init_rate_limit(app, api.bp)
     for blueprint in (api.bp, ws.bp, ops.bp, docs.bp, ui.bp):

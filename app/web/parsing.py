@@ -24,6 +24,9 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _LIMIT = re.compile(r"[0-9]{1,3}")
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+# A \\u escape of a UTF-16 surrogate (D800-DFFF); an escaped backslash before a `u` also
+# matches, which only costs the full check.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 def check_job_id(view_args: dict[str, Any] | None) -> None:
@@ -42,9 +45,10 @@ def json_object(request: Request) -> dict[str, Any]:
     """
     raw = _body(request)
     try:
-        body = json.loads(
-            raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
-        )
+        text = raw.decode("utf-8")
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        body = _DECODER.decode(text)
     except UnicodeDecodeError:
         raise ApiError(400, "malformed_json", "the body must be UTF-8 encoded JSON") from None
     except (ValueError, RecursionError) as error:
@@ -53,7 +57,8 @@ def json_object(request: Request) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
-    _check_values(body)
+    if _may_be_unsafe(text):
+        _check_values(body)
     return body
 
 
@@ -79,9 +84,11 @@ def submission(body: dict[str, Any]) -> tuple[str, dict[str, Any], Priority | No
     return generator, params, priority
 
 
-def dry_run(args: Any) -> bool:
+def dry_run(request: Request) -> bool:
     """Whether `?dry_run=` asks for a quote instead of a job."""
-    value = args.get("dry_run", "false").strip().lower()
+    if not request.query_string:  # the usual submit: no query string to parse
+        return False
+    value = request.args.get("dry_run", "false").strip().lower()
     if value not in ("true", "1", "false", "0", ""):
         raise ApiError(
             400,
@@ -155,12 +162,21 @@ def _text(value: Any) -> str:
 
 
 def _body(request: Request) -> bytes:
-    raw = request.get_data(cache=False)
     limit = request.max_content_length
+    raw = request.get_data(cache=False)
     if limit is not None and request.content_length is None and len(raw) >= limit:
         # A streamed (chunked) body is cut at the limit without an error; say so.
         raise RequestEntityTooLarge()
     return raw
+
+
+def _may_be_unsafe(text: str) -> bool:
+    """Whether `_check_values` could find anything in the document `text`: fewer than
+    MAX_DEPTH brackets cannot nest MAX_DEPTH deep, and valid UTF-8 has no surrogates,
+    so one can only come from a `\\uD800`-`\\uDFFF` escape. Most bodies are neither."""
+    return (
+        text.count("{") + text.count("[") >= MAX_DEPTH or _SURROGATE_ESCAPE.search(text) is not None
+    )
 
 
 def _check_values(body: dict[str, Any]) -> None:
@@ -199,6 +215,10 @@ def _finite_float(text: str) -> float:
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed in JSON")
+
+
+# Built once: json.loads with hooks builds a decoder (and its scanner) on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _short(error: Exception) -> str:
