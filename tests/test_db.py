@@ -56,7 +56,9 @@ def test_a_pooled_connection_the_server_dropped_is_replaced_at_checkout(pg_engin
             connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dropped})
             gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
             deadline = time.monotonic() + 10
+            # Each look ends its transaction: pg_stat_activity is a per-transaction snapshot.
             while connection.execute(gone, {"pid": dropped}).scalar():
+                connection.rollback()
                 assert time.monotonic() < deadline, "the backend did not exit"
                 time.sleep(0.01)
     finally:
