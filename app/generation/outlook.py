@@ -22,7 +22,7 @@ from .events import EventBus
 from .forecast import Forecaster
 from .generators import GeneratorRegistry
 from .models import Job, JobStatus, Priority
-from .queue import JobQueue
+from .queue import JobQueue, entry_of
 from .scheduling import QueueEntry
 
 MAX_RETRY_AFTER = 300
@@ -66,15 +66,11 @@ class Outlook:
 
     def entry(self, job: Job) -> QueueEntry:
         """The job as the scheduler sees it, priced in its generator's cost unit."""
-        return QueueEntry(
-            job.id,
-            job.priority,
-            job.pk,
-            job.owner,
-            job.created_at.timestamp(),
-            job.generator,
-            job_cost(self._generators.get(job.generator), job.params),
-        )
+        return entry_of(job, self.cost)
+
+    def cost(self, generator: str, params: dict[str, Any]) -> float:
+        """A job's cost in its generator's unit (what the run-time estimator scales)."""
+        return job_cost(self._generators.get(generator), params)
 
     def describe(self, job: Job) -> Job:
         """The job with its position (if queued here) and ETA filled in."""
