@@ -2,7 +2,9 @@
 
 import random
 
-from app.generation import Priority
+import pytest
+
+from app.generation import Priority, forecast
 from app.generation.eta import RunTimeEstimator
 from app.generation.forecast import Forecaster, simulate
 from app.generation.plan import Plan, Slot, level_at
@@ -147,3 +149,33 @@ def test_the_queue_journal_lists_changes_since_a_version_while_it_reaches_back()
         queue.put(QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0), reserved=False)
     assert queue.changes_since(1) is None  # forgotten: a forecast replays instead
     assert len(queue.changes_since(queue.version - JOURNAL_SIZE + 1)) == JOURNAL_SIZE - 1
+
+
+class Stopwatch:
+    """perf_counter for the forecaster: every replay appears to take `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.value = seconds, 0.0
+
+    def perf_counter(self) -> float:
+        self.value += self.seconds  # read at a replay's start and end: they differ by this
+        return self.value
+
+
+@pytest.mark.parametrize(
+    ("replay_seconds", "stands_for"), [(0.01, forecast.MAX_AGE_SECONDS), (0.2, 4.0)]
+)
+def test_a_dear_replay_is_repeated_less_often(monkeypatch, replay_seconds, stands_for):
+    monkeypatch.setattr(forecast, "time", Stopwatch(replay_seconds))
+    now = Now()
+    queue = MemoryQueue(10, clock=now)
+    queue.reserve()
+    queue.put(QueueEntry("j0", Priority.NORMAL, 0, "alice", 0.0, "g", 10))
+    forecaster = Forecaster(queue, RunTimeEstimator(), lambda: ([], 1), now)
+    forecaster.slot("j0")
+    now.value = stands_for - 0.01
+    forecaster.slot("j0")
+    assert forecaster.replays == 1  # the plan still stands
+    now.value = stands_for
+    forecaster.slot("j0")
+    assert forecaster.replays == 2

@@ -19,7 +19,7 @@ worker taking the first pick, cost O(log n); other changes (a job that overtakes
 a cancellation) make the next reader replay it. Run times, running jobs and the worker
 count also move a forecast: when replaying is cheap (under CHEAP_SECONDS) any change of
 theirs replays it; otherwise the plan stands for up to MAX_AGE_SECONDS, refreshed by
-whichever reader comes first after that.
+whichever reader comes first after that (longer when a replay is dear: REPLAY_SHARE).
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ __all__ = ["ArrivalHistory", "Forecast", "Forecaster", "Slot", "simulate"]
 # running jobs that overrun their prediction push every start time back.
 MAX_AGE_SECONDS = 1.0
 CHEAP_SECONDS = 0.002
+# ...unless replaying costs more than this share of the time between replays: a deep
+# queue's replay (tens of ms per thousand jobs, with the GIL held) then waits longer, so
+# forecasting never takes more than about this share of a core from the web tier.
+REPLAY_SHARE = 0.05
 # Recent submissions replayed as expected arrivals: those of this window, once it spans
 # enough time to say something about a rate.
 ARRIVAL_WINDOW_SECONDS = 60.0
@@ -151,7 +155,7 @@ class Forecaster:
         with self._lock:
             now = self._clock()
             view = self._view
-            if not exact and self._cost > CHEAP_SECONDS and now - view.made_at < MAX_AGE_SECONDS:
+            if not exact and self._cost > CHEAP_SECONDS and now - view.made_at < self._max_age():
                 return view
             plan = self._plan_at(now, exact)
             if self._view_revision != self._revision:
@@ -180,11 +184,14 @@ class Forecaster:
         plan = self._plan
         if plan is not None:
             self._follow(plan, now)
-            if plan.broken or now - plan.made_at >= MAX_AGE_SECONDS:
+            if plan.broken or now - plan.made_at >= self._max_age():
                 plan = None
             elif (exact or self._cost <= CHEAP_SECONDS) and self._inputs != self._read_inputs():
                 plan = None
         return plan if plan is not None else self._replay(now)
+
+    def _max_age(self) -> float:
+        return max(MAX_AGE_SECONDS, self._cost / REPLAY_SHARE)
 
     def _follow(self, plan: Plan, now: float) -> None:
         changes = self._queue.changes_since(plan.version)

@@ -10,12 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, Select, bindparam, func, select
 
 from .models import Job, JobRow, JobStatus
 
 _table = JobRow.__table__
 _columns = _table.c
+# Built once: a lookup runs on every GET of a job and many times per job in the service.
+_BY_ID = select(_table).where(_columns.id == bindparam("job_id"))
+_BY_KEY = select(_table).where(
+    _columns.owner == bindparam("owner"), _columns.idempotency_key == bindparam("key")
+)
 
 
 def kept_results() -> tuple[Any, ...]:
@@ -38,14 +43,15 @@ class JobQueries:
     _engine: Engine
 
     def get(self, job_id: str) -> Job | None:
-        with self._engine.connect() as connection:
-            row = connection.execute(select(_table).where(_columns.id == job_id)).first()
-        return Job.from_row(row) if row else None
+        return self._lookup(_BY_ID, {"job_id": job_id})
 
     def find_by_idempotency_key(self, owner: str, key: str) -> Job | None:
-        query = select(_table).where(_columns.owner == owner, _columns.idempotency_key == key)
+        return self._lookup(_BY_KEY, {"owner": owner, "key": key})
+
+    def _lookup(self, query: Select[Any], params: dict[str, Any]) -> Job | None:
+        """The one job `query` finds (a unique key), or None."""
         with self._engine.connect() as connection:
-            row = connection.execute(query).first()
+            row = connection.execute(query, params).first()
         return Job.from_row(row) if row else None
 
     def count_queued(self, owner: str | None = None, connection: Connection | None = None) -> int:

@@ -14,6 +14,7 @@ against 0.1 ms on SQLite), and these run several times per job.
 from __future__ import annotations
 
 import threading
+from collections import namedtuple
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
     Update,
     bindparam,
     case,
@@ -34,13 +36,40 @@ from sqlalchemy import (
     update,
 )
 
+from . import hot
 from .db import ping
 from .job_queries import JobQueries, kept_results
 from .models import Job, JobRow, JobStatus
 
 _table = JobRow.__table__
 _columns = _table.c
-_INSERT = insert(_table).returning(_columns.pk)
+# Every column a new row is written with: the model's defaults are spelled out, so the
+# statement binds exactly these and can be prepared once (hot.py).
+_NEW_ROW_DEFAULTS = {
+    "progress_percent": 0.0,
+    "attempts": 0,
+    "lease_epoch": 0,
+    "cancel_requested": False,
+}
+_NEW_ROW_COLUMNS = (
+    "id",
+    "owner",
+    "generator",
+    "params",
+    "priority",
+    "status",
+    "created_at",
+    "idempotency_key",
+    "request_hash",
+    *_NEW_ROW_DEFAULTS,
+)
+_INSERT = (
+    insert(_table)
+    .values({name: bindparam(name, type_=_columns[name].type) for name in _NEW_ROW_COLUMNS})
+    .returning(_columns.pk)
+)
+# A row as the SQLite path returns it: attribute access by column, for `Job.from_row`.
+_RowTuple = namedtuple("_RowTuple", [column.key for column in _table.c])  # noqa: PYI024
 
 
 class _Guard(Enum):
@@ -109,6 +138,7 @@ class JobStore(JobQueries):
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
         )
         self._pinned = threading.local()  # .connection: see pinned()
+        self._hot = hot.Statements(engine) if engine.dialect.name == "sqlite" else None
 
     def ping(self) -> None:
         """Raise if the database cannot answer."""
@@ -127,9 +157,11 @@ class JobStore(JobQueries):
             "created_at": job.created_at,
             "idempotency_key": job.idempotency_key,
             "request_hash": job.request_hash,
-        }
+        } | _NEW_ROW_DEFAULTS
         if connection is not None:
             pk = connection.execute(_INSERT, values).scalar_one()
+        elif self._hot is not None:
+            (pk,) = self._write_on_driver(_INSERT, (_columns.pk,), values)
         else:
             with self._writing() as connection:
                 pk = connection.execute(_INSERT, values).scalar_one()
@@ -297,11 +329,45 @@ class JobStore(JobQueries):
     def _write_row(
         self, statement: Update, params: Mapping[str, Any], *, durable: bool = True
     ) -> Job | None:
+        if self._hot is not None:
+            row = self._write_on_driver(statement, _table.c, params)
+            return Job.from_row(_RowTuple(*row)) if row else None
         with self._writing() as connection:
             if not durable:
                 skip_flush(connection)
             row = connection.execute(statement, params).first()
         return Job.from_row(row) if row else None
+
+    def _lookup(self, query: Select[Any], params: dict[str, Any]) -> Job | None:
+        if self._hot is None:
+            return super()._lookup(query, params)
+        with self._driver_connection() as connection:
+            row = hot.read(connection, self._hot.get(query, _table.c), params)
+        return Job.from_row(_RowTuple(*row)) if row else None
+
+    def _write_on_driver(
+        self, statement: Any, returns: Iterable[Any], params: Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
+        """SQLite: run a hot statement on the driver's connection (hot.py), in its own
+        transaction, after the writers ahead of it (`_writing`)."""
+        assert self._hot is not None
+        prepared = self._hot.get(statement, tuple(returns))
+        with self._write_lock, self._driver_connection() as connection:
+            return hot.write(connection, prepared, params)
+
+    @contextmanager
+    def _driver_connection(self) -> Iterator[Any]:
+        """The sqlite3 connection of the thread's pinned connection, or of one checked
+        out of the pool for the call."""
+        pinned: Connection | None = getattr(self._pinned, "connection", None)
+        if pinned is not None:
+            yield pinned.connection.dbapi_connection
+            return
+        pooled = self._engine.raw_connection()
+        try:
+            yield pooled.dbapi_connection
+        finally:
+            pooled.close()
 
 
 def skip_flush(connection: Connection) -> None:
