@@ -1,10 +1,10 @@
 """The job table's hot statements on SQLite, executed on the driver's own connection.
 
 A submit's INSERT, a claim, a run's outcome and a lookup by id run once or more per job.
-Through SQLAlchemy's `Connection.execute` each cost 2.5 to 10 times what SQLite itself
-spends on it (thread CPU per statement on this machine: INSERT 300 against 125 µs, claim
-420 against 160, outcome 450 against 170, lookup by id 530 against 50): the cache key
-walked per call, the execution context, the result wrapper, the pool checkout. Here each
+Through SQLAlchemy's `Connection.execute` each cost 1.5 to 2.7 times the thread CPU they
+cost on the driver (`python -m bench.statements_cpu`: INSERT 390 against 260 µs, claim
+450 against 250, outcome 490 against 255, lookup 285 against 105, on a loaded machine):
+the cache key walked per call, the execution context, the result wrapper. Here each
 statement is compiled by SQLAlchemy once (the same SQL and the same type conversions as
 its own path: the column types' bind and result processors) and then run with the
 `sqlite3` module directly. Errors are raised as SQLAlchemy's (`OperationalError`,

@@ -1,130 +1,32 @@
-"""The job repository: every state change of a job is one SQL statement here.
+"""The job repository: every state change of a job is one SQL statement, run here.
 
-Writes use SQLAlchemy Core with a `WHERE` that states the transition they expect
+The statements (job_writes.py) state in their `WHERE` the transition they expect
 (`status = 'queued'` to claim, `lease_epoch = :epoch` to finish), so two actors racing
 for the same row can never both win: the loser sees `None`/`False` and backs off.
 Each method opens its own short transaction; nothing holds a session between calls.
-The reads (lookups, pages, report figures) are `JobQueries`, in job_queries.py.
-
-The write statements are built once and executed with bound values: building a Core
-statement and walking it for its cache key cost more than running it (about 0.4 ms
-against 0.1 ms on SQLite), and these run several times per job.
+The reads (lookups, pages, report figures) are `JobQueries`, in job_queries.py. On
+SQLite the hot ones (INSERT, claim, outcomes, lookups) run on the driver's connection
+(hot.py).
 """
 
 from __future__ import annotations
 
 import threading
-from collections import namedtuple
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta
-from enum import Enum
-from functools import cache
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Select,
-    Update,
-    bindparam,
-    case,
-    insert,
-    or_,
-    text,
-    tuple_,
-    update,
-)
+from sqlalchemy import Connection, Engine, Select, Update
 
 from . import hot
+from . import job_writes as statements
 from .db import ping
-from .job_queries import JobQueries, kept_results
+from .job_queries import JobQueries
+from .job_writes import Guard, Row, RowTuple, setter, skip_flush
 from .models import Job, JobRow, JobStatus
 
 _table = JobRow.__table__
-_columns = _table.c
-# Every column a new row is written with: the model's defaults are spelled out, so the
-# statement binds exactly these and can be prepared once (hot.py).
-_NEW_ROW_DEFAULTS = {
-    "progress_percent": 0.0,
-    "attempts": 0,
-    "lease_epoch": 0,
-    "cancel_requested": False,
-}
-_NEW_ROW_COLUMNS = (
-    "id",
-    "owner",
-    "generator",
-    "params",
-    "priority",
-    "status",
-    "created_at",
-    "idempotency_key",
-    "request_hash",
-    *_NEW_ROW_DEFAULTS,
-)
-_INSERT = (
-    insert(_table)
-    .values({name: bindparam(name, type_=_columns[name].type) for name in _NEW_ROW_COLUMNS})
-    .returning(_columns.pk)
-)
-# A row as the SQLite path returns it: attribute access by column, for `Job.from_row`.
-_RowTuple = namedtuple("_RowTuple", [column.key for column in _table.c])  # noqa: PYI024
-
-
-class _Guard(Enum):
-    """What a transition expects of the row; if the row is not so, nothing changes."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    HELD = "held by the run with lease_epoch = :epoch"
-    KEPT_RESULT = "succeeded, result not yet expired"
-
-
-def _guard_conditions(guard: _Guard) -> tuple[Any, ...]:
-    if guard is _Guard.QUEUED:
-        return (_columns.status == JobStatus.QUEUED.value,)
-    if guard is _Guard.RUNNING:
-        return (_columns.status == JobStatus.RUNNING.value,)
-    if guard is _Guard.HELD:
-        return (
-            _columns.status == JobStatus.RUNNING.value,
-            _columns.lease_epoch == bindparam("epoch"),
-        )
-    return kept_results()
-
-
-def _update(guard: _Guard, **values: Any) -> Update:
-    """`UPDATE jobs SET <values> WHERE id = :job_id AND <guard> RETURNING *`."""
-    where = (_columns.id == bindparam("job_id"), *_guard_conditions(guard))
-    return update(_table).where(*where).values(**values).returning(*_table.c)
-
-
-@cache
-def _setter(guard: _Guard, columns: tuple[str, ...]) -> Update:
-    """The transition that sets `columns` to bound values named `new_<column>`."""
-    binds = {name: bindparam(f"new_{name}", type_=_columns[name].type) for name in columns}
-    return _update(guard, **binds)
-
-
-def claim_values() -> dict[str, Any]:
-    """What every claim sets: a new attempt under a new epoch, with a fresh lease. Bound
-    values: `new_worker`, `new_started_at`, `new_lease_expires_at`."""
-    return {
-        "status": JobStatus.RUNNING.value,
-        "attempts": _columns.attempts + 1,
-        "lease_epoch": _columns.lease_epoch + 1,
-        "lease_expires_at": bindparam("new_lease_expires_at", type_=_columns.started_at.type),
-        "worker": bindparam("new_worker", type_=_columns.worker.type),
-        "started_at": bindparam("new_started_at", type_=_columns.started_at.type),
-        "progress_percent": 0.0,
-        "progress_stage": None,
-        "progress_message": None,
-    }
-
-
-_CLAIM = _update(_Guard.QUEUED, **claim_values())
-_SKIP_FLUSH = text("SET LOCAL synchronous_commit = off")
 DEFAULT_LEASE_SECONDS = 30.0
 
 
@@ -157,15 +59,15 @@ class JobStore(JobQueries):
             "created_at": job.created_at,
             "idempotency_key": job.idempotency_key,
             "request_hash": job.request_hash,
-        } | _NEW_ROW_DEFAULTS
+        } | statements.NEW_ROW_DEFAULTS
         if connection is not None:
-            pk = connection.execute(_INSERT, values).scalar_one()
+            pk = connection.execute(statements.INSERT, values).scalar_one()
         elif self._hot is not None:
-            (pk,) = self._write_on_driver(_INSERT, (_columns.pk,), values)
+            (pk,) = self._write_on_driver(statements.INSERT, (_table.c.pk,), values)
         else:
             with self._writing() as connection:
-                pk = connection.execute(_INSERT, values).scalar_one()
-        return Job.from_row(_Row(values | {"pk": pk}))
+                pk = connection.execute(statements.INSERT, values).scalar_one()
+        return Job.from_row(Row(values | {"pk": pk}))
 
     @property
     def engine(self) -> Engine:
@@ -173,7 +75,9 @@ class JobStore(JobQueries):
 
     def claim(self, job_id: str, worker: str, now: datetime) -> Job | None:
         """Move a queued job to running for `worker`; None if it is no longer queued."""
-        return self._write_row(_CLAIM, {"job_id": job_id} | self.claim_params(worker, now))
+        return self._write_row(
+            statements.CLAIM, {"job_id": job_id} | self.claim_params(worker, now)
+        )
 
     def claim_params(self, worker: str, now: datetime) -> dict[str, Any]:
         """The bound values of `claim_values()`."""
@@ -188,15 +92,7 @@ class JobStore(JobQueries):
         owned = [(job.id, job.lease_epoch) for job in jobs]
         if not owned:
             return []
-        statement = (
-            update(_table)
-            .where(
-                _columns.status == JobStatus.RUNNING.value,
-                tuple_(_columns.id, _columns.lease_epoch).in_(owned),
-            )
-            .values(lease_expires_at=now + self.lease)
-            .returning(*_table.c)
-        )
+        statement = statements.renewal(owned, now + self.lease)
         with self._writing() as connection:
             skip_flush(connection)
             return [Job.from_row(row) for row in connection.execute(statement)]
@@ -204,7 +100,7 @@ class JobStore(JobQueries):
     def record_progress(self, job: Job, progress: dict[str, Any]) -> Job | None:
         """Store progress of the run that holds `job.lease_epoch`; None if it lost it.
         Not flushed to disk before the answer: a database crash may lose the latest."""
-        statement = _setter(_Guard.HELD, tuple(sorted(progress)))
+        statement = setter(Guard.HELD, tuple(sorted(progress)))
         params = {f"new_{name}": value for name, value in progress.items()}
         params |= {"job_id": job.id, "epoch": job.lease_epoch}
         return self._write_row(statement, params, durable=False)
@@ -233,12 +129,12 @@ class JobStore(JobQueries):
 
     def cancel_queued(self, job_id: str, now: datetime) -> Job | None:
         return self._transition(
-            job_id, _Guard.QUEUED, status=JobStatus.CANCELLED.value, finished_at=now
+            job_id, Guard.QUEUED, status=JobStatus.CANCELLED.value, finished_at=now
         )
 
     def request_cancel(self, job_id: str) -> Job | None:
         """Flag a running job so its worker stops at the next checkpoint."""
-        return self._transition(job_id, _Guard.RUNNING, cancel_requested=True)
+        return self._transition(job_id, Guard.RUNNING, cancel_requested=True)
 
     def reclaim(self, max_attempts: int, now: datetime, *, expired_only: bool = True) -> list[Job]:
         """Take back running jobs whose owner is gone: requeue them, or fail those out of
@@ -247,40 +143,13 @@ class JobStore(JobQueries):
         `expired_only=False` takes every running job, which is safe only when no other live
         process can be running jobs on this database (SQLite at start).
         """
-        abandoned = _columns.status == JobStatus.RUNNING.value
-        if expired_only:
-            abandoned &= or_(_columns.lease_expires_at.is_(None), _columns.lease_expires_at < now)
-        out_of_attempts = _columns.attempts >= max_attempts
-        ends = (
-            (_columns.cancel_requested, JobStatus.CANCELLED.value),
-            (out_of_attempts, JobStatus.FAILED.value),
-        )
-        statement = (
-            update(_table)
-            .where(abandoned)
-            .values(
-                status=case(*ends, else_=JobStatus.QUEUED.value),
-                finished_at=case(*((when, now) for when, _ in ends), else_=None),
-                error=case(
-                    (
-                        ~_columns.cancel_requested & out_of_attempts,
-                        f"Interrupted {max_attempts} times: the process running it stopped "
-                        "(crash, restart or lost lease); giving up (JOB_MAX_ATTEMPTS).",
-                    ),
-                    else_=None,
-                ),
-                worker=None,
-                started_at=case(*((when, _columns.started_at) for when, _ in ends), else_=None),
-                lease_expires_at=None,
-            )
-            .returning(*_table.c)
-        )
+        statement = statements.reclaim(max_attempts, now, expired_only=expired_only)
         with self._writing() as connection:
             return [Job.from_row(row) for row in connection.execute(statement)]
 
     def mark_expired(self, job_id: str, now: datetime) -> Job | None:
         """Record that a job's result was deleted; None if it was already marked."""
-        return self._transition(job_id, _Guard.KEPT_RESULT, expired_at=now)
+        return self._transition(job_id, Guard.KEPT_RESULT, expired_at=now)
 
     @contextmanager
     def pinned(self) -> Iterator[None]:
@@ -315,14 +184,14 @@ class JobStore(JobQueries):
                     yield pinned
 
     def _fenced(self, job: Job, **values: Any) -> Job | None:
-        return self._transition(job.id, _Guard.HELD, epoch=job.lease_epoch, **values)
+        return self._transition(job.id, Guard.HELD, epoch=job.lease_epoch, **values)
 
     def _transition(
-        self, job_id: str, guard: _Guard, *, epoch: int | None = None, **values: Any
+        self, job_id: str, guard: Guard, *, epoch: int | None = None, **values: Any
     ) -> Job | None:
-        """Set `values` on the job if `guard` holds (_Guard.HELD compares `epoch`);
+        """Set `values` on the job if `guard` holds (Guard.HELD compares `epoch`);
         the new row, or None if the job had moved on."""
-        statement = _setter(guard, tuple(sorted(values)))
+        statement = setter(guard, tuple(sorted(values)))
         params = {f"new_{name}": value for name, value in values.items()}
         return self._write_row(statement, params | {"job_id": job_id, "epoch": epoch})
 
@@ -331,7 +200,7 @@ class JobStore(JobQueries):
     ) -> Job | None:
         if self._hot is not None:
             row = self._write_on_driver(statement, _table.c, params)
-            return Job.from_row(_RowTuple(*row)) if row else None
+            return Job.from_row(RowTuple(*row)) if row else None
         with self._writing() as connection:
             if not durable:
                 skip_flush(connection)
@@ -343,7 +212,7 @@ class JobStore(JobQueries):
             return super()._lookup(query, params)
         with self._driver_connection() as connection:
             row = hot.read(connection, self._hot.get(query, _table.c), params)
-        return Job.from_row(_RowTuple(*row)) if row else None
+        return Job.from_row(RowTuple(*row)) if row else None
 
     def _write_on_driver(
         self, statement: Any, returns: Iterable[Any], params: Mapping[str, Any]
@@ -368,41 +237,3 @@ class JobStore(JobQueries):
             yield pooled.dbapi_connection
         finally:
             pooled.close()
-
-
-def skip_flush(connection: Connection) -> None:
-    """Let this transaction commit without waiting for its WAL to reach the disk.
-
-    For writes whose loss in a database crash (not a process crash) is harmless: lease
-    renewals, progress, notifications. On PostgreSQL that saves a disk flush per commit;
-    a crash can lose the last few, never corrupt anything. Never for the INSERT (the 202's
-    promise), a claim (a lost claim lets an epoch be handed out twice: queue_postgres.py)
-    or an outcome. SQLite's WAL with synchronous=NORMAL already behaves so for every
-    commit (only an OS crash loses commits there, and it takes the workers with it)."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(_SKIP_FLUSH)
-
-
-class _Row:
-    """Attribute access over a dict of column values, for `Job.from_row`."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(
-            {
-                "progress_percent": 0.0,
-                "progress_stage": None,
-                "progress_message": None,
-                "error": None,
-                "attempts": 0,
-                "lease_epoch": 0,
-                "lease_expires_at": None,
-                "worker": None,
-                "cancel_requested": False,
-                "result_bytes": None,
-                "result_files": None,
-                "started_at": None,
-                "finished_at": None,
-                "expired_at": None,
-            }
-            | values
-        )

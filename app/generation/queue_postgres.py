@@ -59,7 +59,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import QueueFullError, ServiceStoppedError
-from .jobs import JobStore, claim_values
+from .job_writes import claim_values
+from .jobs import JobStore
 from .listener import Listener
 from .models import Job, JobRow, JobStatus, OwnerTurnRow, Priority
 from .queue import JOURNAL_SIZE, Change, JobQueue, Stop, Write, as_datetime, changes_after

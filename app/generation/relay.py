@@ -38,7 +38,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .events import DROPPABLE_EVENTS, Event, EventBus
-from .jobs import JobStore, skip_flush
+from .job_writes import skip_flush
+from .jobs import JobStore
 from .listener import Listener
 from .models import Job, JobStatus
 from .runner import result_summary
