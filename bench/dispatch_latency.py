@@ -21,7 +21,7 @@ from .backends import POSTGRES, SQLITE, database
 from .cli import scenario_main
 from .client import HttpClient
 from .report import row
-from .servers import Server, floor_server, service_server, warm_up_workers
+from .servers import Server, runs_beside_floor, service_server, warm_up_workers
 from .stats import percentile
 
 TARGET_P99_MS = {SQLITE: 3.0, POSTGRES: 5.0}
@@ -33,27 +33,23 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def run(*, workdir: Path, backends: Sequence[str] = (SQLITE,), repeat: int = 3) -> dict[str, Any]:
-    rows = []
-    details: dict[str, Any] = {}
-    with floor_server(workdir) as floor:
-        for backend in backends:
-            runs = []
-            for attempt in range(repeat):
-                with floor.client() as client:
-                    floor_trips = [post_round_trip(client) for _ in range(WARMUP_JOBS + JOBS)]
-                ours = measure_ours(backend, workdir / f"{backend}-{attempt}")
-                runs.append(
-                    {"floor_post_ms": _percentiles(floor_trips[WARMUP_JOBS:])}
-                    | {name: _percentiles(values) for name, values in ours.items()}
-                )
-            details[backend] = runs
-            rows.extend(_rows(backend, runs))
+    details = runs_beside_floor(workdir, backends, repeat, _measure)
+    rows = [line for backend, runs in details.items() for line in _rows(backend, runs)]
     return {
         "scenario": "dispatch_latency",
         "title": "2. dispatch latency",
         "rows": rows,
         "settings": {"jobs": JOBS, "job": JOB, "pause_seconds": PAUSE_SECONDS},
         "runs": details,
+    }
+
+
+def _measure(floor: Server, backend: str, scratch: Path) -> dict[str, Any]:
+    with floor.client() as client:
+        floor_trips = [post_round_trip(client) for _ in range(WARMUP_JOBS + JOBS)]
+    ours = measure_ours(backend, scratch)
+    return {"floor_post_ms": _percentiles(floor_trips[WARMUP_JOBS:])} | {
+        name: _percentiles(values) for name, values in ours.items()
     }
 
 

@@ -36,7 +36,7 @@ from .backends import POSTGRES, SQLITE, database
 from .cli import scenario_main
 from .load import post_load
 from .report import row
-from .servers import Server, floor_server, service_server
+from .servers import Server, runs_beside_floor, service_server
 
 JOBS = {SQLITE: 2000, POSTGRES: 1000}
 WORKERS = 2
@@ -48,19 +48,8 @@ _columns = _table.c
 
 
 def run(*, workdir: Path, backends: Sequence[str] = (SQLITE,), repeat: int = 3) -> dict[str, Any]:
-    rows = []
-    details: dict[str, Any] = {}
-    with floor_server(workdir) as floor:
-        for backend in backends:
-            runs = []
-            for attempt in range(repeat):
-                floor_rate = post_load(floor.url + "/api/v1/jobs", JOB, seconds=FLOOR_SECONDS).rate
-                scratch = workdir / f"{backend}-{attempt}"
-                runs.append(
-                    {"floor_rate": round(floor_rate, 1), "drain": drain_queued(backend, scratch)}
-                )
-            details[backend] = runs
-            rows.extend(_rows(backend, runs))
+    details = runs_beside_floor(workdir, backends, repeat, _measure)
+    rows = [line for backend, runs in details.items() for line in _rows(backend, runs)]
     return {
         "scenario": "drain_throughput",
         "title": "3. drain throughput",
@@ -68,6 +57,11 @@ def run(*, workdir: Path, backends: Sequence[str] = (SQLITE,), repeat: int = 3) 
         "settings": {"jobs": JOBS, "workers": WORKERS, "job": JOB},
         "runs": details,
     }
+
+
+def _measure(floor: Server, backend: str, scratch: Path) -> dict[str, Any]:
+    floor_rate = post_load(floor.url + "/api/v1/jobs", JOB, seconds=FLOOR_SECONDS).rate
+    return {"floor_rate": round(floor_rate, 1), "drain": drain_queued(backend, scratch)}
 
 
 def drain_queued(backend: str, workdir: Path) -> dict[str, Any]:

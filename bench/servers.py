@@ -14,9 +14,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .client import HttpClient
 
@@ -160,6 +161,24 @@ def floor_server(workdir: Path) -> Iterator[Server]:
     """The trivial Flask app on the same gunicorn settings."""
     with serve("floor", FLOOR_CONF, {}, workdir) as server:
         yield server
+
+
+def runs_beside_floor(
+    workdir: Path,
+    backends: Sequence[str],
+    repeat: int,
+    measure: Callable[[Server, str, Path], dict[str, Any]],
+) -> dict[str, list[dict[str, Any]]]:
+    """Each backend's `repeat` runs of `measure(floor, backend, scratch folder)`, all with
+    one floor server, so that every run can measure the floor right beside ours."""
+    with floor_server(workdir) as floor:
+        return {
+            backend: [
+                measure(floor, backend, workdir / f"{backend}-{attempt}")
+                for attempt in range(repeat)
+            ]
+            for backend in backends
+        }
 
 
 def _environment(extra: Mapping[str, str], port: int) -> dict[str, str]:

@@ -24,7 +24,7 @@ from .backends import SQLITE, database
 from .cli import scenario_main
 from .load import post_load
 from .report import row
-from .servers import Server, floor_server, service_server, warm_up_workers
+from .servers import Server, runs_beside_floor, service_server, warm_up_workers
 
 TARGET_RATIO = 0.8
 CONNECTIONS = 16
@@ -37,48 +37,46 @@ JOB = {"generator": "noop", "params": {"ms": 0}}
 
 def run(*, workdir: Path, backends: Sequence[str] = (SQLITE,), repeat: int = 3) -> dict[str, Any]:
     rows = []
-    details: dict[str, Any] = {}
-    with floor_server(workdir) as floor:
-        for backend in backends:
-            runs = []
-            for attempt in range(repeat):
-                floor_load = measure(floor)
-                scratch = workdir / f"{backend}-{attempt}"
-                runs.append({"floor": floor_load} | measure_ours(backend, scratch))
-            details[backend] = runs
-            floor_rates = [run["floor"]["rate"] for run in runs]
-            held_rates = [run["held"]["rate"] for run in runs]
-            held_row = row(
-                backend,
-                f"submits/s, workers held ({CONNECTIONS} clients)",
-                held_rates,
-                floor_rates,
-                unit="req/s",
-                target=f"≥ {TARGET_RATIO}x floor",
-                digits=0,
-            )
-            held_row["met"] = held_row["ratio"]["median"] >= TARGET_RATIO
-            rows.append(held_row)
-            if backend == SQLITE:
-                rows.append(
-                    row(
-                        backend,
-                        f"submits/s, workers draining ({CONNECTIONS} clients)",
-                        [run["draining"]["rate"] for run in runs],
-                        floor_rates,
-                        unit="req/s",
-                        digits=0,
-                    )
-                )
+    details = runs_beside_floor(
+        workdir,
+        backends,
+        repeat,
+        lambda floor, backend, scratch: {"floor": measure(floor)} | measure_ours(backend, scratch),
+    )
+    for backend, runs in details.items():
+        floor_rates = [run["floor"]["rate"] for run in runs]
+        held_rates = [run["held"]["rate"] for run in runs]
+        held_row = row(
+            backend,
+            f"submits/s, workers held ({CONNECTIONS} clients)",
+            held_rates,
+            floor_rates,
+            unit="req/s",
+            target=f"≥ {TARGET_RATIO}x floor",
+            digits=0,
+        )
+        held_row["met"] = held_row["ratio"]["median"] >= TARGET_RATIO
+        rows.append(held_row)
+        if backend == SQLITE:
             rows.append(
                 row(
                     backend,
-                    "server CPU per submit, workers held",
-                    [run["held"]["cpu_ms_per_request"] for run in runs],
-                    [run["floor"]["cpu_ms_per_request"] for run in runs],
-                    unit="ms",
+                    f"submits/s, workers draining ({CONNECTIONS} clients)",
+                    [run["draining"]["rate"] for run in runs],
+                    floor_rates,
+                    unit="req/s",
+                    digits=0,
                 )
             )
+        rows.append(
+            row(
+                backend,
+                "server CPU per submit, workers held",
+                [run["held"]["cpu_ms_per_request"] for run in runs],
+                [run["floor"]["cpu_ms_per_request"] for run in runs],
+                unit="ms",
+            )
+        )
     return {
         "scenario": "submit_throughput",
         "title": "1. submit throughput",
