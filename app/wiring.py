@@ -1,19 +1,24 @@
 """Turn a Config into a ready-to-start GenerationService, with the backends its database
 calls for: on SQLite an in-memory queue index; on PostgreSQL the shared queue with its
 LISTEN connection and event relay. Results go to RESULTS_STORE (the database by default
-on PostgreSQL, so that every machine can serve every result)."""
+on PostgreSQL, so that every machine can serve every result).
+
+What only some configurations use is imported only by them: psycopg (PostgreSQL's
+listener) and requests (the `replicate` generator) cost about 10 and 5 MB of memory in
+every web process, and an idle service on SQLite has a target (docs/performance.md)."""
 
 from __future__ import annotations
 
 import logging
 
+from sqlalchemy import Engine
+
 from .config import Config
 from .generation import GenerationService
 from .generation.db import create_database_engine
 from .generation.generators import GeneratorRegistry, default_registry
-from .generation.generators.replicate import ReplicateGenerator
 from .generation.jobs import JobStore
-from .generation.listener import PgListener
+from .generation.listener import Listener
 from .generation.results import FilesystemResultStore, ResultStore
 from .generation.results_db import DatabaseResultStore
 
@@ -34,7 +39,7 @@ def build_service(
         JobStore(engine, lease_seconds=config.job_lease_seconds),
         results,
         generators if generators is not None else build_registry(config),
-        listener=None if config.is_sqlite else PgListener(engine),
+        listener=None if config.is_sqlite else postgres_listener(engine),
         name=name,
         workers=config.generation_workers,
         workers_max=max(config.generation_workers, config.generation_workers_max),
@@ -50,10 +55,18 @@ def build_service(
     )
 
 
+def postgres_listener(engine: Engine) -> Listener:
+    from .generation.listener_postgres import PgListener  # psycopg: see the docstring
+
+    return PgListener(engine)
+
+
 def build_registry(config: Config) -> GeneratorRegistry:
     """Built-ins, `replicate` when it has a token, then installed plugins."""
     registry = default_registry()
     if config.replicate_api_token:
+        from .generation.generators.replicate import ReplicateGenerator  # requests
+
         registry.register(
             ReplicateGenerator(
                 config.replicate_api_token,

@@ -23,7 +23,8 @@ from app.generation import (
 from app.generation.events import Subscription
 from app.generation.generators import GeneratorRegistry
 from app.generation.jobs import JobStore
-from app.generation.listener import NoListener, PgListener
+from app.generation.listener import NoListener
+from app.generation.listener_postgres import PgListener
 from app.generation.queue_postgres import POLL_SECONDS_LISTENING
 from app.generation.results_db import DatabaseResultStore
 from app.wiring import build_service

@@ -1,5 +1,6 @@
 """Migrations: they build exactly the models' schema on both backends, apply idempotently,
-revert, and are what `flask --app wsgi db upgrade` runs. A stale schema stops the start."""
+revert, and are what `flask --app wsgi db upgrade` runs. A stale schema stops the start.
+A new SQLite database is built from the models at start, and must equal what they build."""
 
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ def engine(request, tmp_path):
     engine.dispose()
 
 
+# A job as the first release wrote it.
+OLD_JOB = (
+    "INSERT INTO jobs (id, owner, generator, params, priority, status, progress_percent, "
+    "attempts, lease_epoch, cancel_requested, created_at) VALUES ('old', 'anonymous', "
+    "'images', '{}', 2, 'queued', 0, 0, 0, 0, '2026-01-01 00:00:00')"
+)
+
+
 def differences(engine) -> list:
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -38,6 +47,62 @@ def test_migrations_build_exactly_the_models(engine):
     schema.upgrade(engine)  # a second run finds nothing to do
     assert schema.current_revision(engine) == schema.head_revision()
     assert differences(engine) == []
+
+
+def test_the_head_revision_the_code_expects_is_the_newest_migration():
+    newest = schema.head_revision()
+    assert schema.HEAD_REVISION == newest, f"set HEAD_REVISION = {newest!r} in schema.py"
+
+
+def sqlite_structure(engine) -> dict:
+    """Every table's columns, indexes and foreign keys, as SQLite reports them. The
+    indexes behind UNIQUE constraints (origin "u") are named by position, so they are
+    compared by their columns only."""
+    structure = {}
+    with engine.connect() as connection:
+        run = connection.exec_driver_sql
+        tables = run("SELECT name FROM sqlite_master WHERE type = 'table'").scalars().all()
+        for table in tables:
+            columns = {row[1]: row[2:] for row in run(f"PRAGMA table_info('{table}')")}
+            indexes = {
+                (
+                    name if origin == "c" else None,
+                    unique,
+                    partial,
+                    tuple(row[2] for row in run(f"PRAGMA index_info('{name}')")),
+                )
+                for _, name, unique, origin, partial in run(f"PRAGMA index_list('{table}')")
+            }
+            keys = {row[2:] for row in run(f"PRAGMA foreign_key_list('{table}')")}
+            structure[table] = (columns, indexes, keys)
+    return structure
+
+
+def test_a_new_sqlite_database_is_built_as_the_migrations_build_it(tmp_path):
+    built = create_database_engine(f"sqlite:///{tmp_path / 'built.db'}")
+    migrated = create_database_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
+    schema.prepare(built)
+    schema.upgrade(migrated)
+    assert sqlite_structure(built) == sqlite_structure(migrated)
+    assert schema.current_revision(built) == schema.head_revision()
+    assert differences(built) == []
+    schema.upgrade(built)  # Alembic takes the stamp at its word: nothing left to apply
+    assert sqlite_structure(built) == sqlite_structure(migrated)
+    built.dispose()
+    migrated.dispose()
+
+
+def test_a_service_starting_on_an_older_sqlite_schema_migrates_it_keeping_its_jobs(tmp_path):
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    schema.upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.execute(text(OLD_JOB))
+    schema.prepare(engine)
+    assert schema.current_revision(engine) == schema.head_revision()
+    assert differences(engine) == []
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT id FROM jobs")).scalars().all() == ["old"]
+    engine.dispose()
 
 
 def test_migrations_revert_to_an_empty_database_and_back(engine):
@@ -52,14 +117,7 @@ def test_first_release_database_upgrades_keeping_its_jobs(tmp_path):
     engine = create_database_engine(f"sqlite:///{tmp_path / 'old.db'}")
     schema.upgrade(engine, "0001")
     with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO jobs (id, owner, generator, params, priority, status, "
-                "progress_percent, attempts, lease_epoch, cancel_requested, created_at) "
-                "VALUES ('old', 'anonymous', 'images', '{}', 2, 'queued', 0, 0, 0, 0, "
-                "'2026-01-01 00:00:00')"
-            )
-        )
+        connection.execute(text(OLD_JOB))
     schema.upgrade(engine)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT id FROM jobs")).scalars().all() == ["old"]

@@ -41,7 +41,6 @@ from .observers import ObserverSet
 from .outlook import Outlook, Quote
 from .processes import DEFAULT_IDLE_SECONDS
 from .queue import DEFAULT_AGING_SECONDS, JobQueue, MemoryQueue
-from .queue_postgres import PostgresQueue
 from .results import ResultStore
 from .retention import ResultSweeper
 from .stats import service_stats
@@ -317,6 +316,10 @@ class GenerationService:
         }
         if listener is None:
             return MemoryQueue(capacity, store=self.store, **options)
+        # Only here: the module builds its claim statement with SQLAlchemy's PostgreSQL
+        # dialect at import, memory that a service on SQLite would hold for nothing.
+        from .queue_postgres import PostgresQueue
+
         return PostgresQueue(self.store, capacity, listener, **options)
 
     def _left_queue(self, job_id: str) -> None:
