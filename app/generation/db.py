@@ -1,5 +1,5 @@
 """Engine creation: one place that knows how each backend must be tuned.
-The schema itself is made and changed by migrations (schema.py)."""
+The schema itself is made and changed by migrations (schema.py, migrate.py)."""
 
 from __future__ import annotations
 

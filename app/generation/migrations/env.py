@@ -1,5 +1,6 @@
-"""Alembic environment. Run through app/generation/schema.py (or `flask --app wsgi db ...`),
-which hands over an open connection, so there is no alembic.ini and no URL here."""
+"""Alembic environment. Run through app/generation/migrate.py (by schema.py, or by
+`flask --app wsgi db ...`), which hands over an open connection, so there is no
+alembic.ini and no URL here."""
 
 from __future__ import annotations
 
