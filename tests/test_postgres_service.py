@@ -163,9 +163,12 @@ def test_subscribers_of_one_service_see_a_job_running_on_another(make_node, gate
     subscription = a.bus.subscribe()
     job = b.submit("count", {"job": "seen", "steps": 3, "ms": 30})
     kinds = events_until_terminal(subscription, job.id)
-    # Positions are each service's own forecast, so b's `queued` does not travel.
-    assert kinds[0] == "started" and kinds[-1] == "succeeded"
-    assert "progress" in kinds and "queued" not in kinds
+    # Positions are each service's own forecast, so b's `queued` events do not travel;
+    # a announces one itself only if its copy of the queue caught the job still queued
+    # (a refresh in the moment before b's worker claimed it: timing, so not asserted).
+    relayed = [kind for kind in kinds if kind != "queued"]
+    assert relayed[0] == "started" and relayed[-1] == "succeeded"
+    assert "progress" in relayed
     assert a.results.open(job.id, 1).read(2) == b"PK"  # and its result is readable here
 
 
