@@ -3,8 +3,10 @@ module-level class without state: the child process unpickles it by import path.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -38,6 +40,20 @@ class WhereGenerator(_CpuBound):
             context.progress("spinning", 100 * step / steps, f"step {step}", step=step, total=steps)
             time.sleep(params.get("pause", 0))
         yield OutputFile("pid.txt", str(os.getpid()).encode())
+
+
+class PolicyGenerator(_CpuBound):
+    """Writes the scheduling policy of the thread it runs in and of a thread it starts."""
+
+    name = "policy"
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
+        seen: list[int] = []
+        helper = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0)))
+        helper.start()
+        helper.join()
+        policies = {"main": os.sched_getscheduler(0), "thread": seen[0]}
+        yield OutputFile("policies.json", json.dumps(policies).encode())
 
 
 class CrashGenerator(_CpuBound):

@@ -3,8 +3,11 @@ cancellation and failures crossing the process boundary."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -14,10 +17,16 @@ import pytest
 from app.generation import GeneratorError, JobCancelled, JobStatus
 from app.generation.generators import GeneratorRegistry
 from app.generation.generators.images import ImagesGenerator
-from app.generation.processes import CHILD_NICENESS, WorkerProcess
+from app.generation.processes import FALLBACK_NICENESS, WorkerProcess, run_below_the_web
 
 from .conftest import wait_for
-from .cpu_generators import BrokenCpuGenerator, CrashGenerator, StubbornGenerator, WhereGenerator
+from .cpu_generators import (
+    BrokenCpuGenerator,
+    CrashGenerator,
+    PolicyGenerator,
+    StubbornGenerator,
+    WhereGenerator,
+)
 from .generators import RecordingGenerator
 
 
@@ -58,10 +67,26 @@ def test_a_job_runs_in_the_child_and_its_progress_reaches_the_parent(worker):
     assert context.reports[1] == ("spinning", pytest.approx(33.33, abs=0.01), "step 1", 1, 3)
 
 
-def test_the_child_yields_the_cpu_to_the_web_process(worker):
-    list(worker.run(WhereGenerator(), {"steps": 1}, FakeContext()))
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(19, own + CHILD_NICENESS)
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_the_child_gets_a_cpu_only_when_the_web_process_leaves_one_free(worker):
+    files = list(worker.run(PolicyGenerator(), {}, FakeContext()))
+    assert os.sched_getscheduler(worker.pid) == os.SCHED_IDLE
+    assert json.loads(files[0].data) == {"main": os.SCHED_IDLE, "thread": os.SCHED_IDLE}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the parent stays as it was
+
+
+def test_where_sched_idle_is_refused_the_child_runs_at_the_lowest_niceness(monkeypatch):
+    def refuse(*args):
+        raise PermissionError("not allowed here")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse, raising=False)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        run_below_the_web(child.pid)
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == FALLBACK_NICENESS
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_the_child_serves_job_after_job(worker):

@@ -14,9 +14,10 @@ idle service returns to its idle memory; the next CPU-bound job starts a new one
                       ("file", OutputFile)       each output file, in order
                       ("done",) | ("cancelled",) | ("error", message, traceback | None)
 
-Progress and files are handed to the parent's `GeneratorContext` and result store as they
-arrive, so the ZIP is written while the child works. Cancellation crosses the boundary as
-a shared Event that the child's `check_cancelled()` reads; a child that ignores it for
+A child gets a CPU only when no normal task wants one (`run_below_the_web`). Progress
+and files are handed to the parent's `GeneratorContext` and result store as they arrive,
+so the ZIP is written while the child works. Cancellation crosses the boundary as a
+shared Event that the child's `check_cancelled()` reads; a child that ignores it for
 `cancel_grace` seconds is killed. A child that dies fails only the job it was running
 (its thread is the only one that talks to it) and is replaced before the next job.
 
@@ -48,8 +49,8 @@ log = logging.getLogger(__name__)
 START_METHOD = "spawn"
 CANCEL_GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.05
-# Children yield the CPU to the web process when both want it: /health stays fast.
-CHILD_NICENESS = 10
+# Where SCHED_IDLE is missing (not Linux) or refused, children run at the lowest niceness.
+FALLBACK_NICENESS = 19
 DEFAULT_IDLE_SECONDS = 300.0
 
 
@@ -102,6 +103,7 @@ class WorkerProcess:
             target=child_main, args=(child_end, cancel), name=self.name, daemon=True
         )
         process.start()
+        run_below_the_web(process.pid)  # from here, not the child: its imports count too
         child_end.close()  # so that the child's death reads as EOF here
         self._process, self._conn, self._cancel = process, parent_end, cancel
         self._used_at = time.monotonic()
@@ -232,6 +234,21 @@ class WorkerProcess:
         self._process = self._conn = None
 
 
+def run_below_the_web(pid: int) -> None:
+    """Give process `pid` a CPU only when no normal task wants one (its later threads too).
+
+    SCHED_IDLE, not a niceness: a normal task that wakes always preempts an idle-policy
+    one, while a nice task may keep its CPU until a later scheduler tick (4 ms at 250 Hz)
+    and a web thread waits that long (docs/performance.md, "CPU isolation"). The price:
+    while normal tasks keep every CPU busy the child gets almost nothing (weight 3 against
+    1,024 per busy task, where nice 10 left it ~10 %): generation waits for the web."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # no SCHED_IDLE here, or not allowed
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, pid, FALLBACK_NICENESS)
+
+
 # -- the child's side -------------------------------------------------------------
 
 
@@ -261,8 +278,6 @@ class ChildContext:
 def child_main(conn: Connection, cancel: Event) -> None:
     """The child's loop: run jobs until told to exit or the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
-    with contextlib.suppress(OSError):
-        os.nice(CHILD_NICENESS)
     context = ChildContext(conn, cancel)
     with contextlib.suppress(EOFError, BrokenPipeError):
         while True:
