@@ -257,7 +257,11 @@ def gunicorn(
         env=environment,
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: one signal stops master, workers, children
+        # Its own process group (one signal stops master, workers, children), but in this
+        # client's session: autogroup scheduling weighs sessions against each other, so in
+        # a session of its own the server's generation processes delayed the client's
+        # wake-ups, as they never delay a remote client's (docs/performance.md).
+        process_group=0,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -341,7 +345,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loads", default="images,spirograph")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    figures = run(requests=args.requests, workers=args.workers, modes=tuple(args.modes.split(",")))
+    figures = run(
+        requests=args.requests,
+        workers=args.workers,
+        modes=tuple(args.modes.split(",")),
+        loads=tuple(args.loads.split(",")),
+    )
     print(report(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
