@@ -1,10 +1,12 @@
 import shutil
 import sqlite3
+import threading
 import time
 from contextlib import closing
 
 from sqlalchemy import make_url, text
 
+from app.generation import execution
 from app.generation.db import SQLITE_WAL_AUTOCHECKPOINT_PAGES, checkpoint, create_database_engine
 
 from .conftest import wait_for
@@ -44,6 +46,28 @@ def test_the_services_scheduler_step_checkpoints_the_wal(make_service, config, t
     with closing(sqlite3.connect(main_file)) as copy:
         row = copy.execute("SELECT status FROM jobs WHERE id = ?", (done.id,)).fetchone()
     assert row == ("succeeded",)
+
+
+def test_scheduler_steps_never_overlap(service, monkeypatch):
+    """A second checkpoint at once would return without copying (PASSIVE does not wait)."""
+    inside, overlapped, guard = [], threading.Event(), threading.Lock()
+
+    def checkpoint_that_lingers(engine):
+        with guard:
+            inside.append(threading.current_thread().name)
+            if len(inside) > 1:
+                overlapped.set()
+        overlapped.wait(0.2)  # room for another step to come in, if it could
+        with guard:
+            inside.pop()
+
+    monkeypatch.setattr(execution, "checkpoint", checkpoint_that_lingers)
+    callers = [threading.Thread(target=service.tick) for _ in range(3)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert not overlapped.is_set()
 
 
 def test_a_pooled_connection_the_server_dropped_is_replaced_at_checkout(pg_engine):

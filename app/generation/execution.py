@@ -10,6 +10,7 @@ interrupted at the drain's deadline (their jobs go back to the queue).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
@@ -105,6 +106,11 @@ class Execution:
             prefix=f"{name}/",
             around=store.pinned,
         )
+        # One step at a time, whichever thread runs it (the scheduler, or a caller of
+        # `GenerationService.tick`): two at once could both add a worker for one backlog,
+        # and a second checkpoint would return at once (PASSIVE does not wait for the
+        # first), before the WAL it was asked to copy is in the database file.
+        self._step_lock = threading.Lock()
         self._scheduler = Ticker(
             self.tick, "gen-scheduler", every=TICK_SECONDS, min_interval=ANNOUNCE_INTERVAL
         )
@@ -123,14 +129,16 @@ class Execution:
 
     def tick(self) -> None:
         """Re-read a shared queue, resize the pool, push changed positions, checkpoint
-        SQLite's WAL (here rather than in a claim's or a submit's commit: db.py)."""
-        self._queue.refresh()
-        self.pool.rebalance()
-        self._outlook.announce()
-        try:
-            checkpoint(self._engine)
-        except SQLAlchemyError as error:  # the next tick tries again
-            log.warning("could not checkpoint the database: %s", error)
+        SQLite's WAL (here rather than in a claim's or a submit's commit: db.py).
+        Waits for a step another thread is running, then runs its own."""
+        with self._step_lock:
+            self._queue.refresh()
+            self.pool.rebalance()
+            self._outlook.announce()
+            try:
+                checkpoint(self._engine)
+            except SQLAlchemyError as error:  # the next tick tries again
+                log.warning("could not checkpoint the database: %s", error)
 
     def stop(self, wait: bool, timeout: float | None) -> None:
         """After the queue closed: let running jobs finish (or interrupt them once

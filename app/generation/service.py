@@ -293,7 +293,8 @@ class GenerationService:
         return self._execution.pool.count
 
     def tick(self) -> None:
-        """Resize the worker pool and push changed positions; the scheduler thread's step."""
+        """Resize the worker pool and push changed positions; the scheduler thread's step
+        (one at a time: this waits for a step the scheduler thread is running)."""
         self._execution.tick()
 
     def heartbeat(self) -> None:
