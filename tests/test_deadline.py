@@ -1,12 +1,18 @@
 """Deadlines reuse their threads: one runner per caller thread, one thread for timers."""
 
+import contextlib
 import contextvars
 import threading
 import time
 
 import pytest
 
-from app.generation.deadline import DeadlineExceeded, call_with_deadline, deadline_timer
+from app.generation.deadline import (
+    DeadlineExceeded,
+    call_with_deadline,
+    deadline_timer,
+    runner_thread_scope,
+)
 
 FIELD = contextvars.ContextVar("field", default="unset")
 
@@ -53,12 +59,29 @@ def test_an_abandoned_call_keeps_its_thread_until_it_returns_then_the_thread_exi
     wait_until(lambda: not holder[0].is_alive())
 
 
-def test_a_runner_thread_exits_with_its_caller():
+def runner_thread_then(last_call):
+    """This thread's runner thread, after `last_call` ran on it (returning or raising)."""
+    runner = call(threading.current_thread)
+    with contextlib.suppress(ZeroDivisionError):
+        call(last_call)
+    return runner
+
+
+@pytest.mark.parametrize("last_call", [lambda: None, lambda: 1 / 0], ids=["returned", "raised"])
+def test_a_runner_thread_exits_with_its_caller(last_call):
     runners = []
-    caller = threading.Thread(target=lambda: runners.append(call(threading.current_thread)))
+    caller = threading.Thread(target=lambda: runners.append(runner_thread_then(last_call)))
     caller.start()
     caller.join()
     wait_until(lambda: not runners[0].is_alive())
+
+
+@pytest.mark.parametrize("last_call", [lambda: None, lambda: 1 / 0], ids=["returned", "raised"])
+def test_a_runner_thread_has_exited_when_its_scope_ends(last_call):
+    with runner_thread_scope():
+        runner = runner_thread_then(last_call)
+    assert not runner.is_alive()
+    assert call(threading.current_thread) is not runner  # the next call gets a new one
 
 
 def test_timers_fire_once_due_unless_the_block_ended_first():

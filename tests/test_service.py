@@ -1,5 +1,6 @@
 """The core, without HTTP: ordering, capacity, cancellation, failures, recovery."""
 
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -71,6 +72,22 @@ def test_submit_before_start_and_after_shutdown_raises(make_service):
     service.shutdown()
     with pytest.raises(ServiceStoppedError):
         service.submit("record", {})
+
+
+def test_a_shut_down_service_leaves_none_of_its_threads_behind(make_service):
+    """Workers, their deadline runner threads (after a job that failed too), the
+    scheduler and the heartbeat have all ended when `shutdown()` returns."""
+    before = set(threading.enumerate())
+    service = make_service(workers=2, job_timeout=30)
+    service.start()
+    jobs = [service.submit(generator, {}) for generator in ("record", "fail", "record")]
+    assert [wait_for(service, job.id).status for job in jobs] == [
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.SUCCEEDED,
+    ]
+    service.shutdown()
+    assert [thread.name for thread in set(threading.enumerate()) - before] == []
 
 
 def test_cancel_queued_job_is_immediate(service, gate, recorder):

@@ -17,12 +17,15 @@ it uses until it ends; that is the limit of doing this with threads (docs/securi
 The other thread is long-lived: each caller thread has one runner thread (made on its
 first call, and again after an abandonment), which takes the caller's calls one at a
 time. Starting a thread per call cost as much as a `noop` job's two UPDATEs. A runner
-exits when its caller thread ends (a retired worker) or right after an abandoned call.
+exits right after an abandoned call, and when its caller thread ends: at once and joined
+at the end of a `runner_thread_scope` block (a worker thread's life, so a service that
+shut down leaves none behind), else once the caller's runner object is collected.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import heapq
 import itertools
 import queue
@@ -132,20 +135,41 @@ class _Runner:
 
     def __init__(self, name: str) -> None:
         self.calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        threading.Thread(target=_serve, args=(self.calls,), name=name, daemon=True).start()
-        weakref.finalize(self, self.calls.put, None)
+        self._thread = threading.Thread(target=_serve, args=(self.calls,), name=name, daemon=True)
+        self._thread.start()
+        self._exit = weakref.finalize(self, self.calls.put, None)
 
     def retire(self) -> None:
         """Exit after the call in progress (abandoned: it may never return)."""
         self.calls.put(None)
 
+    def close(self) -> None:
+        """Exit now and wait for the thread; only between calls, so it is idle."""
+        self._exit()
+        self._thread.join()
+
 
 def _serve(calls: queue.SimpleQueue[Callable[[], None] | None]) -> None:
     while (call := calls.get()) is not None:
         call()
+        # Not held while waiting for the next call: it holds its outcome, and an error's
+        # traceback holds every frame of the run (with its locals) and the caller's.
+        del call
 
 
 _runners = threading.local()
+
+
+@contextmanager
+def runner_thread_scope() -> Iterator[None]:
+    """The calling thread's runner thread, if `call_with_deadline` made one inside the
+    block, has exited when the block does (an abandoned one runs on until its call ends)."""
+    try:
+        yield
+    finally:
+        runner, _runners.runner = getattr(_runners, "runner", None), None
+        if runner is not None:
+            runner.close()
 
 
 def call_with_deadline(
@@ -166,13 +190,17 @@ def call_with_deadline(
         runner = _runners.runner = _Runner(f"{threading.current_thread().name}-calls")
     # The caller's context variables (log fields, tracing scope) follow the call.
     context = contextvars.copy_context()
-    runner.calls.put(lambda: context.run(call.run))
+    runner.calls.put(functools.partial(context.run, call.run))
     if not call.done.wait(seconds):
         on_expiry()
         if not call.done.wait(grace) and call.abandon(on_abandoned):
             _runners.runner = None
             runner.retire()
             raise DeadlineExceeded(seconds, abandoned=True)
-    if call.error is not None:
-        raise call.error
-    return call.result  # type: ignore[return-value]
+    if call.error is None:
+        return call.result  # type: ignore[return-value]
+    # The error's traceback keeps this frame, so not the call (a cycle back to the error)
+    # nor the runner: its thread would wait for the cycle's collection to be told to exit.
+    error = call.error
+    del call, runner
+    raise error

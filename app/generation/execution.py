@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from .db import checkpoint
+from .deadline import runner_thread_scope
 from .events import EventBus
 from .generators import GeneratorRegistry
 from .jobs import JobStore
@@ -104,7 +106,7 @@ class Execution:
             self._now,
             helper=self._helper,
             prefix=f"{name}/",
-            around=store.pinned,
+            around=lambda: _worker_thread(store),
         )
         # One step at a time, whichever thread runs it (the scheduler, or a caller of
         # `GenerationService.tick`): two at once could both add a worker for one backlog,
@@ -198,3 +200,11 @@ class Execution:
 
     def _now(self) -> float:
         return self._clock().timestamp()
+
+
+@contextmanager
+def _worker_thread(store: JobStore) -> Iterator[None]:
+    """What a worker thread runs inside: writes on one connection of its own, and the
+    runner thread of its jobs' deadlines, which ends (joined) before the worker does."""
+    with store.pinned(), runner_thread_scope():
+        yield
