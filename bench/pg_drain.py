@@ -18,6 +18,7 @@ machine is shared and noisy: compare figures from the same run, not across runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -196,11 +197,11 @@ def wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError("gunicorn exited during start")
-        try:
+        # Refused, or accepted but not answered within the second (a worker still
+        # starting its service): not ready yet either way.
+        with contextlib.suppress(requests.ConnectionError, requests.Timeout):
             if requests.get(f"{base}/ready", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
         time.sleep(0.1)
     raise TimeoutError("gunicorn did not become ready")
 

@@ -46,6 +46,9 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
         if result.get("skipped"):
             lines.append(f"| {result['title']} | | skipped: {result['skipped']} | | | | |")
             continue
+        if result.get("failed"):
+            lines.append(f"| {result['title']} | | failed: {result['failed']} | | | | |")
+            continue
         if not result.get("rows"):
             lines.append(f"| {result['title']} | | figures in latest.json | | | | |")
             continue

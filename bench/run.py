@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -157,19 +158,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["results"].append(_run_one(scenario, workdir, backends, args.repeat))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    failed = [result["title"] for result in report["results"] if result.get("failed")]
     report["load_after"] = machine_load()
     report["duration_seconds"] = round(time.monotonic() - started, 1)
     # Only a full run stands for the suite: a partial one is kept beside it, not over it.
     write_results(report, "partial" if args.only else "latest", update_docs=not args.only)
     print(markdown_table(report["results"]))
-    return 0
+    if failed:
+        print(f"failed: {', '.join(failed)} (tracebacks above)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _run_one(scenario: Scenario, workdir: Path, backends: set[str], repeat: int) -> dict[str, Any]:
     use = [backend for backend in scenario.backends if backend in backends]
     print(f"== {scenario.name} on {', '.join(use)} x{repeat}", file=sys.stderr, flush=True)
     started = time.monotonic()
-    result = scenario.run(workdir=workdir / scenario.name, backends=use, repeat=repeat)
+    try:
+        result = scenario.run(workdir=workdir / scenario.name, backends=use, repeat=repeat)
+    except Exception as error:  # noqa: BLE001 - one broken scenario must not lose the others
+        traceback.print_exc()
+        result = {"scenario": scenario.name, "title": scenario.name, "rows": []}
+        result["failed"] = f"{type(error).__name__}: {error}"
     result["seconds"] = round(time.monotonic() - started, 1)
     print(f"   {result['seconds']} s", file=sys.stderr, flush=True)
     return result

@@ -40,3 +40,15 @@ def test_the_table_shows_median_spread_ratio_and_verdict():
         "| 2. dispatch | sqlite | p99 | 3.00 (2.00–4.00) ms | 1.00 ms | 3.00x | ≤ 3 ms ✅ |"
         in table
     )
+
+
+def test_a_failed_scenario_is_a_row_that_says_so_and_the_others_stay():
+    rows = [row("sqlite", "jobs/s", [10.0], [20.0], unit="jobs/s")]
+    table = markdown_table(
+        [
+            {"title": "3. drain", "rows": rows},
+            {"title": "pg_drain", "rows": [], "failed": "TimeoutError: not ready"},
+        ]
+    )
+    assert "| pg_drain | | failed: TimeoutError: not ready |" in table
+    assert "| 3. drain | sqlite | jobs/s | 10" in table
