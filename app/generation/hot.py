@@ -47,7 +47,6 @@ class Prepared:
             fixed = _REQUIRED if parameter.required else parameter.effective_value
             processor = parameter.type.dialect_impl(dialect).bind_processor(dialect)
             self._binds.append((name, fixed, processor))
-        self.columns = tuple(column.key for column in returns)
         self._results = [
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in returns
         ]
@@ -81,7 +80,9 @@ class Statements:
         return prepared
 
 
-def write(connection: sqlite3.Connection, prepared: Prepared, values: Mapping[str, Any]):
+def write(
+    connection: sqlite3.Connection, prepared: Prepared, values: Mapping[str, Any]
+) -> tuple[Any, ...] | None:
     """Run `prepared` in a transaction of its own and commit; the first row it returned
     (converted), or None."""
     parameters = prepared.bind(values)
@@ -96,7 +97,9 @@ def write(connection: sqlite3.Connection, prepared: Prepared, values: Mapping[st
     return prepared.convert(rows[0]) if rows else None
 
 
-def read(connection: sqlite3.Connection, prepared: Prepared, values: Mapping[str, Any]):
+def read(
+    connection: sqlite3.Connection, prepared: Prepared, values: Mapping[str, Any]
+) -> tuple[Any, ...] | None:
     """The first row `prepared` selects (converted), or None. No transaction is opened."""
     parameters = prepared.bind(values)
     try:
