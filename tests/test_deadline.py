@@ -74,6 +74,7 @@ def test_a_runner_thread_exits_with_its_caller(last_call):
     caller.start()
     caller.join()
     wait_until(lambda: not runners[0].is_alive())
+    assert not runners[0].is_alive()
 
 
 @pytest.mark.parametrize("last_call", [lambda: None, lambda: 1 / 0], ids=["returned", "raised"])

@@ -92,11 +92,17 @@ def test_a_new_sqlite_database_is_built_as_the_migrations_build_it(tmp_path):
     migrated.dispose()
 
 
-def test_a_service_starting_on_an_older_sqlite_schema_migrates_it_keeping_its_jobs(tmp_path):
+def first_release_database(tmp_path):
+    """A SQLite file at the first release's schema (0001), holding job "old"."""
     engine = create_database_engine(f"sqlite:///{tmp_path / 'old.db'}")
     schema.upgrade(engine, "0001")
     with engine.begin() as connection:
         connection.execute(text(OLD_JOB))
+    return engine
+
+
+def test_a_service_starting_on_an_older_sqlite_schema_migrates_it_keeping_its_jobs(tmp_path):
+    engine = first_release_database(tmp_path)
     schema.prepare(engine)
     assert schema.current_revision(engine) == schema.head_revision()
     assert differences(engine) == []
@@ -114,10 +120,7 @@ def test_migrations_revert_to_an_empty_database_and_back(engine):
 
 
 def test_first_release_database_upgrades_keeping_its_jobs(tmp_path):
-    engine = create_database_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    schema.upgrade(engine, "0001")
-    with engine.begin() as connection:
-        connection.execute(text(OLD_JOB))
+    engine = first_release_database(tmp_path)
     schema.upgrade(engine)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT id FROM jobs")).scalars().all() == ["old"]

@@ -158,7 +158,7 @@ def skip_flush(connection: Connection) -> None:
     For writes whose loss in a database crash (not a process crash) is harmless: lease
     renewals, progress, notifications. On PostgreSQL that saves a disk flush per commit;
     a crash can lose the last few, never corrupt anything. Never for the INSERT (the 202's
-    promise), a claim (a lost claim lets an epoch be handed out twice: queue_postgres.py)
+    promise), a claim (a lost claim lets an epoch be handed out twice: claim_sql.py)
     or an outcome. SQLite's WAL with synchronous=NORMAL already behaves so for every
     commit (only an OS crash loses commits there, and it takes the workers with it)."""
     if connection.dialect.name == "postgresql":

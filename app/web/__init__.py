@@ -30,7 +30,7 @@ class NoSessions(SessionInterface):
         return None
 
     def save_session(self, app: Flask, session: Any, response: Response) -> None:
-        pass
+        """Nothing to save: the null session holds nothing and sets no cookie."""
 
 
 def init_web(app: Flask, keys: KeyStore) -> None:
