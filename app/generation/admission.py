@@ -9,6 +9,8 @@
 - Capacity: the queue backend writes the row only if a slot is free (queue.py), so a
   refused or failed submission leaves nothing behind. On a shared (PostgreSQL) queue the
   owner's quota is counted in the same locked transaction, so it holds cluster-wide.
+- Its place: the row's INSERT fixes its scheduling key (scheduling.py), given the job's
+  `share` (its predicted run seconds on one worker, from `share_of`).
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ class Admission:
         *,
         generators: GeneratorRegistry | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        share_of: Callable[[str, dict[str, Any]], float] = lambda generator, params: 0.0,
     ) -> None:
         self._store = store
+        self._share_of = share_of
         self._queue = queue
         self._retry_after = retry_after
         self._generators = generators or GeneratorRegistry()
@@ -136,15 +140,22 @@ class Admission:
         Raises TooManyJobsError, QueueFullError, IdempotencyKeyReusedError, or the
         database's error."""
         try:
-            return self._admit(job, max_queued)
+            written = self._admit(job, max_queued)
         except IntegrityError:
-            key, request_hash = job.idempotency_key, job.request_hash
-            earlier = self.earlier(job.owner, key, request_hash) if key and request_hash else None
-            if earlier is None:
+            if not job.idempotency_key:
                 raise
-            return earlier
+            written = None
+        if written is not None:
+            return written
+        # A concurrent request with the same idempotency key wrote its row first.
+        key, request_hash = job.idempotency_key, job.request_hash
+        earlier = self.earlier(job.owner, key, request_hash) if key and request_hash else None
+        if earlier is None:
+            # Unreachable while rows are never deleted: a conflict means a committed row.
+            raise RuntimeError(f"idempotency key of job {job.id} taken by a row not found")
+        return earlier
 
-    def _admit(self, job: Job, max_queued: int | None) -> Job:
+    def _admit(self, job: Job, max_queued: int | None) -> Job | None:
         def check(connection: Connection | None) -> None:
             if max_queued is not None:
                 if self._store.count_queued(job.owner, connection) >= max_queued:
@@ -156,10 +167,13 @@ class Admission:
         lock: AbstractContextManager[Any] = nullcontext()
         if max_queued is not None and not self._queue.shared:
             lock = self._owner_locks[hash(job.owner) % OWNER_LOCK_STRIPES]
+        aging, share = self._queue.aging_seconds, self._share_of(job.generator, job.params)
+
+        def write(connection: Connection | None) -> Job | None:
+            return self._store.insert(job, connection, aging_seconds=aging, share=share)
+
         try:
             with lock:
-                return self._queue.admit(
-                    lambda connection: self._store.insert(job, connection), check=check
-                )
+                return self._queue.admit(write, check=check)
         except QueueFullError as full:
             raise QueueFullError(full.capacity, self._retry_after()) from None

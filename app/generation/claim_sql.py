@@ -1,24 +1,24 @@
 """The PostgreSQL claim: one statement that takes the best queued job for a worker.
 
-An idle worker claims exactly one job, the best by the scheduling policy, with
+An idle worker claims exactly one job, the first by the scheduling policy, with
 
     WITH next AS MATERIALIZED (
-        SELECT jobs.pk, jobs.owner FROM jobs LEFT JOIN owner_turns USING (owner)
-        WHERE status = 'queued'
-        ORDER BY <effective priority>, coalesce(owner_turns.last_served, 0), jobs.pk
-        LIMIT 1 FOR UPDATE OF jobs SKIP LOCKED)
+        SELECT pk FROM jobs WHERE status = 'queued'
+        ORDER BY sort_key, pk LIMIT 1 FOR UPDATE SKIP LOCKED)
     UPDATE jobs SET status = 'running', lease_epoch = lease_epoch + 1, ...
     FROM next WHERE jobs.pk = next.pk RETURNING jobs.*
 
-and, in the same statement (a data-modifying CTE), gives the owner the next turn in
-`owner_turns`. `SKIP LOCKED` lets concurrent claimers pass over each other's rows
-instead of queueing behind them. The candidate is chosen in a materialised CTE, as Oban,
-Solid Queue and graphile-worker do, because a `LIMIT` subquery inside `UPDATE ... WHERE
-pk IN (...)` may be re-evaluated by the planner and lock (and claim) more rows than it
-returns. There is no prefetch: a worker claims only when it is idle, so a HIGH job
-submitted anywhere is the next one any idle worker in the cluster starts. The ORDER BY
-reads every queued row (aging is a function of the clock, so no index can hold that
-order); the queue is bounded by GENERATION_QUEUE_SIZE, which bounds this too.
+The key is fixed at admission (scheduling.py), so the order is the partial index
+`ix_jobs_queued_sort_key (sort_key, pk) WHERE status = 'queued'`: the claim reads its
+first entry, whatever the queue's depth (tests/test_claim_plan.py holds the plan to it),
+as Oban, River and graphile-worker claim. The predicate is spelled as a literal so the
+planner can prove the partial index applies. `SKIP LOCKED` lets concurrent claimers pass
+over each other's rows instead of queueing behind them. The candidate is chosen in a
+materialised CTE because a `LIMIT` subquery inside `UPDATE ... WHERE pk IN (...)` may be
+re-evaluated by the planner and lock (and claim) more rows than it returns. There is no
+prefetch: a worker claims only when it is idle, so a HIGH job submitted anywhere is the
+next one any idle worker in the cluster starts. The job leaving the queue is counted by
+a trigger (`queue_counts`, migration 0003) in the same transaction.
 
 The claim commits synchronously (it waits for its WAL to reach the disk), unlike lease
 renewals and progress. Skipping that wait looks safe, since a claim lost in a database
@@ -36,55 +36,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select, update
 
 from .job_writes import claim_values
-from .models import JobRow, JobStatus, OwnerTurnRow
-from .scheduling import effective_priority_sql_bound
+from .models import QUEUED_PREDICATE, JobRow
 
 _jobs = JobRow.__table__
 _c = _jobs.c
-_turns = OwnerTurnRow.__table__
-_queued = _c.status == JobStatus.QUEUED.value
 
 
 def claim_statement() -> Any:
-    """The claim above and the owner's next turn, as one statement built once (one round
-    trip; building and cache-keying it per claim cost more than running it). Bound
-    values: `claim_values()`'s and `aging_cutoffs(now, aging_seconds)`."""
-    level = effective_priority_sql_bound(_c.priority, _c.created_at)
+    """The claim above, built once (building and cache-keying it per claim cost more
+    than running it). Bound values: `claim_values()`'s."""
     candidate = (
         select(_c.pk)
-        .select_from(_jobs.outerjoin(_turns, _turns.c.owner == _c.owner))
-        .where(_queued)
-        .order_by(level, func.coalesce(_turns.c.last_served, 0), _c.pk)
+        .where(QUEUED_PREDICATE)
+        .order_by(_c.sort_key, _c.pk)
         .limit(1)
-        .with_for_update(skip_locked=True, of=_jobs)
+        .with_for_update(skip_locked=True)
         .cte("next")
         .prefix_with("MATERIALIZED")
     )
-    claimed = (
-        update(_jobs)
-        .where(_c.pk == candidate.c.pk)
-        .values(**claim_values())
-        .returning(*_jobs.c)
-        .cte("claimed")
-    )
-    # A data-modifying CTE runs whether or not the outer query reads it.
-    turn = next_turn_statement(select(claimed.c.owner)).cte("turn")
-    return select(claimed).add_cte(turn)
-
-
-def next_turn_statement(owners: Select[Any]) -> Any:
-    """Give the owner `owners` selects the next turn: one past the latest turn anyone
-    was given."""
-    latest = select(func.coalesce(func.max(_turns.c.last_served), 0) + 1).scalar_subquery()
-    chosen = owners.add_columns(latest.label("last_served"))
-    statement = pg_insert(_turns).from_select(["owner", "last_served"], chosen)
-    return statement.on_conflict_do_update(
-        index_elements=[_turns.c.owner], set_={"last_served": statement.excluded.last_served}
-    )
+    return update(_jobs).where(_c.pk == candidate.c.pk).values(**claim_values()).returning(*_jobs.c)
 
 
 CLAIM = claim_statement()

@@ -3,8 +3,9 @@
 A queued job's **position** is the number of jobs now queued that are predicted to start
 before it; its **ETA** is when it is predicted to finish. Both come from one simulation:
 each worker becomes free when its running job is predicted to end (now, if idle); the
-earliest free worker takes the job the policy picks *at that moment* (so aging happens in
-the simulation as it will in reality) and is busy for that job's predicted run time. The
+earliest free worker takes the queued job with the smallest key *at that moment* (jobs
+that arrive meanwhile compete from their arrival) and is busy for that job's predicted
+run time. The
 simulation also expects the future to look like the recent past: the submissions of the
 last ARRIVAL_WINDOW_SECONDS are replayed as *expected arrivals*, so a LOW job's ETA allows
 for the HIGH jobs that will overtake it (they delay it, but are not counted in its
@@ -120,6 +121,7 @@ def _replay(recent: list[QueueEntry], span: float) -> Iterator[QueueEntry]:
                 job_id=f"{EXPECTED_PREFIX}-{order}",
                 order=order,
                 enqueued_at=entry.enqueued_at + cycle * span,
+                key=entry.key + cycle * span,
             )
             order += 1
         cycle += 1

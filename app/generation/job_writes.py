@@ -16,10 +16,25 @@ from enum import Enum
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Update, bindparam, case, insert, or_, text, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Double,
+    Update,
+    bindparam,
+    case,
+    cast,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .job_queries import kept_results
-from .models import JobRow, JobStatus
+from .models import QUEUED_PREDICATE, JobRow, JobStatus
 
 _table = JobRow.__table__
 _columns = _table.c
@@ -43,10 +58,52 @@ NEW_ROW_COLUMNS = (
     "request_hash",
     *NEW_ROW_DEFAULTS,
 )
-INSERT = (
-    insert(_table)
-    .values({name: bindparam(name, type_=_columns[name].type) for name in NEW_ROW_COLUMNS})
-    .returning(_columns.pk)
+# Bound with the columns above: `share` (the job's predicted seconds on one worker),
+# `key_offset` (its priority's offset) and `now_epoch` (None: the database's clock).
+KEY_BINDS = ("share", "key_offset", "now_epoch")
+
+
+def admission_key_sql(now: ColumnElement[float]) -> ColumnElement[float]:
+    """scheduling.admission_key in SQL: the owner's queued tail of the same priority is
+    read in the INSERT itself, through the partial index (owner, priority, sort_key), so
+    the key costs one index probe and follows every job admitted before it."""
+    tail = (
+        select(func.max(_columns.sort_key))
+        .where(
+            QUEUED_PREDICATE,
+            _columns.owner == bindparam("owner"),
+            _columns.priority == bindparam("priority"),
+        )
+        .scalar_subquery()
+    )
+    fresh = now + bindparam("key_offset", type_=Double())
+    after_tail = tail + bindparam("share", type_=Double())
+    return case((after_tail > fresh, after_tail), else_=fresh)
+
+
+def _insert(dialect_insert: Any, now: ColumnElement[float]) -> Any:
+    """`INSERT ... RETURNING pk, sort_key`; a row whose (owner, idempotency key) is taken
+    is not written and returns nothing (so one such row cannot abort a group commit)."""
+    values = {name: bindparam(name, type_=_columns[name].type) for name in NEW_ROW_COLUMNS}
+    values["sort_key"] = admission_key_sql(now)
+    return (
+        dialect_insert(_table)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["owner", "idempotency_key"])
+        .returning(_columns.pk, _columns.sort_key)
+    )
+
+
+# SQLite: one process on one machine, so its clock is the database's (bound always).
+INSERT_SQLITE = _insert(sqlite.insert, bindparam("now_epoch", type_=Double()))
+# PostgreSQL: the server's clock, so machines with skewed clocks key alike; a bound
+# `now_epoch` overrides it (tests that drive time).
+INSERT_POSTGRES = _insert(
+    postgresql.insert,
+    func.coalesce(
+        bindparam("now_epoch", type_=Double()),
+        cast(func.extract("epoch", func.clock_timestamp()), Double()),
+    ),
 )
 # A row as the SQLite path returns it: attribute access by column, for `Job.from_row`.
 RowTuple = namedtuple("RowTuple", [column.key for column in _table.c])  # noqa: PYI024

@@ -25,16 +25,29 @@ from .db import ping
 from .job_queries import JobQueries
 from .job_writes import Guard, Row, RowTuple, setter, skip_flush
 from .models import Job, JobRow, JobStatus
+from .scheduling import DEFAULT_AGING_SECONDS, offset
 
 _table = JobRow.__table__
 DEFAULT_LEASE_SECONDS = 30.0
 
 
 class JobStore(JobQueries):
-    def __init__(self, engine: Engine, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        database_clock: bool | None = None,
+    ) -> None:
+        """`database_clock`: key new jobs by the database server's clock (the default on
+        PostgreSQL, where machines' clocks may disagree) rather than by their
+        `created_at` (SQLite's default: one machine, one clock)."""
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
         self._engine = engine
+        postgres = engine.dialect.name == "postgresql"
+        self._database_clock = postgres if database_clock is None else database_clock
+        self._insert = statements.INSERT_POSTGRES if postgres else statements.INSERT_SQLITE
         self.lease = timedelta(seconds=lease_seconds)
         self._write_lock: AbstractContextManager[Any] = (
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
@@ -46,9 +59,18 @@ class JobStore(JobQueries):
         """Raise if the database cannot answer."""
         ping(self._engine)
 
-    def insert(self, job: Job, connection: Connection | None = None) -> Job:
-        """Write a new queued job and return it with its `pk`; in `connection`'s
-        transaction if given (the PostgreSQL queue counts and inserts in one)."""
+    def insert(
+        self,
+        job: Job,
+        connection: Connection | None = None,
+        *,
+        aging_seconds: float = DEFAULT_AGING_SECONDS,
+        share: float = 0.0,
+    ) -> Job | None:
+        """Write a new queued job, keyed by the scheduling policy (scheduling.py; `share`:
+        its predicted seconds on one worker), and return it with its `pk` and `sort_key`;
+        None if the owner's idempotency key is taken. In `connection`'s transaction if
+        given (the PostgreSQL queue writes a group of submissions in one)."""
         values = {
             "id": job.id,
             "owner": job.owner,
@@ -60,14 +82,22 @@ class JobStore(JobQueries):
             "idempotency_key": job.idempotency_key,
             "request_hash": job.request_hash,
         } | statements.NEW_ROW_DEFAULTS
+        binds = values | {
+            "share": max(0.0, share),
+            "key_offset": offset(job.priority, aging_seconds),
+            "now_epoch": None if self._database_clock else job.created_at.timestamp(),
+        }
         if connection is not None:
-            pk = connection.execute(statements.INSERT, values).scalar_one()
+            row = connection.execute(self._insert, binds).first()
         elif self._hot is not None:
-            (pk,) = self._write_on_driver(statements.INSERT, (_table.c.pk,), values)
+            row = self._write_on_driver(self._insert, (_table.c.pk, _table.c.sort_key), binds)
         else:
             with self._writing() as connection:
-                pk = connection.execute(statements.INSERT, values).scalar_one()
-        return Job.from_row(Row(values | {"pk": pk}))
+                row = connection.execute(self._insert, binds).first()
+        if row is None:
+            return None
+        pk, sort_key = row
+        return Job.from_row(Row(values | {"pk": pk, "sort_key": sort_key}))
 
     @property
     def engine(self) -> Engine:

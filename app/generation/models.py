@@ -16,12 +16,14 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Double,
     Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Text,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -81,6 +83,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+QUEUED_PREDICATE = text("status = 'queued'")
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -111,6 +115,9 @@ class JobRow(Base):
     generator: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]]
     priority: Mapped[int]
+    # The scheduling key fixed at admission (scheduling.py): the queued job with the
+    # smallest (sort_key, pk) starts next. Epoch seconds of the database's clock.
+    sort_key: Mapped[float] = mapped_column(Double())
     status: Mapped[str] = mapped_column(String(16))
     progress_percent: Mapped[float] = mapped_column(default=0.0)
     progress_stage: Mapped[str | None] = mapped_column(String(64))
@@ -138,6 +145,26 @@ class JobRow(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
+        # The claim's order over queued rows only: a claim reads the first entry. The
+        # predicate is a literal: a planner can use a partial index only for a query
+        # whose WHERE implies it (so statements spell `status = 'queued'` out too).
+        Index(
+            "ix_jobs_queued_sort_key",
+            "sort_key",
+            "pk",
+            sqlite_where=QUEUED_PREDICATE,
+            postgresql_where=QUEUED_PREDICATE,
+        ),
+        # An owner's queued jobs by priority: the tail an admission keys after, and the
+        # owner's quota count (bounded by the quota, not by the queue).
+        Index(
+            "ix_jobs_queued_owner_priority_sort_key",
+            "owner",
+            "priority",
+            "sort_key",
+            sqlite_where=QUEUED_PREDICATE,
+            postgresql_where=QUEUED_PREDICATE,
+        ),
         Index("ix_jobs_status_priority_pk", "status", "priority", "pk"),
         Index("ix_jobs_owner_pk", "owner", "pk"),
         # The retention sweep: succeeded, not yet expired, finished before a cutoff.
@@ -165,13 +192,17 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None]
 
 
-class OwnerTurnRow(Base):
-    """When each owner was last served (scheduling.py rule 2), for claims in SQL."""
+class QueueCountRow(Base):
+    """How many jobs ever entered (`in`) and left (`out`) the queued state, kept by
+    triggers on PostgreSQL (store_triggers.py), so an admission knows the cluster's queue
+    depth from two rows instead of counting the queued ones. Two rows, so that claims
+    (which move `out`) never wait for admissions (which lock `in`). Unused on SQLite,
+    where one process holds the whole queue in memory."""
 
-    __tablename__ = "owner_turns"
+    __tablename__ = "queue_counts"
 
-    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
-    last_served: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    name: Mapped[str] = mapped_column(String(8), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
 
 
 class ResultChunkRow(Base):
@@ -204,6 +235,7 @@ class Job:
     priority: Priority
     status: JobStatus
     created_at: datetime
+    sort_key: float = 0.0
     progress: Progress = field(default_factory=Progress)
     error: str | None = None
     attempts: int = 0
@@ -235,6 +267,7 @@ class Job:
             priority=Priority(row.priority),
             status=JobStatus(row.status),
             created_at=row.created_at,
+            sort_key=row.sort_key,
             progress=Progress(row.progress_percent, row.progress_stage, row.progress_message),
             error=row.error,
             attempts=row.attempts,

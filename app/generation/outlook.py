@@ -72,6 +72,11 @@ class Outlook:
         """A job's cost in its generator's unit (what the run-time estimator scales)."""
         return job_cost(self._generators.get(generator), params)
 
+    def share(self, generator: str, params: dict[str, Any]) -> float:
+        """A job's predicted seconds on one worker: how far its owner's next job of the
+        same priority is keyed after it (scheduling.py, fair share)."""
+        return self.estimator.predict(generator, self.cost(generator, params))
+
     def describe(self, job: Job) -> Job:
         """The job with its position (if queued here) and ETA filled in."""
         now = self._clock()
@@ -113,7 +118,8 @@ class Outlook:
         """The position and ETA a job with these (valid) fields would get if submitted now."""
         now = self._clock()
         cost = job_cost(self._generators.get(generator), params)
-        entry = QueueEntry(QUOTE_ID, priority, QUOTE_ORDER, owner, now, generator, cost)
+        key = self._queue.key_for(owner, priority, now, self.share(generator, params))
+        entry = QueueEntry(QUOTE_ID, priority, QUOTE_ORDER, owner, now, generator, cost, key)
         slot = self._forecaster.quote(entry)
         return Quote(generator, params, priority, slot.position, _seconds(slot.finish - now))
 

@@ -1,19 +1,19 @@
 """The forecast's simulation, kept alive so that a queue change does not replay it all.
 
 `Plan` plays the scheduling policy forward over a copy of the queue, as forecast.py
-describes, and keeps what it needs to go on afterwards: every pick it made, with the key
-the picked job won with (effective level, its owner's last turn, order), and its state
-after the last queued job (the index, left holding only expected arrivals, the workers'
-predicted free times, the stream of expected arrivals). Then:
+describes, and keeps what it needs to go on afterwards: every pick it made (the picked
+job's key decides), and its state after the last queued job (the index, left holding
+only expected arrivals, the workers' predicted free times, the stream of expected
+arrivals). Then:
 
 - **A job is added** (a submit): it changes no pick before its own, since until then it
   only competes and loses. So its slot is the first pick whose key it beats, scanning
-  from just after the last pick of its own FIFO (same priority and owner; it cannot start
-  before those); if it beats none, the simulation goes on from its end state until it
-  picks the new job. A flood of NORMAL jobs, or one owner's, costs O(log n) per job: the
-  scan starts at the end. A job that overtakes (a HIGH job, a new owner's first) also
-  gets its exact slot, but every pick after it is now wrong: the plan is `broken`, and
-  the forecaster replays it on next use.
+  from just after the last pick of its own FIFO (same priority and owner: its key is at
+  least theirs, so it cannot start before those); if it beats none, the simulation goes
+  on from its end state until it picks the new job. A flood from one owner costs
+  O(log n) per job: the scan starts at the end. A job that overtakes (a HIGH job, another
+  owner's first) also gets its exact slot, but every pick after it is now wrong: the
+  plan is `broken`, and the forecaster replays it on next use.
 - **A worker takes the first pick**: it is dropped, positions count from the next one.
 - Anything else (a cancellation, a worker taking a job the plan did not pick first) breaks
   the plan.
@@ -26,11 +26,10 @@ clock stays at `made_at` (the forecaster replays plans older than MAX_AGE_SECOND
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from .scheduling import TOP, QueueEntry, SchedulingIndex, promotion_time
+from .scheduling import QueueEntry, SchedulingIndex
 
 EXPECTED_PREFIX = "~expected"
 
@@ -46,24 +45,13 @@ class Slot:
 
 @dataclass(frozen=True, slots=True)
 class Pick:
-    """One step of the simulation: who was picked at `start`, and the key it won with."""
+    """One step of the simulation: who was picked at `start`."""
 
     entry: QueueEntry
     start: float
     finish: float
-    level: int  # effective priority at `start`
-    turn: int  # its owner's last turn before this pick
-    served: int  # its owner's turn after it
     rank: int  # real (not expected) picks before this one
     expected: bool
-
-
-def level_at(priority: int, enqueued_at: float, at: float, aging: float) -> int:
-    """The effective level at `at`, from the same sums the index's timers use."""
-    for level in range(TOP, priority):
-        if promotion_time(priority, enqueued_at, level, aging) <= at:
-            return level
-    return priority
 
 
 class _Arrivals:
@@ -120,9 +108,7 @@ class Plan:
         self._head = 0  # picks before it were taken by workers
         self._real = 0  # real picks so far
         self._slots: dict[str, Pick] = {}  # real jobs not yet taken
-        self._by_owner: dict[str, list[int]] = {}  # pick numbers of each owner
         self._last_of_fifo: dict[tuple[int, str], int] = {}  # last real pick per FIFO
-        self._turns = {entry.owner: index.last_served(entry.owner) for entry in index.entries()}
         self._waiting = len(index)  # real jobs not yet picked
         while self._waiting and (until is None or until not in self._slots):
             self._step()
@@ -185,51 +171,34 @@ class Plan:
 
     def _first_beaten(self, entry: QueueEntry) -> int | None:
         """The first pick `entry` would have won, had it been queued; None if none."""
-        picks, owner, priority = self.picks, entry.owner, int(entry.priority)
-        start = max(self._head, self._last_of_fifo.get((priority, owner), -1) + 1)
-        mine = self._by_owner.get(owner, [])
-        before = bisect_left(mine, start)
-        if before:
-            turn = picks[mine[before - 1]].served
-        elif mine:
-            turn = picks[mine[0]].turn
-        else:
-            turn = self._turns.get(owner, self._index.last_served(owner))
-        aging = self._index.aging_seconds
-        for number in range(start, len(picks)):
-            pick = picks[number]
-            level = level_at(priority, entry.enqueued_at, pick.start, aging)
-            if (level, turn, entry.order) < (pick.level, pick.turn, pick.entry.order):
+        fifo = (int(entry.priority), entry.owner)
+        start = max(self._head, self._last_of_fifo.get(fifo, -1) + 1)
+        rank = entry.rank
+        for number in range(start, len(self.picks)):
+            if rank < self.picks[number].entry.rank:
                 return number
-            if pick.entry.owner == owner:
-                turn = pick.served
         return None
 
     def _go_on(self, entry: QueueEntry, now: float) -> None:
         """Add `entry` to the end state and simulate until it is picked."""
-        self._turns.setdefault(entry.owner, self._index.last_served(entry.owner))
         self._free = [max(now, free) for free in self._free]
         heapq.heapify(self._free)
-        self._index.add(entry, now)
+        self._index.add(entry)
         self._waiting += 1
         while self._waiting:
             self._step()
 
     def _step(self) -> None:
         entry, start, finish = _pick(
-            self._index, self._free, self._arrivals, self._capacity, self._run, self._turns
+            self._index, self._free, self._arrivals, self._capacity, self._run
         )
-        owner, expected = entry.owner, entry.job_id.startswith(EXPECTED_PREFIX)
-        served = self._index.last_served(owner)
-        level = level_at(int(entry.priority), entry.enqueued_at, start, self._index.aging_seconds)
-        pick = Pick(entry, start, finish, level, self._turns[owner], served, self._real, expected)
-        self._turns[owner] = served
+        expected = entry.job_id.startswith(EXPECTED_PREFIX)
+        pick = Pick(entry, start, finish, self._real, expected)
         number = len(self.picks)
         self.picks.append(pick)
-        self._by_owner.setdefault(owner, []).append(number)
         if not expected:
             self._slots[entry.job_id] = pick
-            self._last_of_fifo[(int(entry.priority), owner)] = number
+            self._last_of_fifo[(int(entry.priority), entry.owner)] = number
             self._real += 1
             self._waiting -= 1
 
@@ -240,18 +209,16 @@ def _pick(
     arrivals: _Arrivals,
     capacity: int | None,
     run_seconds: Callable[[QueueEntry], float],
-    turns: dict[str, int],
 ) -> tuple[QueueEntry, float, float]:
     """One step: the earliest free worker takes the job the policy picks then."""
     start = heapq.heappop(free)
     arrival = arrivals.peek()
     while arrival is not None and arrival.enqueued_at <= start:
         if capacity is None or len(index) < capacity:
-            turns.setdefault(arrival.owner, index.last_served(arrival.owner))
-            index.add(arrival, arrival.enqueued_at)
+            index.add(arrival)
         arrivals.advance()
         arrival = arrivals.peek()
-    entry = index.pop(start)
+    entry = index.pop()
     assert entry is not None  # only called while a real job waits
     finish = start + run_seconds(entry)
     heapq.heappush(free, finish)
@@ -270,9 +237,8 @@ def _run_until(
     """(start, finish) of `entry` added at `now` to an end state that holds no real job."""
     free[:] = [max(now, at) for at in free]
     heapq.heapify(free)
-    index.add(entry, now)
-    turns: dict[str, int] = {}
+    index.add(entry)
     while True:
-        picked, start, finish = _pick(index, free, arrivals, capacity, run_seconds, turns)
+        picked, start, finish = _pick(index, free, arrivals, capacity, run_seconds)
         if picked.job_id == entry.job_id:
             return start, finish

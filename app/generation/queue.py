@@ -10,8 +10,8 @@ implement it, and one contract test class runs against both (tests/test_queue_co
   shares one queue; a local copy of the queued rows serves forecasts only.
 
 Either way the row is written first and is the truth; a claim moves it to `running`
-under a new lease epoch (jobs.py). The order is the scheduling policy's (scheduling.py:
-aging priority, then fair turns between owners, then FIFO), in memory and in SQL alike.
+under a new lease epoch (jobs.py). The order is the scheduling policy's: the smallest
+key fixed at admission, then FIFO (scheduling.py), in memory and in SQL alike.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from sqlalchemy import Connection
 from .errors import QueueFullError, ServiceStoppedError
 from .jobs import JobStore
 from .models import Job, Priority
-from .scheduling import QueueEntry, SchedulingIndex
+from .scheduling import DEFAULT_AGING_SECONDS, QueueEntry, SchedulingIndex
 
-DEFAULT_AGING_SECONDS = 60.0
 # Changes kept for forecasts that follow the queue change by change (forecast.py).
 JOURNAL_SIZE = 1024
-# Writes a job row, in the given transaction when the backend opened one.
-Write = Callable[[Connection | None], Job]
+# Writes a job row, in the given transaction when the backend opened one; None when the
+# row was not written because its (owner, idempotency key) is taken.
+Write = Callable[[Connection | None], Job | None]
+Check = Callable[[Connection | None], None]
 Stop = Callable[[], bool]
 # (version, "put" | "get" | "remove", entry): one change of the queued set.
 Change = tuple[int, str, QueueEntry]
@@ -62,11 +63,12 @@ class JobQueue(abc.ABC):
     def closed(self) -> bool: ...
 
     @abc.abstractmethod
-    def admit(self, write: Write, *, check: Write | None = None) -> Job:
+    def admit(self, write: Write, *, check: Check | None = None) -> Job | None:
         """Run `check` (may raise), then `write` the row if a slot is free, all in one
         step as far as capacity goes; QueueFullError when none is, ServiceStoppedError
-        once closed. The job is not claimable through `claim()` before `put()` (memory)
-        or before this returns (shared)."""
+        once closed. What `write` returned (None: nothing written, no slot taken). The
+        job is not claimable through `claim()` before `put()` (memory) or before this
+        returns (shared)."""
 
     @abc.abstractmethod
     def check_room(self) -> None:
@@ -99,8 +101,9 @@ class JobQueue(abc.ABC):
         """Forget a job that left the queue (cancelled, or claimed elsewhere)."""
 
     @abc.abstractmethod
-    def refresh(self) -> None:
-        """Bring the local view up to date with the database (shared backends)."""
+    def refresh(self, *, force: bool = False) -> None:
+        """Bring the local view up to date with the database (shared backends), unless
+        it was brought up to date too recently for what that costs (`force`: now)."""
 
     @abc.abstractmethod
     def snapshot(self) -> tuple[int, SchedulingIndex]:
@@ -113,6 +116,11 @@ class JobQueue(abc.ABC):
 
     @abc.abstractmethod
     def depth_by_priority(self) -> dict[Priority, int]: ...
+
+    @abc.abstractmethod
+    def key_for(self, owner: str, priority: int, now: float, share: float) -> float:
+        """The scheduling key a job admitted now would get, as far as this process
+        knows the queue (for quotes; the INSERT computes the real one)."""
 
     @abc.abstractmethod
     def wake(self) -> None:
@@ -190,15 +198,18 @@ class MemoryQueue(JobQueue):
         with self._lock:
             self._reserved -= 1
 
-    def admit(self, write: Write, *, check: Write | None = None) -> Job:
+    def admit(self, write: Write, *, check: Check | None = None) -> Job | None:
         if check is not None:
             check(None)
         self.reserve()
         try:
-            return write(None)
+            job = write(None)
         except BaseException:
             self.release()
             raise
+        if job is None:
+            self.release()
+        return job
 
     def claim(
         self, worker: str, *, stop: Stop = lambda: False, timeout: float | None = None
@@ -227,7 +238,7 @@ class MemoryQueue(JobQueue):
             if entry.job_id not in self:
                 self.put(entry, reserved=False)
 
-    def refresh(self) -> None:
+    def refresh(self, *, force: bool = False) -> None:
         """Nothing to do: this process's index is the whole queue."""
 
     def put(self, entry: QueueEntry, *, reserved: bool = True) -> None:
@@ -235,7 +246,7 @@ class MemoryQueue(JobQueue):
         with self._lock:
             if reserved:
                 self._reserved -= 1
-            self._index.add(entry, self._clock())
+            self._index.add(entry)
             self._depth[entry.priority] += 1
             self._changed("put", entry)
             self._not_empty.notify()
@@ -253,7 +264,7 @@ class MemoryQueue(JobQueue):
             while True:
                 if self._closed or stop():
                     return None
-                entry = self._index.pop(self._clock())
+                entry = self._index.pop()
                 if entry is not None:
                     self._depth[entry.priority] -= 1
                     self._changed("get", entry)
@@ -291,6 +302,10 @@ class MemoryQueue(JobQueue):
     def depth_by_priority(self) -> dict[Priority, int]:
         with self._lock:
             return {priority: self._depth[priority] for priority in Priority}
+
+    def key_for(self, owner: str, priority: int, now: float, share: float) -> float:
+        with self._lock:
+            return self._index.key_for(owner, priority, now, share)
 
     def close(self) -> None:
         """Wake every waiting `get()` with None; later reservations fail."""
@@ -347,4 +362,5 @@ def entry_of(job: Job, cost: Callable[[str, dict[str, Any]], float]) -> QueueEnt
         job.created_at.timestamp(),
         job.generator,
         cost(job.generator, job.params),
+        job.sort_key,
     )

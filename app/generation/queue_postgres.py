@@ -1,13 +1,16 @@
 """The PostgreSQL queue: every process and machine on the database claims from one table.
 
-An idle worker claims exactly one job, the best by the scheduling policy, in one SQL
-statement that also gives its owner the next turn (claim_sql.py); concurrent claimers
-pass over each other's rows (`SKIP LOCKED`). There is no prefetch: a worker claims only
-when it is idle, so a HIGH job submitted anywhere is the next one any idle worker in the
-cluster starts.
+An idle worker claims exactly one job, the first by the scheduling key, in one SQL
+statement that reads one index entry (claim_sql.py); concurrent claimers pass over each
+other's rows (`SKIP LOCKED`). There is no prefetch: a worker claims only when it is idle,
+so a HIGH job submitted anywhere is the next one any idle worker in the cluster starts.
 
-Capacity is the cluster's: admissions serialise on an advisory lock, count the queued
-rows and insert in one transaction.
+Capacity is the cluster's: triggers keep how many jobs entered and left the queued state
+in `queue_counts` (migration 0003), and an admission locks the `in` row, reads the depth
+from the two rows (O(1), exact: every admission holds that lock) and inserts, in one
+transaction. Concurrent submissions of this process share that transaction (group
+commit, group_commit.py): one lock, one NOTIFY and one commit for the group, and each
+202 leaves only once its row is durable.
 
 Workers that find nothing sleep on a doorbell rung by `NOTIFY` on every admission
 (delivered on commit) and by this process; they poll anyway, often while the listening
@@ -15,8 +18,10 @@ connection is down, so a lost notification delays a job, never strands it.
 
 Forecasts (positions, ETAs, Retry-After) need the queue as a `SchedulingIndex`: this
 process keeps a copy of the queued rows, re-read by the scheduler thread at most a few
-times a second (`refresh`, O(queued) per read, never per submission), and updated at once
-for what this process learns (its own submissions and claims, relayed events).
+times a second (`refresh`, O(queued) per read, never per submission; a deep queue's read
+waits longer, so that it takes at most REFRESH_SHARE of this process's time), and
+updated at once for what this process learns (its own submissions and claims, relayed
+events).
 """
 
 from __future__ import annotations
@@ -28,20 +33,26 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, case, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from .claim_sql import CLAIM
-from .errors import QueueFullError, ServiceStoppedError
+from .errors import GenerationError, QueueFullError, ServiceStoppedError
+from .group_commit import GroupCommit
 from .jobs import JobStore
 from .listener import Listener
-from .models import Job, JobRow, JobStatus, OwnerTurnRow, Priority
-from .queue import JOURNAL_SIZE, Change, JobQueue, Stop, Write, as_datetime, changes_after
-from .scheduling import (
-    QueueEntry,
-    SchedulingIndex,
-    aging_cutoffs,
+from .models import QUEUED_PREDICATE, Job, JobRow, Priority, QueueCountRow
+from .queue import (
+    JOURNAL_SIZE,
+    Change,
+    Check,
+    JobQueue,
+    Stop,
+    Write,
+    as_datetime,
+    changes_after,
 )
+from .scheduling import QueueEntry, SchedulingIndex
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +60,21 @@ JOBS_CHANNEL = "gs_jobs"
 # Polling is the safety net under notifications: rare while they flow, brisk without them.
 POLL_SECONDS_LISTENING = 5.0
 POLL_SECONDS_DEAF = 0.5
-# Serialises admissions so the cluster-wide capacity check and the insert are one step.
-ADMISSION_LOCK_KEY = 0x67_73_51_55_45_55_45
 # How long a job that left the queue here is kept out of re-read copies (see refresh).
 DEPARTED_SECONDS = 60.0
+# Re-reading the queued rows for forecasts: at most this share of the process's time.
+REFRESH_SHARE = 0.05
+# At most this many submissions share one transaction.
+GROUP_COMMIT_MAX = 64
 
 _jobs = JobRow.__table__
 _c = _jobs.c
-_turns = OwnerTurnRow.__table__
-_queued = _c.status == JobStatus.QUEUED.value
+_counts = QueueCountRow.__table__
+# Serialises admissions cluster-wide, so that the depth read after it is exact.
+LOCK_ADMISSIONS = select(_counts.c.n).where(_counts.c.name == "in").with_for_update()
+QUEUE_DEPTH = select(
+    func.coalesce(func.sum(case((_counts.c.name == "in", _counts.c.n), else_=-_counts.c.n)), 0)
+)
 
 
 class Doorbell:
@@ -114,6 +131,8 @@ class PostgresQueue(JobQueue):
         self._doorbell = Doorbell()
         self._closed = False
         self._lock = threading.Lock()
+        self._group = GroupCommit(self._admit_group, GROUP_COMMIT_MAX)
+        self._next_refresh = float("-inf")  # monotonic time the next re-read may start
         listener.on(JOBS_CHANNEL, self._heard)
         listener.on_reconnect(lambda: self._doorbell.ring(everyone=True))
 
@@ -125,34 +144,22 @@ class PostgresQueue(JobQueue):
     def closed(self) -> bool:
         return self._closed
 
-    def admit(self, write: Write, *, check: Write | None = None) -> Job:
+    def admit(self, write: Write, *, check: Check | None = None) -> Job | None:
         if self._closed:
             raise ServiceStoppedError("the generation service is shutting down")
-        with self._engine.begin() as connection:
-            # Lock, then count, in separate statements: under READ COMMITTED each
-            # statement sees what was committed before it started, so the count must
-            # start after the lock is held to see the insert of whoever held it before.
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADMISSION_LOCK_KEY}
-            )
-            if check is not None:
-                check(connection)
-            if self._store.count_queued(connection=connection) >= self.capacity:
-                raise QueueFullError(self.capacity)
-            job = write(connection)
-            _notify_new_job(connection)
-        return job
+        return self._group.submit((write, check))
 
     def check_room(self) -> None:
         if self._closed:
             raise ServiceStoppedError("the generation service is shutting down")
-        if self._store.count_queued() >= self.capacity:
-            raise QueueFullError(self.capacity)
+        with self._engine.connect() as connection:
+            if connection.execute(QUEUE_DEPTH).scalar_one() >= self.capacity:
+                raise QueueFullError(self.capacity)
 
     def put(self, entry: QueueEntry) -> None:
         with self._lock:
             if entry.job_id not in self._departed and entry.job_id not in self._index:
-                self._index.add(entry, self._clock())
+                self._index.add(entry)
                 self._changed("put", entry)
         # Other processes heard the notification on commit; this one's idle workers now.
         self._doorbell.ring()
@@ -179,7 +186,7 @@ class PostgresQueue(JobQueue):
     def recover(self, max_attempts: int) -> list[Job]:
         # Other processes may be running jobs right now: only expired leases are taken back.
         taken = self._store.reclaim(max_attempts, as_datetime(self._clock()))
-        self.refresh()
+        self.refresh(force=True)
         return taken
 
     def returned(self, entries: Iterable[QueueEntry]) -> None:
@@ -204,21 +211,22 @@ class PostgresQueue(JobQueue):
         with self._lock:
             return changes_after(self._journal, self.version, version)
 
-    def refresh(self) -> None:
-        """Re-read the queued rows and owners' turns into a new index. Jobs that left the
-        queue here since the read began stay out: the read may predate their claim."""
+    def refresh(self, *, force: bool = False) -> None:
+        """Re-read the queued rows into a new index (unless the last read was too recent
+        for its cost: REFRESH_SHARE). Jobs that left the queue here since the read began
+        stay out: the read may predate their claim."""
         began = time.monotonic()
+        if not force and began < self._next_refresh:
+            return
         with self._lock:
             known = {entry.job_id: entry for entry in self._index.entries()}
         with self._engine.connect() as connection:
             rows = connection.execute(
-                select(_c.pk, _c.id, _c.owner, _c.priority, _c.created_at, _c.generator)
-                .where(_queued)
-                .order_by(_c.pk)
+                select(
+                    _c.pk, _c.id, _c.owner, _c.priority, _c.created_at, _c.generator, _c.sort_key
+                ).where(QUEUED_PREDICATE)
             ).all()
-            turns = dict(connection.execute(select(_turns.c.owner, _turns.c.last_served)).all())
             params = self._params(connection, [row.id for row in rows if row.id not in known])
-        now = self._clock()
         with self._lock:
             self._departed = {
                 job_id: left
@@ -226,29 +234,31 @@ class PostgresQueue(JobQueue):
                 if left > began - DEPARTED_SECONDS
             }
             index = SchedulingIndex(self._aging)
-            index.resume_turns(turns)
             for row in rows:
                 if self._departed.get(row.id, float("-inf")) >= began:
                     continue
-                entry = known.get(row.id) or self._entry(row, params.get(row.id, {}))
-                index.add(entry, now)
-            if set(known) != {entry.job_id for entry in index.entries()} or any(
-                self._index.last_served(owner) != turn for owner, turn in turns.items()
-            ):
+                index.add(known.get(row.id) or self._entry(row, params.get(row.id, {})))
+            if set(known) != {entry.job_id for entry in index.entries()}:
                 # A change the journal cannot describe: forecasts replay from a snapshot.
                 self.version += 1
                 self._journal.clear()
             self._index = index
+        cost = time.monotonic() - began
+        self._next_refresh = began + cost / REFRESH_SHARE
 
     def snapshot(self) -> tuple[int, SchedulingIndex]:
         with self._lock:
             return self.version, self._index.copy()
 
     def depth_by_priority(self) -> dict[Priority, int]:
-        query = select(_c.priority, func.count()).where(_queued).group_by(_c.priority)
+        query = select(_c.priority, func.count()).where(QUEUED_PREDICATE).group_by(_c.priority)
         with self._engine.connect() as connection:
             counts = dict(connection.execute(query).all())
         return {priority: counts.get(int(priority), 0) for priority in Priority}
+
+    def key_for(self, owner: str, priority: int, now: float, share: float) -> float:
+        with self._lock:
+            return self._index.key_for(owner, priority, now, share)
 
     def wake(self) -> None:
         self._doorbell.ring(everyone=True)
@@ -280,11 +290,38 @@ class PostgresQueue(JobQueue):
         self._journal.append((self.version, kind, entry))
 
     def _claim_next(self, worker: str) -> Job | None:
-        now = as_datetime(self._clock())
-        params = self._store.claim_params(worker, now) | aging_cutoffs(now, self._aging)
+        params = self._store.claim_params(worker, as_datetime(self._clock()))
         with self._engine.begin() as connection:
             row = connection.execute(CLAIM, params).first()
         return None if row is None else Job.from_row(row)
+
+    def _admit_group(
+        self, group: list[tuple[Write, Check | None]]
+    ) -> list[Job | None | BaseException]:
+        """Write a group of submissions in one transaction: lock admissions, read the
+        depth once, then each one's check and INSERT in turn (each sees the ones before
+        it), one NOTIFY, one commit. A refused submission (full, over its quota) fails
+        alone; a database error fails the group (GroupCommit retries its members one
+        by one, so one bad row cannot fail the others)."""
+        outcomes: list[Job | None | BaseException] = []
+        with self._engine.begin() as connection:
+            connection.execute(LOCK_ADMISSIONS)
+            depth = connection.execute(QUEUE_DEPTH).scalar_one()
+            for write, check in group:
+                try:
+                    if check is not None:
+                        check(connection)
+                    if depth >= self.capacity:
+                        raise QueueFullError(self.capacity)
+                except GenerationError as refused:
+                    outcomes.append(refused)
+                    continue
+                job = write(connection)
+                depth += job is not None
+                outcomes.append(job)
+            if any(isinstance(outcome, Job) for outcome in outcomes):
+                _notify_new_job(connection)
+        return outcomes
 
     def _heard(self, _payload: str) -> None:
         self._doorbell.ring()
@@ -299,6 +336,7 @@ class PostgresQueue(JobQueue):
             row.created_at.timestamp(),
             row.generator,
             self._cost(row.generator, params),
+            row.sort_key,
         )
 
     @staticmethod

@@ -40,9 +40,10 @@ from .models import Job, JobStatus, Priority
 from .observers import ObserverSet
 from .outlook import Outlook, Quote
 from .processes import DEFAULT_IDLE_SECONDS
-from .queue import DEFAULT_AGING_SECONDS, JobQueue, MemoryQueue
+from .queue import JobQueue, MemoryQueue
 from .results import ResultStore
 from .retention import ResultSweeper
+from .scheduling import DEFAULT_AGING_SECONDS
 from .stats import service_stats
 from .workers import WorkerScaler
 
@@ -105,7 +106,14 @@ class GenerationService:
             self._queue, generators, self.bus, lambda: self._execution.pool.count, self._now
         )
         self._intake = Intake(
-            Admission(store, self._queue, self._retry_after, generators=generators, clock=clock),
+            Admission(
+                store,
+                self._queue,
+                self._retry_after,
+                generators=generators,
+                clock=clock,
+                share_of=self.outlook.share,
+            ),
             self._queue,
             self.outlook,
             self.bus,
