@@ -7,7 +7,7 @@ from app.generation.eta import DEFAULT_COST_SECONDS, EtaAccuracy, RunTimeEstimat
 from app.generation.forecast import ArrivalHistory, Forecaster, simulate
 from app.generation.generators.images import ImagesGenerator
 from app.generation.queue import MemoryQueue
-from app.generation.scheduling import QueueEntry, SchedulingIndex
+from app.generation.scheduling import QueueEntry, SchedulingIndex, offset
 
 NORMAL, LOW = Priority.NORMAL, Priority.LOW
 
@@ -15,12 +15,14 @@ NORMAL, LOW = Priority.NORMAL, Priority.LOW
 def index_of(*entries: QueueEntry, aging: float = 60.0) -> SchedulingIndex:
     index = SchedulingIndex(aging)
     for entry in entries:
-        index.add(entry, 0.0)
+        index.add(entry)
     return index
 
 
 def job(job_id, order, cost=10.0, priority=NORMAL, owner="anonymous", at=0.0):
-    return QueueEntry(job_id, priority, order, owner, at, "g", cost)
+    """Keyed as admitted at `at` with nothing of its owner queued before it."""
+    key = at + offset(priority, 60.0)
+    return QueueEntry(job_id, priority, order, owner, at, "g", cost, key)
 
 
 def by_cost(entry: QueueEntry) -> float:
@@ -47,15 +49,15 @@ def test_two_workers_share_the_queue_and_an_overdue_run_is_treated_as_ending_now
     }
 
 
-def test_position_counts_the_jobs_aging_lets_through_not_a_frozen_sort():
-    # A LOW job waiting since t=0, ten NORMAL jobs of 20 s since t=50, one worker, 60 s
-    # aging. Sorted at t=50 the LOW job is last (10 ahead); played forward, it reaches
-    # NORMAL at t=60 and, being older, takes the second pick at t=70.
+def test_position_follows_the_keys_an_older_low_job_goes_before_younger_normal_ones():
+    # A LOW job admitted at t=0 (key 120), NORMAL jobs of 20 s admitted at t=50 (key
+    # 110) and at t=70 (key 130), one worker, 60 s aging: the LOW job is between them.
     low = job("low", 1, cost=20, priority=LOW, at=0.0)
-    normals = [job(f"n{i}", i, cost=20, at=50.0) for i in range(2, 12)]
-    slots = simulate(index_of(low, *normals), 50.0, [], 1, by_cost)
-    assert (slots["low"].position, slots["low"].start) == (1, 70.0)
-    assert slots["n3"].position == 2
+    early = [job(f"e{i}", i, cost=20, at=50.0) for i in range(2, 5)]
+    late = [job(f"l{i}", i, cost=20, at=70.0) for i in range(5, 8)]
+    slots = simulate(index_of(low, *early, *late), 70.0, [], 1, by_cost)
+    assert (slots["low"].position, slots["low"].start) == (3, 130.0)
+    assert slots["l5"].position == 4
 
 
 def test_simulation_can_stop_at_one_job():
@@ -174,6 +176,7 @@ def test_arrival_history_replays_the_recent_window_once_it_says_enough():
     first = [next(replay) for _ in range(4)]
     assert [e.enqueued_at for e in first] == [120.0, 128.0, 140.0, 148.0]
     assert all(e.job_id.startswith("~expected") and e.order > 2**62 for e in first)
+    assert [e.key - e.enqueued_at for e in first] == [60.0] * 4  # keyed as they were
     assert list(history.expected(200.0)) == []  # older than the window: forgotten
 
 

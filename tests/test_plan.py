@@ -7,9 +7,9 @@ import pytest
 from app.generation import Priority, forecast
 from app.generation.eta import RunTimeEstimator
 from app.generation.forecast import Forecaster, simulate
-from app.generation.plan import Plan, Slot, level_at
+from app.generation.plan import Plan, Slot
 from app.generation.queue import JOURNAL_SIZE, MemoryQueue
-from app.generation.scheduling import QueueEntry, SchedulingIndex
+from app.generation.scheduling import QueueEntry, SchedulingIndex, offset
 
 AGING = 60.0
 OWNERS = ("alice", "bob", "carol")
@@ -21,19 +21,22 @@ def by_cost(entry: QueueEntry) -> float:
 
 def entry(n: int, rng: random.Random, at: float) -> QueueEntry:
     priority = rng.choice(list(Priority))
-    return QueueEntry(f"j{n}", priority, n, rng.choice(OWNERS), at, "g", rng.choice((5, 30, 90)))
+    owner, cost = rng.choice(OWNERS), rng.choice((5, 30, 90))
+    return QueueEntry(f"j{n}", priority, n, owner, at, "g", cost, at + offset(priority, AGING))
 
 
 def fresh(entries, now, busy_until, workers, expected=()):
     index = SchedulingIndex(AGING)
     for queued in entries:
-        index.add(queued, queued.enqueued_at)
+        index.add(queued)
     return simulate(index, now, busy_until, workers, by_cost, expected=expected)
 
 
 def expected_stream(rng: random.Random, now: float):
     return [
-        QueueEntry(f"~expected-{n}", Priority.HIGH, 2**62 + n, "dave", now + 40 * n, "g", 20)
+        QueueEntry(
+            f"~expected-{n}", Priority.HIGH, 2**62 + n, "dave", now + 40 * n, "g", 20, now + 40 * n
+        )
         for n in range(1, 30)
     ]
 
@@ -48,7 +51,7 @@ def test_added_jobs_get_the_slot_a_fresh_simulation_gives_them():
         queued = [entry(n, rng, at) for n, at in enumerate(times)]  # enqueued_at rises with order
         index = SchedulingIndex(AGING)
         for queued_entry in queued:
-            index.add(queued_entry, queued_entry.enqueued_at)
+            index.add(queued_entry)
         plan = Plan(index, now, busy, workers, by_cost, expected=expected)
         for n in range(len(queued), len(queued) + 8):
             new = entry(n, rng, now)
@@ -60,7 +63,7 @@ def test_added_jobs_get_the_slot_a_fresh_simulation_gives_them():
             if plan.broken:  # it overtook someone: the forecaster replays from here
                 index = SchedulingIndex(AGING)
                 for queued_entry in queued:
-                    index.add(queued_entry, queued_entry.enqueued_at)
+                    index.add(queued_entry)
                 plan = Plan(index, now, busy, workers, by_cost, expected=expected)
             assert plan.slots() == truth
     assert 0.2 < sum(outcomes) / len(outcomes) < 0.8  # both ways were taken, many times
@@ -81,9 +84,9 @@ def test_a_high_job_overtakes_and_breaks_the_plan_but_is_quoted_exactly():
     normals = [QueueEntry(f"n{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10) for n in range(5)]
     index = SchedulingIndex(AGING)
     for queued in normals:
-        index.add(queued, 0.0)
+        index.add(queued)
     plan = Plan(index, 0.0, [], 1, by_cost)
-    high = QueueEntry("h", Priority.HIGH, 9, "bob", 0.0, "g", 10)
+    high = QueueEntry("h", Priority.HIGH, 9, "bob", 0.0, "g", 10, -60.0)
     assert plan.quote(high, 0.0) == fresh([*normals, high], 0.0, [], 1)["h"]
     plan.add(high, 0.0)
     assert plan.broken
@@ -93,19 +96,13 @@ def test_taking_the_first_pick_moves_everyone_up_and_anything_else_breaks():
     queued = [QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10) for n in range(3)]
     index = SchedulingIndex(AGING)
     for queued_entry in queued:
-        index.add(queued_entry, 0.0)
+        index.add(queued_entry)
     plan = Plan(index, 0.0, [], 1, by_cost)
     plan.take("j0")
     assert {k: s.position for k, s in plan.slots().items()} == {"j1": 0, "j2": 1}
     assert plan.next_start == 10.0
     plan.take("j2")
     assert plan.broken
-
-
-def test_level_at_agrees_with_the_policy():
-    assert level_at(3, 0.0, 59.9, AGING) == 3
-    assert level_at(3, 0.0, 60.0, AGING) == 2
-    assert level_at(3, 0.0, 500.0, AGING) == 1
 
 
 class Now:

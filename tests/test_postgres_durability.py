@@ -70,8 +70,8 @@ def test_insert_claim_and_outcome_wait_for_the_disk_heartbeats_and_progress_do_n
     job = queue.claim("w", timeout=0)
     assert job is not None and job.status is JobStatus.RUNNING
     [claim] = transactions.take()
-    assert any("FOR UPDATE OF jobs SKIP LOCKED" in s for s in claim) and durable(claim)
-    # One round trip: the claim gives its owner the next turn in the same statement.
+    assert any("FOR UPDATE SKIP LOCKED" in s for s in claim) and durable(claim)
+    # One round trip: the claim takes the job and starts it in one statement.
     assert [s for s in claim if s != SKIP_FLUSH] == [claim[0]]
 
     assert store.renew_leases([job], datetime.now(UTC)) != []

@@ -6,15 +6,17 @@ import pytest
 
 from app.generation import Priority, QueueFullError, ServiceStoppedError
 from app.generation.queue import MemoryQueue
-from app.generation.scheduling import QueueEntry
+from app.generation.scheduling import DEFAULT_AGING_SECONDS, QueueEntry, offset
 
 
 def make_queue(capacity: int) -> MemoryQueue:
-    return MemoryQueue(capacity, clock=lambda: 0.0)  # no job ages
+    return MemoryQueue(capacity, clock=lambda: 0.0)
 
 
 def entry(job_id: str, priority: Priority = Priority.NORMAL, order: int = 0) -> QueueEntry:
-    return QueueEntry(job_id, priority, order, "anonymous", enqueued_at=0.0)
+    """Keyed as admitted at t=0 (scheduling.py)."""
+    key = offset(priority, DEFAULT_AGING_SECONDS)
+    return QueueEntry(job_id, priority, order, "anonymous", enqueued_at=0.0, key=key)
 
 
 def fill(queue: MemoryQueue, *jobs: tuple[str, Priority]) -> None:
@@ -82,7 +84,7 @@ def test_snapshot_is_a_private_copy():
     queue = make_queue(10)
     fill(queue, ("a", Priority.NORMAL))
     version, index = queue.snapshot()
-    assert index.pop(0.0).job_id == "a"
+    assert index.pop().job_id == "a"
     assert "a" in queue and version == queue.version
 
 

@@ -1,54 +1,58 @@
-"""The scheduling policy, pure: aging priority, fair turns between owners, FIFO."""
+"""The scheduling policy, pure: a key fixed at admission (aging offset, fair share), FIFO."""
 
 import random
 
 import pytest
 
 from app.generation import Priority
-from app.generation.scheduling import QueueEntry, SchedulingIndex, effective_priority
+from app.generation.scheduling import QueueEntry, SchedulingIndex, admission_key, offset
 
 HIGH, NORMAL, LOW = Priority.HIGH, Priority.NORMAL, Priority.LOW
 AGING = 60.0
 
 
 class Jobs:
-    """Builds entries with increasing `order`, as rows get increasing primary keys."""
+    """Admits entries as the INSERT does: keyed after the owner's queued tail, with
+    increasing `order`, as rows get increasing primary keys."""
 
     def __init__(self, index: SchedulingIndex) -> None:
         self.index = index
         self.order = 0
 
-    def add(self, job_id, priority=NORMAL, owner="anonymous", at=0.0):
+    def add(self, job_id, priority=NORMAL, owner="anonymous", at=0.0, share=0.0):
         self.order += 1
-        self.index.add(QueueEntry(job_id, priority, self.order, owner, at), at)
+        key = self.index.key_for(owner, int(priority), at, share)
+        entry = QueueEntry(job_id, priority, self.order, owner, at, key=key)
+        self.index.add(entry)
+        return entry
 
 
-def drain(index: SchedulingIndex, at: float = 0.0) -> list[str]:
+def drain(index: SchedulingIndex) -> list[str]:
     out = []
-    while (entry := index.pop(at)) is not None:
+    while (entry := index.pop()) is not None:
         out.append(entry.job_id)
     return out
 
 
 @pytest.mark.parametrize(
-    ("priority", "waited", "expected"),
+    ("priority", "tail", "share", "expected"),
     [
-        (LOW, 0, 3),
-        (LOW, 59.9, 3),
-        (LOW, 60, 2),
-        (LOW, 119.9, 2),
-        (LOW, 120, 1),
-        (LOW, 10_000, 1),
-        (NORMAL, 60, 1),
-        (HIGH, 10_000, 1),
-        (NORMAL, -5, 2),  # a clock that ran back never demotes
+        (HIGH, None, 5.0, 1000.0),  # nothing queued of its kind: keyed at now
+        (NORMAL, None, 5.0, 1060.0),  # one aging period later than HIGH
+        (LOW, None, 5.0, 1120.0),  # two
+        (NORMAL, 1070.0, 5.0, 1075.0),  # behind its owner's queued tail by its share
+        (NORMAL, 1030.0, 5.0, 1060.0),  # a tail far behind now does not hold it back
+        (LOW, 1200.0, 0.0, 1200.0),  # a zero share ties with the tail: FIFO by order
     ],
 )
-def test_effective_priority_rises_one_level_per_aging_period_up_to_high(priority, waited, expected):
-    assert effective_priority(priority, waited, AGING) == expected
+def test_admission_key_is_now_plus_the_priority_offset_or_after_the_owners_tail(
+    priority, tail, share, expected
+):
+    assert admission_key(1000.0, priority, AGING, tail, share) == expected
+    assert offset(priority, AGING) == (priority - 1) * AGING
 
 
-def test_mixed_priorities_run_high_then_normal_then_low_fifo_within_a_level():
+def test_mixed_priorities_admitted_together_run_high_then_normal_then_low_fifo_within():
     jobs = Jobs(SchedulingIndex(AGING))
     for job_id, priority in [("l1", LOW), ("n1", NORMAL), ("h1", HIGH), ("n2", NORMAL)]:
         jobs.add(job_id, priority)
@@ -56,70 +60,68 @@ def test_mixed_priorities_run_high_then_normal_then_low_fifo_within_a_level():
     assert drain(jobs.index) == ["h1", "h2", "n1", "n2", "l1"]
 
 
-def test_a_waiting_low_job_overtakes_younger_normal_jobs_after_one_period():
+def test_a_waiting_low_job_goes_before_normal_jobs_admitted_an_aging_period_later():
     jobs = Jobs(SchedulingIndex(AGING))
     jobs.add("low", LOW, at=0)
-    jobs.add("normal", NORMAL, at=30)
-    assert jobs.index.copy().pop(59).job_id == "normal"
-    assert jobs.index.pop(60).job_id == "low"  # both at NORMAL now; the older goes first
+    jobs.add("n-early", NORMAL, at=59)
+    jobs.add("n-late", NORMAL, at=61)
+    assert drain(jobs.index) == ["n-early", "low", "n-late"]
 
 
-def test_aging_bound_low_job_starts_after_two_periods_despite_a_stream_of_high_jobs():
+def test_aging_bound_nothing_admitted_two_periods_after_a_low_job_starts_before_it():
     jobs = Jobs(SchedulingIndex(AGING))
-    jobs.add("low", LOW, at=0)
-    started_at = None
-    for second in range(1, 300):  # one HIGH arrives and one job starts every second
-        jobs.add(f"h{second}", HIGH, at=second)
-        if jobs.index.pop(second).job_id == "low":
-            started_at = second
-            break
-    assert started_at == 2 * AGING
+    jobs.add("low", LOW, owner="patient", at=0)
+    for second in range(0, 200):
+        jobs.add(f"h{second}", HIGH, owner=f"busy{second % 3}", at=second)
+    order = drain(jobs.index)
+    ahead = order[: order.index("low")]
+    assert ahead == [f"h{second}" for second in range(0, 120)]  # HIGH admitted before t=120
 
 
-def test_owners_take_turns_within_a_level_fifo_within_an_owner():
+def test_one_owners_flood_is_spread_by_its_shares_and_another_owner_goes_in_between():
     jobs = Jobs(SchedulingIndex(AGING))
-    for n in range(1, 6):
-        jobs.add(f"a{n}", owner="alice")
-    jobs.add("b1", owner="bob")
-    jobs.add("b2", owner="bob")
-    jobs.add("c1", owner="carol")
-    assert drain(jobs.index) == ["a1", "b1", "c1", "a2", "b2", "a3", "a4", "a5"]
+    flood = [jobs.add(f"a{n}", owner="alice", at=0, share=10.0) for n in range(5)]
+    assert [entry.key for entry in flood] == [60.0, 70.0, 80.0, 90.0, 100.0]
+    jobs.add("b1", owner="bob", at=15, share=10.0)  # keyed at 75: between a1 and a2
+    assert drain(jobs.index) == ["a0", "a1", "b1", "a2", "a3", "a4"]
 
 
-def test_a_single_job_is_not_stuck_behind_another_owners_flood():
+def test_an_owner_whose_queue_emptied_starts_afresh_at_now():
     jobs = Jobs(SchedulingIndex(AGING))
-    for n in range(100):
-        jobs.add(f"flood{n}", owner="flooder")
-    assert jobs.index.pop(0).job_id == "flood0"
-    jobs.add("single", owner="someone")
-    assert jobs.index.pop(0).job_id == "single"
+    for n in range(3):
+        jobs.add(f"a{n}", owner="alice", at=0, share=100.0)
+    drain(jobs.index)  # served early, on idle capacity: not held against alice
+    assert jobs.add("a3", owner="alice", at=5, share=100.0).key == 65.0
 
 
-def test_priority_outranks_fair_turns():
+def test_fair_share_is_per_priority_so_an_owners_high_job_is_not_behind_its_normal_flood():
     jobs = Jobs(SchedulingIndex(AGING))
-    jobs.add("a-high-1", HIGH, owner="alice")
-    jobs.add("a-high-2", HIGH, owner="alice")
-    jobs.add("b-normal", NORMAL, owner="bob")
-    assert drain(jobs.index) == ["a-high-1", "a-high-2", "b-normal"]
+    for n in range(50):
+        jobs.add(f"n{n}", NORMAL, at=0, share=10.0)
+    jobs.add("urgent", HIGH, at=1, share=10.0)
+    assert drain(jobs.index)[0] == "urgent"
 
 
-def test_removed_jobs_never_come_out_and_the_next_in_line_moves_up():
+def test_removed_jobs_never_come_out_and_a_removed_tail_frees_its_place():
     jobs = Jobs(SchedulingIndex(AGING))
-    for job_id in ("a", "b", "c"):
-        jobs.add(job_id)
-    assert jobs.index.remove("a").job_id == "a"
-    assert jobs.index.remove("c").job_id == "c"
-    assert jobs.index.remove("a") is None
-    assert drain(jobs.index) == ["b"] and len(jobs.index) == 0
+    jobs.add("a", owner="alice", share=10.0)
+    jobs.add("b", owner="alice", share=10.0)
+    assert jobs.index.remove("b").job_id == "b"
+    assert jobs.index.remove("b") is None
+    assert jobs.index.tail_key("alice", NORMAL) == 60.0
+    assert jobs.add("c", owner="alice", share=10.0).key == 70.0  # where b was
+    assert drain(jobs.index) == ["a", "c"]
+    assert jobs.index.tail_key("alice", NORMAL) is None
 
 
 def test_a_job_put_back_keeps_its_place():
     jobs = Jobs(SchedulingIndex(AGING))
-    jobs.add("first")
-    jobs.add("second")
-    taken = jobs.index.pop(0)
-    jobs.index.add(taken, 0)  # e.g. its claim failed and it is retried
-    assert drain(jobs.index) == ["first", "second"]
+    first = jobs.add("first", LOW, at=0)
+    for n in range(3):
+        jobs.add(f"later{n}", NORMAL, at=100)
+    assert jobs.index.pop() == first  # taken, then its run was interrupted
+    jobs.index.add(first)
+    assert drain(jobs.index) == ["first", "later0", "later1", "later2"]
 
 
 def test_a_copy_is_independent():
@@ -128,68 +130,61 @@ def test_a_copy_is_independent():
     jobs.add("b", owner="bob")
     twin = jobs.index.copy()
     assert drain(twin) == ["a", "b"]
-    assert len(jobs.index) == 2 and jobs.index.last_served("alice") == 0
+    assert len(jobs.index) == 2 and jobs.index.tail_key("alice", NORMAL) == 60.0
 
 
-def reference_order(operations, aging):
-    """The policy written the obvious way: sort everything at every pick."""
+def reference(operations):
+    """The policy written the obvious way: key from a scan of the queued jobs, and the
+    smallest (key, order) at every pick."""
     queued: dict[str, QueueEntry] = {}
-    served: dict[str, int] = {}
-    turns = 0
-    out = []
-    for op, value, at in operations:
+    out, keys = [], []
+    for op, value in operations:
         if op == "add":
-            queued[value.job_id] = value
+            job_id, priority, order, owner, at, share = value
+            tails = [e.key for e in queued.values() if (e.owner, e.priority) == (owner, priority)]
+            key = admission_key(at, priority, 10.0, max(tails, default=None), share)
+            keys.append(key)
+            queued[job_id] = QueueEntry(job_id, priority, order, owner, at, key=key)
         elif op == "remove":
             queued.pop(value, None)
         elif queued:
-            best = min(
-                queued.values(),
-                key=lambda e: (
-                    effective_priority(e.priority, at - e.enqueued_at, aging),
-                    served.get(e.owner, 0),
-                    e.order,
-                ),
-            )
+            best = min(queued.values(), key=lambda e: e.rank)
             del queued[best.job_id]
-            turns += 1
-            served[best.owner] = turns
             out.append(best.job_id)
-    return out
+    return out, keys
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_index_agrees_with_a_brute_force_reading_of_the_policy(seed):
     rng = random.Random(seed)
-    operations, ids, now = [], [], -100  # the first jobs are recovered rows, already aged
+    operations, ids, now = [], [], 0.0
     for order in range(1, 3000):
-        now += rng.choice((0, 1, 2, 5)) if order > 50 else 2
+        now += rng.choice((0, 0.5, 1, 2, 5))
         roll = rng.random()
         if roll < 0.5:
-            entry = QueueEntry(
-                f"j{order}",
-                rng.choice(list(Priority)),
-                order,
-                rng.choice(("alice", "bob", "carol", "dave")),
-                now,  # rises with `order`, as created_at does with the primary key
-            )
-            ids.append(entry.job_id)
-            operations.append(("add", entry, max(now, 0)))
+            owner = rng.choice(("alice", "bob", "carol", "dave"))
+            share = rng.choice((0.0, 0.5, 3.0, 20.0))
+            job = (f"j{order}", rng.choice(list(Priority)), order, owner, now, share)
+            ids.append(job[0])
+            operations.append(("add", job))
         elif roll < 0.6 and ids:
-            operations.append(("remove", rng.choice(ids), max(now, 0)))
+            operations.append(("remove", rng.choice(ids)))
         else:
-            operations.append(("pop", None, max(now, 0)))
+            operations.append(("pop", None))
     index = SchedulingIndex(10.0)
-    out = []
-    for op, value, at in operations:
+    out, keys = [], []
+    for op, value in operations:
         if op == "add":
-            index.add(value, at)
+            job_id, priority, order, owner, at, share = value
+            key = index.key_for(owner, int(priority), at, share)
+            keys.append(key)
+            index.add(QueueEntry(job_id, priority, order, owner, at, key=key))
         elif op == "remove":
             index.remove(value)
-        elif (entry := index.pop(at)) is not None:
+        elif (entry := index.pop()) is not None:
             out.append(entry.job_id)
-    assert out == reference_order(operations, 10.0)
-    assert len(index._levels[1]) + len(index._timers) < 20 * (len(index) + 16)  # compacted
+    assert (out, keys) == reference(operations)
+    assert len(index._heap) < 5 * (len(index) + 16)  # compacted
 
 
 def test_aging_seconds_must_be_positive():

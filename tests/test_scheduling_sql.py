@@ -1,122 +1,97 @@
-"""The policy in SQL agrees with the Python one: rule 1 on SQLite and on PostgreSQL, and
-the whole claim order on PostgreSQL."""
+"""The policy in SQL agrees with the Python one: the INSERT keys every job as
+`SchedulingIndex.key_for` does (SQLite and PostgreSQL), and the PostgreSQL claim drains
+a mixed queue in the index's order."""
 
 from __future__ import annotations
 
-import os
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.exc import OperationalError
 
 from app.generation import Job, JobStatus, Priority, schema
 from app.generation.db import create_database_engine
 from app.generation.jobs import JobStore
 from app.generation.listener import NoListener
-from app.generation.models import JobRow
 from app.generation.queue_postgres import PostgresQueue
-from app.generation.scheduling import (
-    QueueEntry,
-    SchedulingIndex,
-    effective_priority,
-    effective_priority_sql,
-)
+from app.generation.scheduling import QueueEntry, SchedulingIndex
 
-POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 AGING = 60.0
-WAITED = (0, 1, 59.999, 60, 61, 119.5, 120, 121, 3600)
+OWNERS = ("ann", "bob", "cy", "dee")
+SHARES = (0.0, 0.25, 3.0, 45.0)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
+def store(request, tmp_path) -> JobStore:
     if request.param == "sqlite":
-        yield create_database_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
-        return
-    name = f"gs_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError:
-        admin.dispose()
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("PostgreSQL is not reachable")
-    engine = create_database_engine(f"{POSTGRES}/{name}")
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        engine = create_database_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+        schema.upgrade(engine)
+    else:
+        engine = request.getfixturevalue("pg_engine")
+    # Keys from the jobs' own created_at, so that the test can make time pass.
+    return JobStore(engine, database_clock=False)
 
 
-def test_sql_effective_priority_matches_the_python_rule(engine):
-    schema.upgrade(engine)
-    store = JobStore(engine)
-    expected = {}
-    # Oldest first, so that created_at rises with the primary key, as it does in service.
-    for waited, priority in sorted(((w, p) for w in WAITED for p in Priority), reverse=True):
-        job = store.insert(
-            Job(
-                pk=0,
-                id=uuid.uuid4().hex,
-                owner="anonymous",
-                generator="g",
-                params={},
-                priority=priority,
-                status=JobStatus.QUEUED,
-                created_at=NOW - timedelta(seconds=waited),
-            )
-        )
-        expected[job.id] = effective_priority(priority, waited, AGING)
-    columns = JobRow.__table__.c
-    level = effective_priority_sql(columns.priority, columns.created_at, NOW, AGING)
-    with engine.connect() as connection:
-        got = dict(connection.execute(select(columns.id, level)).all())
-        ordered = connection.execute(select(columns.id).order_by(level, columns.pk)).scalars()
-        sql_order = list(ordered)
-    assert got == expected
-    # One owner, one moment: the index drains in exactly the SQL order.
+def new_job(rng: random.Random, at: datetime) -> Job:
+    return Job(
+        pk=0,
+        id=uuid.uuid4().hex,
+        owner=rng.choice(OWNERS),
+        generator="g",
+        params={},
+        priority=rng.choice(list(Priority)),
+        status=JobStatus.QUEUED,
+        created_at=at,
+    )
+
+
+def entry_of(job: Job) -> QueueEntry:
+    return QueueEntry(
+        job.id, job.priority, job.pk, job.owner, job.created_at.timestamp(), key=job.sort_key
+    )
+
+
+def test_the_insert_keys_jobs_as_the_python_rule_does(store):
+    """Admissions, cancellations and claims in random order: every key the INSERT
+    computed (from the queued tail it read) is the one the index computes."""
+    rng = random.Random(7)
     index = SchedulingIndex(AGING)
-    for job in store.queued():
-        entry = QueueEntry(job.id, job.priority, job.pk, job.owner, job.created_at.timestamp())
-        index.add(entry, NOW.timestamp())
-    drained = [index.pop(NOW.timestamp()).job_id for _ in range(len(index))]
-    assert drained == sql_order
+    at = NOW
+    for _ in range(300):
+        at += timedelta(seconds=rng.choice((0, 0.3, 1, 4, 20)))
+        roll = rng.random()
+        if roll < 0.6:
+            job, share = new_job(rng, at), rng.choice(SHARES)
+            expected = index.key_for(job.owner, int(job.priority), at.timestamp(), share)
+            written = store.insert(job, aging_seconds=AGING, share=share)
+            assert written.sort_key == expected
+            index.add(entry_of(written))
+        elif roll < 0.8 and len(index):
+            job_id = rng.choice(index.entries()).job_id
+            assert store.cancel_queued(job_id, at) is not None
+            index.remove(job_id)
+        elif len(index):
+            taken = index.pop()
+            assert store.claim(taken.job_id, "w", at) is not None
+    assert {entry.job_id: entry.key for entry in index.entries()} == {
+        job.id: job.sort_key for job in store.queued()
+    }
 
 
 def test_postgres_claims_in_exactly_the_order_of_the_scheduling_index(pg_engine):
-    """Rules 1-3 together: the SQL claim (aging, then owners' turns kept in
-    `owner_turns`, then the primary key) drains a mixed queue as the index does."""
     rng = random.Random(4)
-    store = JobStore(pg_engine)
+    store = JobStore(pg_engine, database_clock=False)
     queue = PostgresQueue(store, 1000, NoListener(), aging_seconds=AGING, clock=NOW.timestamp)
     index = SchedulingIndex(AGING)
-    waits = sorted((rng.uniform(0, 200) for _ in range(60)), reverse=True)  # oldest first
-    for n, waited in enumerate(waits):
-        job = store.insert(
-            Job(
-                pk=0,
-                id=f"job-{n:02d}",
-                owner=rng.choice(["ann", "bob", "cy", "dee"]),
-                generator="g",
-                params={},
-                priority=rng.choice(list(Priority)),
-                status=JobStatus.QUEUED,
-                created_at=NOW - timedelta(seconds=waited),
-            )
-        )
-        entry = QueueEntry(job.id, job.priority, job.pk, job.owner, job.created_at.timestamp())
-        index.add(entry, NOW.timestamp())
-    expected = [index.pop(NOW.timestamp()).job_id for _ in range(len(index))]
+    at = NOW - timedelta(seconds=300)
+    for _ in range(80):
+        at += timedelta(seconds=rng.uniform(0, 5))
+        written = store.insert(new_job(rng, at), aging_seconds=AGING, share=rng.choice(SHARES))
+        index.add(entry_of(written))
+    expected = [index.pop().job_id for _ in range(len(index))]
     claimed = []
     while (job := queue.claim("w", timeout=0)) is not None:
         claimed.append(job.id)
     assert claimed == expected
-    assert len(set(claimed)) == 60

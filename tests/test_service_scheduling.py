@@ -30,19 +30,21 @@ def queued_events(subscription):
     return [(e.data["position"], e.data["eta_seconds"]) for e in events if e.type == "queued"]
 
 
-def test_a_waiting_low_job_runs_before_younger_normal_work(make_service, gate, recorder):
+def test_a_waiting_low_job_runs_before_normal_work_submitted_an_aging_period_later(
+    make_service, gate, recorder
+):
     clock = FakeClock()
     service = make_service(clock=clock, aging_seconds=60)
     service.start()
     hold_worker(service, gate)
     low = service.submit("record", {"tag": "low"}, priority=Priority.LOW)
     clock.advance(30)
-    normal = service.submit("record", {"tag": "normal"})
-    assert service.get(low.id).position == 1  # at t=30 the younger NORMAL job is ahead
-    clock.advance(30)
-    assert service.get(low.id).position == 0  # at t=60 both are NORMAL; the older first
-    run_all(service, gate, [low, normal])
-    assert recorder.ran == ["low", "normal"]
+    early = service.submit("record", {"tag": "early"})  # keyed 90: ahead of the LOW job
+    clock.advance(31)
+    late = service.submit("record", {"tag": "late"})  # keyed 121: behind it (120)
+    assert [service.get(job.id).position for job in (early, low, late)] == [0, 1, 2]
+    run_all(service, gate, [low, early, late])
+    assert recorder.ran == ["early", "low", "late"]
 
 
 def test_owners_take_turns(service, gate, recorder):

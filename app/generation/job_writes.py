@@ -23,7 +23,6 @@ from sqlalchemy import (
     Update,
     bindparam,
     case,
-    cast,
     func,
     or_,
     select,
@@ -31,7 +30,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from .job_queries import kept_results
 from .models import QUEUED_PREDICATE, JobRow, JobStatus
@@ -81,7 +80,7 @@ def admission_key_sql(now: ColumnElement[float]) -> ColumnElement[float]:
     return case((after_tail > fresh, after_tail), else_=fresh)
 
 
-def _insert(dialect_insert: Any, now: ColumnElement[float]) -> Any:
+def insert_statement(dialect_insert: Any, now: ColumnElement[float]) -> Any:
     """`INSERT ... RETURNING pk, sort_key`; a row whose (owner, idempotency key) is taken
     is not written and returns nothing (so one such row cannot abort a group commit)."""
     values = {name: bindparam(name, type_=_columns[name].type) for name in NEW_ROW_COLUMNS}
@@ -95,16 +94,10 @@ def _insert(dialect_insert: Any, now: ColumnElement[float]) -> Any:
 
 
 # SQLite: one process on one machine, so its clock is the database's (bound always).
-INSERT_SQLITE = _insert(sqlite.insert, bindparam("now_epoch", type_=Double()))
-# PostgreSQL: the server's clock, so machines with skewed clocks key alike; a bound
-# `now_epoch` overrides it (tests that drive time).
-INSERT_POSTGRES = _insert(
-    postgresql.insert,
-    func.coalesce(
-        bindparam("now_epoch", type_=Double()),
-        cast(func.extract("epoch", func.clock_timestamp()), Double()),
-    ),
-)
+# PostgreSQL's INSERT is in queue_sql.py, with its other statements.
+INSERT_SQLITE = insert_statement(sqlite.insert, bindparam("now_epoch", type_=Double()))
+
+
 # A row as the SQLite path returns it: attribute access by column, for `Job.from_row`.
 RowTuple = namedtuple("RowTuple", [column.key for column in _table.c])  # noqa: PYI024
 
@@ -215,7 +208,7 @@ def skip_flush(connection: Connection) -> None:
     For writes whose loss in a database crash (not a process crash) is harmless: lease
     renewals, progress, notifications. On PostgreSQL that saves a disk flush per commit;
     a crash can lose the last few, never corrupt anything. Never for the INSERT (the 202's
-    promise), a claim (a lost claim lets an epoch be handed out twice: claim_sql.py)
+    promise), a claim (a lost claim lets an epoch be handed out twice: queue_sql.py)
     or an outcome. SQLite's WAL with synchronous=NORMAL already behaves so for every
     commit (only an OS crash loses commits there, and it takes the workers with it)."""
     if connection.dialect.name == "postgresql":

@@ -47,7 +47,7 @@ class JobStore(JobQueries):
         self._engine = engine
         postgres = engine.dialect.name == "postgresql"
         self._database_clock = postgres if database_clock is None else database_clock
-        self._insert = statements.INSERT_POSTGRES if postgres else statements.INSERT_SQLITE
+        self._insert = _postgres_insert() if postgres else statements.INSERT_SQLITE
         self.lease = timedelta(seconds=lease_seconds)
         self._write_lock: AbstractContextManager[Any] = (
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
@@ -267,3 +267,11 @@ class JobStore(JobQueries):
             yield pooled.dbapi_connection
         finally:
             pooled.close()
+
+
+def _postgres_insert() -> Any:
+    # Imported here, as the service imports its PostgreSQL queue: building the statement
+    # loads SQLAlchemy's PostgreSQL dialect, which a store on SQLite never needs.
+    from .queue_sql import INSERT
+
+    return INSERT

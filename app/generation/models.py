@@ -148,12 +148,14 @@ class JobRow(Base):
         # The claim's order over queued rows only: a claim reads the first entry. The
         # predicate is a literal: a planner can use a partial index only for a query
         # whose WHERE implies it (so statements spell `status = 'queued'` out too).
+        # PostgreSQL's schema comes from the migrations alone (schema.py), where 0003
+        # makes these partial there too; `postgresql_where` here would load SQLAlchemy's
+        # PostgreSQL dialect into every SQLite process (tests/test_start_up_imports.py).
         Index(
             "ix_jobs_queued_sort_key",
             "sort_key",
             "pk",
             sqlite_where=QUEUED_PREDICATE,
-            postgresql_where=QUEUED_PREDICATE,
         ),
         # An owner's queued jobs by priority: the tail an admission keys after, and the
         # owner's quota count (bounded by the quota, not by the queue).
@@ -163,7 +165,6 @@ class JobRow(Base):
             "priority",
             "sort_key",
             sqlite_where=QUEUED_PREDICATE,
-            postgresql_where=QUEUED_PREDICATE,
         ),
         Index("ix_jobs_status_priority_pk", "status", "priority", "pk"),
         Index("ix_jobs_owner_pk", "owner", "pk"),

@@ -1,7 +1,7 @@
 """The PostgreSQL queue: every process and machine on the database claims from one table.
 
 An idle worker claims exactly one job, the first by the scheduling key, in one SQL
-statement that reads one index entry (claim_sql.py); concurrent claimers pass over each
+statement that reads one index entry (queue_sql.py); concurrent claimers pass over each
 other's rows (`SKIP LOCKED`). There is no prefetch: a worker claims only when it is idle,
 so a HIGH job submitted anywhere is the next one any idle worker in the cluster starts.
 
@@ -36,7 +36,6 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .claim_sql import CLAIM
 from .errors import GenerationError, QueueFullError, ServiceStoppedError
 from .group_commit import GroupCommit
 from .jobs import JobStore
@@ -52,6 +51,7 @@ from .queue import (
     as_datetime,
     changes_after,
 )
+from .queue_sql import CLAIM
 from .scheduling import QueueEntry, SchedulingIndex
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Every job gets one number when it is admitted, its **key**, and never another: the next
 job is the queued one with the smallest `(key, order)`. So the order is an index order
-(the PostgreSQL claim reads one index entry, claim_sql.py), a job requeued after a crash
+(the PostgreSQL claim reads one index entry, queue_sql.py), a job requeued after a crash
 or a drain keeps its place, and nothing is recomputed as time passes.
 
     key   = start + offset(priority)          offset = (priority - HIGH) x aging_seconds

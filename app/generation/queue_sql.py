@@ -1,4 +1,12 @@
-"""The PostgreSQL claim: one statement that takes the best queued job for a worker.
+"""The PostgreSQL queue's two statements: the INSERT that admits a job, and the claim.
+
+The INSERT is job_writes.insert_statement with the server's clock: `now` in a job's key
+(scheduling.py) is PostgreSQL's `clock_timestamp()`, the same for every machine however
+their own clocks drift, unless a caller binds `now_epoch` (tests that drive time). It
+lives here, away from job_writes.py, because building it loads SQLAlchemy's PostgreSQL
+dialect, which a service on SQLite never needs (tests/test_start_up_imports.py).
+
+The claim takes the best queued job for a worker.
 
 An idle worker claims exactly one job, the first by the scheduling policy, with
 
@@ -36,9 +44,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Double, bindparam, cast, func, select, update
+from sqlalchemy.dialects import postgresql
 
-from .job_writes import claim_values
+from .job_writes import claim_values, insert_statement
 from .models import QUEUED_PREDICATE, JobRow
 
 _jobs = JobRow.__table__
@@ -61,3 +70,10 @@ def claim_statement() -> Any:
 
 
 CLAIM = claim_statement()
+INSERT = insert_statement(
+    postgresql.insert,
+    func.coalesce(
+        bindparam("now_epoch", type_=Double()),
+        cast(func.extract("epoch", func.clock_timestamp()), Double()),
+    ),
+)
