@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,10 @@ from app.config import Config
 from app.generation import (
     GenerationService,
     IdempotencyKeyReusedError,
+    Job,
     JobStatus,
     Priority,
+    QueueFullError,
     TooManyJobsError,
 )
 from app.generation.events import Subscription
@@ -25,7 +29,7 @@ from app.generation.generators import GeneratorRegistry
 from app.generation.jobs import JobStore
 from app.generation.listener import NoListener
 from app.generation.listener_postgres import PgListener
-from app.generation.queue_postgres import POLL_SECONDS_LISTENING
+from app.generation.queue_postgres import POLL_SECONDS_LISTENING, QUEUE_DEPTH
 from app.generation.results_db import DatabaseResultStore
 from app.wiring import build_service
 
@@ -348,3 +352,71 @@ def test_the_worker_pool_grows_with_a_backlog_in_the_shared_queue(make_node, gat
     job = a.submit("record", {})
     assert wait_for(a, job.id, timeout=10).status is JobStatus.SUCCEEDED
     assert a.worker_count == 2
+
+
+def test_a_high_job_submitted_on_any_service_is_the_next_one_any_idle_worker_starts(
+    make_node, gate, recorder
+):
+    a, b = make_node("a"), make_node("b")
+    hold_worker(a, gate)
+    hold_worker(b, gate)
+    normals = [a.submit("record", {"tag": f"n{n}"}) for n in range(2)]
+    high = b.submit("record", {"tag": "high"}, priority=Priority.HIGH)
+    c = make_node("c")  # the one idle worker in the cluster
+    for job in [high, *normals]:
+        wait_for(c, job.id)
+    assert recorder.ran == ["high", "n0", "n1"]
+
+
+def test_keys_come_from_the_database_clock_so_machines_with_skewed_clocks_schedule_alike(
+    pg_engine,
+):
+    store = JobStore(pg_engine)
+    database_now = text("SELECT extract(epoch from clock_timestamp())::float8")
+    with pg_engine.connect() as connection:
+        before = connection.execute(database_now).scalar_one()
+    late_clock, early_clock = (
+        store.insert(_job(f"{n}", datetime.now(UTC) + skew), share=0.0)
+        for n, skew in enumerate((timedelta(hours=1), -timedelta(hours=1)))
+    )
+    with pg_engine.connect() as connection:
+        after = connection.execute(database_now).scalar_one()
+    for job in (late_clock, early_clock):
+        assert before + 60 <= job.sort_key <= after + 60  # NORMAL: the server's now + 60 s
+    assert late_clock.sort_key <= early_clock.sort_key  # admission order, not the clocks'
+
+
+def test_a_burst_from_two_services_fills_the_cluster_queue_exactly(make_node, gate):
+    services = [make_node(name, generation_queue_size=20) for name in ("a", "b")]
+    for service in services:
+        hold_worker(service, gate)
+    start = threading.Barrier(40)
+
+    def submit(n: int) -> str:
+        start.wait()
+        try:
+            services[n % 2].submit("record", {"n": n})
+        except QueueFullError:
+            return "full"
+        return "accepted"
+
+    with ThreadPoolExecutor(40) as pool:
+        outcomes = Counter(pool.map(submit, range(40)))
+    assert outcomes == Counter(accepted=20, full=20)
+    with services[0].store.engine.connect() as connection:
+        assert connection.execute(QUEUE_DEPTH).scalar_one() == 20
+        counted = "SELECT count(*) FROM jobs WHERE status = 'queued'"
+        assert connection.execute(text(counted)).scalar_one() == 20
+
+
+def _job(job_id: str, created_at: datetime) -> Job:
+    return Job(
+        pk=0,
+        id=job_id,
+        owner="anonymous",
+        generator="record",
+        params={},
+        priority=Priority.NORMAL,
+        status=JobStatus.QUEUED,
+        created_at=created_at,
+    )

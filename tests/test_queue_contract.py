@@ -188,7 +188,9 @@ class TestQueueContract:
             queue.admit(failing)
         put(queue, store)
 
-    def test_a_cancelled_job_is_never_claimed(self, make_queue, store, clock):
+    def test_a_cancelled_job_is_never_claimed_and_frees_its_slot_at_once(
+        self, make_queue, store, clock
+    ):
         queue = make_queue(capacity=2)
         doomed = put(queue, store, "doomed")
         put(queue, store, "kept")
@@ -257,6 +259,30 @@ class TestQueueContract:
         for worker in workers:
             worker.join(30)
         assert sorted(claimed) == sorted(submitted)
+
+    def test_a_job_taken_back_after_its_lease_expired_keeps_its_place(
+        self, make_queue, store, clock
+    ):
+        queue = make_queue()
+        put(queue, store, "old-low", Priority.LOW)  # keyed t + 120
+        lost = queue.claim("dead", timeout=0)
+        clock.advance(LEASE + 100)
+        put(queue, store, "new-high", Priority.HIGH)  # keyed t + 131: after it
+        put(queue, store, "new-normal")
+        taken = store.reclaim(max_attempts=3, now=clock())
+        assert [job.sort_key for job in taken] == [lost.sort_key]
+        queue.returned(entry_of(job, lambda g, p: 1.0) for job in taken)
+        assert drain(queue) == ["old-low", "new-high", "new-normal"]
+
+    def test_a_job_requeued_by_a_drain_keeps_its_place(self, make_queue, store, clock):
+        queue = make_queue()
+        put(queue, store, "first")
+        interrupted = queue.claim("draining", timeout=0)
+        clock.advance(5)
+        put(queue, store, "second")
+        requeued = store.requeue(interrupted)
+        queue.returned([entry_of(requeued, lambda g, p: 1.0)])
+        assert drain(queue) == ["first", "second"]
 
     def test_an_expired_lease_is_taken_back_and_the_zombie_is_fenced_out(
         self, make_queue, store, clock

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # SQLite checkpoints its WAL into the database file in whichever commit crosses this many
@@ -76,9 +76,16 @@ def _tune_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
 
 
 def ping(engine: Engine) -> None:
-    """Raise if the database cannot answer a trivial query."""
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
+    """Raise if the database cannot answer a trivial query. A pooled connection found
+    dead on use (the server dropped it after the checkout's check) is replaced once."""
+    for attempt in range(2):
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return
+        except DBAPIError as error:
+            if attempt or not error.connection_invalidated:
+                raise
 
 
 def checkpoint(engine: Engine) -> tuple[int, int] | None:

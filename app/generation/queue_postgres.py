@@ -64,6 +64,8 @@ POLL_SECONDS_DEAF = 0.5
 DEPARTED_SECONDS = 60.0
 # Re-reading the queued rows for forecasts: at most this share of the process's time.
 REFRESH_SHARE = 0.05
+# Ids bound in one read of queued jobs' params (PostgreSQL binds at most 65,535).
+PARAMS_PER_READ = 10_000
 # At most this many submissions share one transaction.
 GROUP_COMMIT_MAX = 64
 
@@ -341,10 +343,13 @@ class PostgresQueue(JobQueue):
 
     @staticmethod
     def _params(connection: Connection, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-        if not job_ids:
-            return {}
-        query = select(_c.id, _c.params).where(_c.id.in_(job_ids))
-        return dict(connection.execute(query).all())
+        """The params of `job_ids`, read in slices (a statement binds at most 65,535
+        values; a deep queue read at start has more jobs than that)."""
+        params: dict[str, dict[str, Any]] = {}
+        for first in range(0, len(job_ids), PARAMS_PER_READ):
+            chunk = job_ids[first : first + PARAMS_PER_READ]
+            params |= dict(connection.execute(select(_c.id, _c.params).where(_c.id.in_(chunk))))
+        return params
 
 
 def _notify_new_job(connection: Connection) -> None:
