@@ -22,7 +22,7 @@ from app.config import Config
 from app.wiring import build_service
 
 from .backends import POSTGRES, SQLITE, database
-from .drain_throughput import prefill
+from .prefill import write_queued
 
 
 def measure(jobs: int, workdir: Path, url: str) -> tuple[float, float]:
@@ -36,7 +36,7 @@ def measure(jobs: int, workdir: Path, url: str) -> tuple[float, float]:
         },
         dotenv=False,
     )
-    prefill(url, jobs)
+    write_queued(url, jobs)
     service = build_service(config)
     cpu, wall = time.process_time(), time.perf_counter()
     service.start()

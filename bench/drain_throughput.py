@@ -18,23 +18,20 @@ costs.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
-from app.generation import schema
 from app.generation.db import create_database_engine
-from app.generation.generators.noop import NoopGenerator
-from app.generation.models import JobRow, JobStatus, Priority
+from app.generation.models import JobRow, JobStatus
 
 from .backends import POSTGRES, SQLITE, database
 from .cli import scenario_main
 from .load import post_load
+from .prefill import write_queued
 from .report import row
 from .servers import Server, runs_beside_floor, service_server
 
@@ -43,8 +40,7 @@ WORKERS = 2
 TARGET_JOBS_PER_SECOND = {SQLITE: 1000.0}
 FLOOR_SECONDS = 2
 JOB = {"generator": "noop", "params": {"ms": 0}}
-_table = JobRow.__table__
-_columns = _table.c
+_columns = JobRow.__table__.c
 
 
 def run(*, workdir: Path, backends: Sequence[str] = (SQLITE,), repeat: int = 3) -> dict[str, Any]:
@@ -67,36 +63,9 @@ def _measure(floor: Server, backend: str, scratch: Path) -> dict[str, Any]:
 def drain_queued(backend: str, workdir: Path) -> dict[str, Any]:
     """Write JOBS[backend] queued rows, start the server, time the drain."""
     with database(backend, workdir) as url:
-        prefill(url, JOBS[backend])
+        write_queued(url, JOBS[backend])
         with _server(url, workdir):
             return wait_drained(url, JOBS[backend])
-
-
-def prefill(url: str, count: int) -> None:
-    """Write `count` queued noop rows, as `submit()` would, before the server starts."""
-    params, errors = NoopGenerator().validate(JOB["params"])
-    if errors:
-        raise ValueError(f"the benchmark's noop params are invalid: {errors}")
-    now = datetime.now(UTC)
-    rows = [
-        {
-            "id": uuid.uuid4().hex,
-            "owner": "anonymous",
-            "generator": "noop",
-            "params": params,
-            "priority": int(Priority.NORMAL),
-            "status": JobStatus.QUEUED.value,
-            "created_at": now,
-        }
-        for _ in range(count)
-    ]
-    engine = create_database_engine(url)
-    try:
-        schema.upgrade(engine)
-        with engine.begin() as connection:
-            connection.execute(insert(_table), rows)
-    finally:
-        engine.dispose()
 
 
 def wait_drained(url: str, count: int, *, timeout: float = 180.0) -> dict[str, Any]:

@@ -76,18 +76,22 @@ def post_load(
     *,
     seconds: int,
     connections: int = 16,
+    timeout: int | None = None,
 ) -> LoadResult:
     """POST `body` to `url` from `connections` keep-alive connections for `seconds`
-    (whole seconds: wrk takes no fractions)."""
+    (whole seconds: wrk takes no fractions). `timeout`: seconds before wrk counts a
+    request as a timeout error (wrk's default: 2)."""
     script = _SCRIPT % {"body": _lua_string(json.dumps(body))}
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "post.lua"
         path.write_text(script)
+        options = [] if timeout is None else ["--timeout", f"{timeout}s"]
         completed = subprocess.run(
-            [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(path), url],
+            [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", *options]
+            + ["-s", str(path), url],
             capture_output=True,
             text=True,
-            timeout=seconds + 60,
+            timeout=seconds + (timeout or 2) + 60,
         )
     if completed.returncode != 0:
         raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()}")

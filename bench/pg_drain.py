@@ -30,12 +30,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import create_engine, func, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from app.generation import schema  # noqa: E402
 from app.generation.db import create_database_engine  # noqa: E402
 from app.generation.models import JobRow  # noqa: E402
+from bench.prefill import write_queued  # noqa: E402
 
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1/postgres")
 JOB_PARAMS = {"prompt": "bench", "count": 1, "width": 64, "height": 64, "seed": 1}
@@ -77,22 +77,8 @@ def run(
 
 
 def drain(url: str, processes: int, workers: int, count: int, folder: str) -> dict[str, Any]:
-    engine = migrated(url)
-    now = datetime.now(UTC)
-    rows = [
-        {
-            "id": uuid.uuid4().hex,
-            "owner": "bench",
-            "generator": "images",
-            "params": JOB_PARAMS,
-            "priority": 2,
-            "status": "queued",
-            "created_at": now,
-        }
-        for _ in range(count)
-    ]
-    with engine.begin() as connection:
-        connection.execute(insert(jobs), rows)
+    write_queued(url, count, owner="bench", generator="images", params=JOB_PARAMS)
+    engine = create_database_engine(url)
     with gunicorn(url, processes, workers, folder, queue_size=count):
         wait_until_done(engine, count, timeout=600)
     with engine.connect() as connection:

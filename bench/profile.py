@@ -27,8 +27,9 @@ from pathlib import Path
 
 from .backends import SQLITE, database
 from .dispatch_latency import measure_ours
-from .drain_throughput import _server, prefill
+from .drain_throughput import _server
 from .load import post_load
+from .prefill import write_queued
 from .servers import ROOT, Server, service_server, warm_up_workers
 from .submit_throughput import JOB, QUEUE_SIZE, hold_worker
 
@@ -81,7 +82,7 @@ def profile_dispatch(workdir: Path, output: Path) -> None:
 
 def profile_drain(workdir: Path, output: Path) -> None:
     with database(SQLITE, workdir) as url:
-        prefill(url, 5000)
+        write_queued(url, 5000)
         with _server(url, workdir) as server:
             time.sleep(2)  # past the generation processes' start-up
             with spying(server, output):

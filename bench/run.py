@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from . import (
+    depth,
     dispatch_latency,
+    drain_e2e,
     drain_throughput,
     memory,
     pg_drain,
@@ -111,6 +113,7 @@ SCENARIOS = [
     Scenario("submit_throughput", submit_throughput.run),
     Scenario("dispatch_latency", dispatch_latency.run),
     Scenario("drain_throughput", drain_throughput.run),
+    Scenario("drain_e2e", drain_e2e.run),
     Scenario("web_latency", web_latency_under_load, (SQLITE,)),
     Scenario(
         "scheduling",
@@ -131,6 +134,7 @@ SCENARIOS = [
         ),
         (POSTGRES,),
     ),
+    Scenario("depth", depth.run),
 ]
 
 

@@ -132,10 +132,17 @@ def warm_up_workers(server: Server, workers: int = 2, timeout: float = 60.0) -> 
 
 
 @contextmanager
-def serve(name: str, conf: Path, env: Mapping[str, str], workdir: Path) -> Iterator[Server]:
+def serve(
+    name: str,
+    conf: Path,
+    env: Mapping[str, str],
+    workdir: Path,
+    *,
+    start_timeout: float = START_TIMEOUT,
+) -> Iterator[Server]:
     server = Server(name, conf, env, workdir)
     try:
-        server.wait_ready()
+        server.wait_ready(start_timeout)
         yield server
     finally:
         server.stop()
@@ -143,16 +150,22 @@ def serve(name: str, conf: Path, env: Mapping[str, str], workdir: Path) -> Itera
 
 @contextmanager
 def service_server(
-    database_url: str, workdir: Path, *, name: str = "service", **settings: object
+    database_url: str,
+    workdir: Path,
+    *,
+    name: str = "service",
+    start_timeout: float = START_TIMEOUT,
+    **settings: object,
 ) -> Iterator[Server]:
     """Our app with the deployment's settings, on `database_url`; `settings` are extra
-    environment variables such as GENERATION_QUEUE_SIZE=5000."""
+    environment variables such as GENERATION_QUEUE_SIZE=5000. `start_timeout`: for a
+    service that reads a deep queue at start."""
     env = {
         "DATABASE_URL": database_url,
         "RESULTS_DIR": str(workdir.resolve() / f"results-{name}"),
         **{key: str(value) for key, value in settings.items()},
     }
-    with serve(name, SERVICE_CONF, env, workdir) as server:
+    with serve(name, SERVICE_CONF, env, workdir, start_timeout=start_timeout) as server:
         yield server
 
 
