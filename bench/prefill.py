@@ -22,6 +22,7 @@ from app.generation import schema
 from app.generation.db import create_database_engine
 from app.generation.generators import default_registry
 from app.generation.models import JobRow, JobStatus, Priority
+from app.generation.scheduling import offset
 
 CHUNK_ROWS = 5_000
 # The service's default PRIORITY_AGING_SECONDS; bench servers run with the defaults.
@@ -67,9 +68,6 @@ def write_queued(
 
 
 def scheduling_columns(created_at: datetime, priority: Priority) -> dict[str, float]:
-    """Columns the scheduler derives from a row's creation time and priority: `sort_key`
-    (created_at in epoch seconds + (priority - 1) x aging) once the table has it;
-    nothing before."""
-    if "sort_key" not in _table.c:
-        return {}
-    return {"sort_key": created_at.timestamp() + (int(priority) - 1) * AGING_SECONDS}
+    """The scheduling key a submit at `created_at` gets when its owner has nothing else
+    queued at that priority (scheduling.py): equal keys, so the rows run in pk order."""
+    return {"sort_key": created_at.timestamp() + offset(priority, AGING_SECONDS)}
