@@ -43,7 +43,7 @@ from app.generation.generators import (
 )
 from app.generation.jobs import JobStore
 from app.generation.results import FilesystemResultStore
-from app.generation.scheduling import QueueEntry, SchedulingIndex, effective_priority
+from app.generation.scheduling import QueueEntry, SchedulingIndex
 
 UNIT_SECONDS = 0.02  # what the generator *claims* one size unit takes
 SLOWDOWN = 1.5  # what it really takes, relative to its claim: the estimator must learn it
@@ -157,10 +157,11 @@ def summarise(
     unit = statistics.fmean(runs) if runs else mean_run  # one job's measured run time
     high_units = [w / unit for w in waits[Priority.HIGH]]
     worst_low = max(waits[Priority.LOW], default=None)
-    # The bound of docs/scheduling.md for one worker: (p - 1) x A to reach HIGH, then at
-    # most the jobs queued ahead of it (capacity - 1) plus one turn per other owner.
+    # The bound of docs/scheduling.md for one worker: its key is at most 2A plus its
+    # owner's queued LOW work (< capacity jobs) after its admission; nothing admitted
+    # later than its key goes first, and at most capacity - 1 jobs are queued ahead then.
     longest = max(runs, default=mean_run)
-    bound = 2 * aging + (QUEUE_SIZE - 1 + len(OWNERS) - 1) * longest
+    bound = 2 * aging + 2 * (QUEUE_SIZE - 1) * longest
     return {
         "aging_seconds": aging,
         "submitted": len(submitted),
@@ -210,16 +211,14 @@ def build_index(jobs: int, owners: int, seed: int = 3) -> SchedulingIndex:
     rng = random.Random(seed)
     index = SchedulingIndex(60.0)
     for order in range(jobs):
-        entry = QueueEntry(
-            f"j{order}",
+        priority, owner, at = (
             rng.choice(list(Priority)),
-            order,
             f"owner{rng.randrange(owners)}",
-            order * 0.01,  # spread over 100 s, so some of them have aged
-            "sleep",
-            rng.uniform(1, 3),
+            order * 0.01,
         )
-        index.add(entry, jobs * 0.01)
+        cost = rng.uniform(1, 3)
+        key = index.key_for(owner, int(priority), at, cost)  # admitted over 100 s
+        index.add(QueueEntry(f"j{order}", priority, order, owner, at, "sleep", cost, key))
     return index
 
 
@@ -234,7 +233,7 @@ def index_costs(jobs: int = 10_000) -> dict[str, Any]:
         picks = 1_000
         started = time.perf_counter()
         for _ in range(picks):
-            copy.pop(jobs * 0.01)
+            copy.pop()
         pick_us = (time.perf_counter() - started) / picks * 1e6
         started = time.perf_counter()
         slots = simulate(index.copy(), jobs * 0.01, [], 1, lambda e: e.cost)
@@ -242,26 +241,19 @@ def index_costs(jobs: int = 10_000) -> dict[str, Any]:
         assert len(slots) == jobs
         figures[f"{owners}_owners"] = {
             "pick_us": round(pick_us, 1),
-            "scan_pick_us": round(scan_pick_us(index, jobs * 0.01), 1),
+            "scan_pick_us": round(scan_pick_us(index), 1),
             "copy_ms": round(copy_ms, 1),
             "forecast_ms": round(forecast_ms, 1),
         }
     return {"queued_jobs": jobs, **figures, "submit_forecast_ms": submit_costs()}
 
 
-def scan_pick_us(index: SchedulingIndex, now: float) -> float:
+def scan_pick_us(index: SchedulingIndex) -> float:
     """One pick done the obvious way, a scan of every entry for the smallest key."""
     entries = index.entries()
     started = time.perf_counter()
     for _ in range(10):
-        min(
-            entries,
-            key=lambda e: (
-                effective_priority(e.priority, now - e.enqueued_at, 60.0),
-                index.last_served(e.owner),
-                e.order,
-            ),
-        )
+        min(entries, key=lambda e: e.rank)
     return (time.perf_counter() - started) / 10 * 1e6
 
 
@@ -271,10 +263,11 @@ def submit_costs() -> dict[str, float]:
     for depth in (100, 1_000, 10_000):
         index = build_index(depth, 4)
         now = depth * 0.01
-        newcomer = QueueEntry("new", Priority.NORMAL, depth, "owner0", now, "sleep", 2.0)
+        key = index.key_for("owner0", int(Priority.NORMAL), now, 2.0)
+        newcomer = QueueEntry("new", Priority.NORMAL, depth, "owner0", now, "sleep", 2.0, key)
         started = time.perf_counter()
         twin = index.copy()
-        twin.add(newcomer, now)
+        twin.add(newcomer)
         simulate(twin, now, [], 1, lambda e: e.cost, until="new")
         costs[str(depth)] = round((time.perf_counter() - started) * 1000, 2)
     return costs
