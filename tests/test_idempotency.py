@@ -94,7 +94,7 @@ def test_concurrent_repeats_create_one_job(make_service, gate):
 def test_a_duplicate_that_loses_the_insert_race_gets_the_winners_job(service):
     # Both passed the lookup before either wrote its row; the unique index decides.
     winner = service.submit("record", {"tag": 1}, idempotency_key="race")
-    queue = MemoryQueue(capacity=1)
+    queue = MemoryQueue(capacity=1, store=service.store)
     admission = Admission(service.store, queue, retry_after=lambda: 1)
     loser = dataclasses.replace(winner, pk=0, id=uuid.uuid4().hex, position=None)
     admitted = admission.admit(loser)

@@ -63,7 +63,7 @@ def test_insert_claim_and_outcome_wait_for_the_disk_heartbeats_and_progress_do_n
         status=JobStatus.QUEUED,
         created_at=datetime.now(UTC),
     )
-    queue.admit(lambda connection: store.insert(new, connection))
+    queue.admit(new, share=0.0)
     [insert] = transactions.take()
     assert any(s.startswith("INSERT INTO jobs") for s in insert) and durable(insert)
 

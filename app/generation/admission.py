@@ -6,9 +6,10 @@
   finds the first job (even after a restart) and a different request under the same key
   is refused. Two racing repeats cannot both insert: the loser hits the unique index.
 - Per-owner quota: at most `max_queued` queued jobs per owner.
-- Capacity: the queue backend writes the row only if a slot is free (queue.py), so a
-  refused or failed submission leaves nothing behind. On a shared (PostgreSQL) queue the
-  owner's quota is counted in the same locked transaction, so it holds cluster-wide.
+- Capacity and the owner's quota: the queue backend writes the row only if a slot is
+  free and the owner is under its quota (queue.py), so a refused or failed submission
+  leaves nothing behind. On a shared (PostgreSQL) queue both are counted in the same
+  locked transaction, so they hold cluster-wide.
 - Its place: the row's INSERT fixes its scheduling key (scheduling.py), given the job's
   `share` (its predicted run seconds on one worker, from `share_of`).
 """
@@ -18,14 +19,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import threading
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from .errors import (
@@ -38,8 +36,6 @@ from .generators import GeneratorRegistry
 from .jobs import JobStore
 from .models import Job, JobStatus, Priority
 from .queue import JobQueue
-
-OWNER_LOCK_STRIPES = 16
 
 
 def fingerprint(generator: str, params: Mapping[str, Any], priority: Priority) -> str:
@@ -67,8 +63,6 @@ class Admission:
         self._retry_after = retry_after
         self._generators = generators or GeneratorRegistry()
         self._clock = clock
-        # Striped so that submits of different owners rarely wait for each other.
-        self._owner_locks = [threading.Lock() for _ in range(OWNER_LOCK_STRIPES)]
 
     def accept(
         self,
@@ -156,24 +150,10 @@ class Admission:
         return earlier
 
     def _admit(self, job: Job, max_queued: int | None) -> Job | None:
-        def check(connection: Connection | None) -> None:
-            if max_queued is not None:
-                if self._store.count_queued(job.owner, connection) >= max_queued:
-                    raise TooManyJobsError(max_queued, self._retry_after())
-
-        # On the memory queue the count and the insert must not interleave with another
-        # submit of the same owner in this process, or both could take the last place.
-        # A shared queue counts and inserts under its own transaction-wide lock.
-        lock: AbstractContextManager[Any] = nullcontext()
-        if max_queued is not None and not self._queue.shared:
-            lock = self._owner_locks[hash(job.owner) % OWNER_LOCK_STRIPES]
-        aging, share = self._queue.aging_seconds, self._share_of(job.generator, job.params)
-
-        def write(connection: Connection | None) -> Job | None:
-            return self._store.insert(job, connection, aging_seconds=aging, share=share)
-
+        share = self._share_of(job.generator, job.params)
         try:
-            with lock:
-                return self._queue.admit(write, check=check)
+            return self._queue.admit(job, share=share, max_queued=max_queued)
         except QueueFullError as full:
             raise QueueFullError(full.capacity, self._retry_after()) from None
+        except TooManyJobsError as over:
+            raise TooManyJobsError(over.limit, self._retry_after()) from None

@@ -19,8 +19,6 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
-
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
 
@@ -84,7 +82,7 @@ class GroupCommit(Generic[Item, Outcome]):
         """Write the group; on a failed transaction, each member alone."""
         try:
             outcomes = self._written([waiter.item for waiter in group])
-        except SQLAlchemyError as error:
+        except Exception as error:  # noqa: BLE001 - handed to its member, raised there
             if len(group) == 1:
                 outcomes = [error]
             else:

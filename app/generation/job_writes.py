@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import sqlite
 
 from .job_queries import kept_results
-from .models import QUEUED_PREDICATE, JobRow, JobStatus
+from .models import QUEUED_PREDICATE, Job, JobRow, JobStatus
 
 _table = JobRow.__table__
 _columns = _table.c
@@ -57,15 +57,33 @@ NEW_ROW_COLUMNS = (
     "request_hash",
     *NEW_ROW_DEFAULTS,
 )
+
+
+def new_row(job: Job) -> dict[str, Any]:
+    """The columns a new queued row of `job` is written with (NEW_ROW_COLUMNS)."""
+    return {
+        "id": job.id,
+        "owner": job.owner,
+        "generator": job.generator,
+        "params": job.params,
+        "priority": int(job.priority),
+        "status": JobStatus.QUEUED.value,
+        "created_at": job.created_at,
+        "idempotency_key": job.idempotency_key,
+        "request_hash": job.request_hash,
+    } | NEW_ROW_DEFAULTS
+
+
 # Bound with the columns above: `share` (the job's predicted seconds on one worker),
-# `key_offset` (its priority's offset) and `now_epoch` (None: the database's clock).
+# `key_offset` (its priority's offset) and `now_epoch` (the moment it is admitted).
 KEY_BINDS = ("share", "key_offset", "now_epoch")
 
 
 def admission_key_sql(now: ColumnElement[float]) -> ColumnElement[float]:
-    """scheduling.admission_key in SQL: the owner's queued tail of the same priority is
-    read in the INSERT itself, through the partial index (owner, priority, sort_key), so
-    the key costs one index probe and follows every job admitted before it."""
+    """scheduling.admission_key in SQL, for SQLite's one-row INSERT: the owner's queued
+    tail of the same priority is read in the INSERT itself, through the partial index
+    (owner, priority, sort_key), so the key costs one index probe and follows every job
+    admitted before it. (PostgreSQL keys a group of jobs at once: queue_sql.py.)"""
     tail = (
         select(func.max(_columns.sort_key))
         .where(
@@ -80,24 +98,21 @@ def admission_key_sql(now: ColumnElement[float]) -> ColumnElement[float]:
     return case((after_tail > fresh, after_tail), else_=fresh)
 
 
-def insert_statement(dialect_insert: Any, now: ColumnElement[float]) -> Any:
+def _sqlite_insert() -> Any:
     """`INSERT ... RETURNING pk, sort_key`; a row whose (owner, idempotency key) is taken
-    is not written and returns nothing (so one such row cannot abort a group commit)."""
+    is not written and returns nothing. SQLite: one process on one machine, so its clock
+    (`now_epoch`, the job's created_at) is the database's."""
     values = {name: bindparam(name, type_=_columns[name].type) for name in NEW_ROW_COLUMNS}
-    values["sort_key"] = admission_key_sql(now)
+    values["sort_key"] = admission_key_sql(bindparam("now_epoch", type_=Double()))
     return (
-        dialect_insert(_table)
+        sqlite.insert(_table)
         .values(values)
         .on_conflict_do_nothing(index_elements=["owner", "idempotency_key"])
         .returning(_columns.pk, _columns.sort_key)
     )
 
 
-# SQLite: one process on one machine, so its clock is the database's (bound always).
-# PostgreSQL's INSERT is in queue_sql.py, with its other statements.
-INSERT_SQLITE = insert_statement(sqlite.insert, bindparam("now_epoch", type_=Double()))
-
-
+INSERT_SQLITE = _sqlite_insert()
 # A row as the SQLite path returns it: attribute access by column, for `Job.from_row`.
 RowTuple = namedtuple("RowTuple", [column.key for column in _table.c])  # noqa: PYI024
 

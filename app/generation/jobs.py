@@ -45,9 +45,8 @@ class JobStore(JobQueries):
         if lease_seconds <= 0:
             raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
         self._engine = engine
-        postgres = engine.dialect.name == "postgresql"
-        self._database_clock = postgres if database_clock is None else database_clock
-        self._insert = _postgres_insert() if postgres else statements.INSERT_SQLITE
+        self._postgres = engine.dialect.name == "postgresql"
+        self._database_clock = self._postgres if database_clock is None else database_clock
         self.lease = timedelta(seconds=lease_seconds)
         self._write_lock: AbstractContextManager[Any] = (
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
@@ -70,34 +69,32 @@ class JobStore(JobQueries):
         """Write a new queued job, keyed by the scheduling policy (scheduling.py; `share`:
         its predicted seconds on one worker), and return it with its `pk` and `sort_key`;
         None if the owner's idempotency key is taken. In `connection`'s transaction if
-        given (the PostgreSQL queue writes a group of submissions in one)."""
-        values = {
-            "id": job.id,
-            "owner": job.owner,
-            "generator": job.generator,
-            "params": job.params,
-            "priority": int(job.priority),
-            "status": JobStatus.QUEUED.value,
-            "created_at": job.created_at,
-            "idempotency_key": job.idempotency_key,
-            "request_hash": job.request_hash,
-        } | statements.NEW_ROW_DEFAULTS
+        given. (The PostgreSQL queue writes groups of jobs: queue_sql.insert_group.)"""
+        if self._postgres:
+            return self._insert_on_postgres(job, connection, aging_seconds, share)
+        values = statements.new_row(job)
         binds = values | {
             "share": max(0.0, share),
             "key_offset": offset(job.priority, aging_seconds),
-            "now_epoch": None if self._database_clock else job.created_at.timestamp(),
+            "now_epoch": job.created_at.timestamp(),
         }
+        returns = (_table.c.pk, _table.c.sort_key)
         if connection is not None:
-            row = connection.execute(self._insert, binds).first()
+            row = connection.execute(statements.INSERT_SQLITE, binds).first()
         elif self._hot is not None:
-            row = self._write_on_driver(self._insert, (_table.c.pk, _table.c.sort_key), binds)
+            row = self._write_on_driver(statements.INSERT_SQLITE, returns, binds)
         else:
             with self._writing() as connection:
-                row = connection.execute(self._insert, binds).first()
+                row = connection.execute(statements.INSERT_SQLITE, binds).first()
         if row is None:
             return None
         pk, sort_key = row
         return Job.from_row(Row(values | {"pk": pk, "sort_key": sort_key}))
+
+    @property
+    def database_clock(self) -> bool:
+        """Whether new jobs are keyed by the database server's clock (not `created_at`)."""
+        return self._database_clock
 
     @property
     def engine(self) -> Engine:
@@ -198,6 +195,18 @@ class JobStore(JobQueries):
             finally:
                 self._pinned.connection = None
 
+    def _insert_on_postgres(
+        self, job: Job, connection: Connection | None, aging_seconds: float, share: float
+    ) -> Job | None:
+        # Imported here, as the service imports its PostgreSQL queue: the statements load
+        # SQLAlchemy's PostgreSQL dialect, which a store on SQLite never needs.
+        from .queue_sql import DATABASE_CLOCK, insert_group
+
+        with nullcontext(connection) if connection else self._writing() as transaction:
+            now = transaction.execute(DATABASE_CLOCK).scalar_one() if self._database_clock else None
+            [written] = insert_group(transaction, [(job, share)], now, aging_seconds)
+        return written
+
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
         """A write transaction. On SQLite this process's writers first take turns on a
@@ -267,11 +276,3 @@ class JobStore(JobQueries):
             yield pooled.dbapi_connection
         finally:
             pooled.close()
-
-
-def _postgres_insert() -> Any:
-    # Imported here, as the service imports its PostgreSQL queue: building the statement
-    # loads SQLAlchemy's PostgreSQL dialect, which a store on SQLite never needs.
-    from .queue_sql import INSERT
-
-    return INSERT

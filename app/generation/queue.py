@@ -21,22 +21,18 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
-
-from .errors import QueueFullError, ServiceStoppedError
+from .errors import QueueFullError, ServiceStoppedError, TooManyJobsError
 from .jobs import JobStore
 from .models import Job, Priority
 from .scheduling import DEFAULT_AGING_SECONDS, QueueEntry, SchedulingIndex
 
 # Changes kept for forecasts that follow the queue change by change (forecast.py).
 JOURNAL_SIZE = 1024
-# Writes a job row, in the given transaction when the backend opened one; None when the
-# row was not written because its (owner, idempotency key) is taken.
-Write = Callable[[Connection | None], Job | None]
-Check = Callable[[Connection | None], None]
+OWNER_LOCK_STRIPES = 16
 Stop = Callable[[], bool]
 # (version, "put" | "get" | "remove", entry): one change of the queued set.
 Change = tuple[int, str, QueueEntry]
@@ -63,12 +59,14 @@ class JobQueue(abc.ABC):
     def closed(self) -> bool: ...
 
     @abc.abstractmethod
-    def admit(self, write: Write, *, check: Check | None = None) -> Job | None:
-        """Run `check` (may raise), then `write` the row if a slot is free, all in one
-        step as far as capacity goes; QueueFullError when none is, ServiceStoppedError
-        once closed. What `write` returned (None: nothing written, no slot taken). The
-        job is not claimable through `claim()` before `put()` (memory) or before this
-        returns (shared)."""
+    def admit(self, job: Job, *, share: float, max_queued: int | None = None) -> Job | None:
+        """Write `job`'s row, keyed by the scheduling policy (`share`: its predicted run
+        seconds on one worker), if a slot is free and its owner has fewer than
+        `max_queued` queued jobs, in one step as far as those counts go. Returns the
+        stored job (with `pk` and `sort_key`), or None if nothing was written because the
+        owner's idempotency key is taken. Raises QueueFullError, TooManyJobsError, or
+        ServiceStoppedError once closed. The job is not claimable through `claim()`
+        before `put()` (memory) or before this returns (shared)."""
 
     @abc.abstractmethod
     def check_room(self) -> None:
@@ -148,7 +146,9 @@ class MemoryQueue(JobQueue):
 
     Lock invariant: `_lock` guards `_index`, `_depth`, `_reserved`, `_closed` and
     `version`; `len(_index) + _reserved <= capacity` holds whenever `_lock` is free
-    (recovered and returned rows may exceed it: they were accepted before).
+    (recovered and returned rows may exceed it: they were accepted before). An owner's
+    quota is counted and its row written under that owner's stripe of `_owner_locks`, so
+    two submits of one owner cannot both take its last place.
     """
 
     def __init__(
@@ -177,6 +177,8 @@ class MemoryQueue(JobQueue):
         self._on_change = on_change
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
+        # Striped so that submits of different owners rarely wait for each other.
+        self._owner_locks = [threading.Lock() for _ in range(OWNER_LOCK_STRIPES)]
 
     @property
     def aging_seconds(self) -> float:
@@ -198,18 +200,23 @@ class MemoryQueue(JobQueue):
         with self._lock:
             self._reserved -= 1
 
-    def admit(self, write: Write, *, check: Check | None = None) -> Job | None:
-        if check is not None:
-            check(None)
-        self.reserve()
-        try:
-            job = write(None)
-        except BaseException:
+    def admit(self, job: Job, *, share: float, max_queued: int | None = None) -> Job | None:
+        store = self._require_store()
+        quota: AbstractContextManager[Any] = nullcontext()
+        if max_queued is not None:
+            quota = self._owner_locks[hash(job.owner) % OWNER_LOCK_STRIPES]
+        with quota:
+            if max_queued is not None and store.count_queued(job.owner) >= max_queued:
+                raise TooManyJobsError(max_queued)
+            self.reserve()
+            try:
+                written = store.insert(job, aging_seconds=self.aging_seconds, share=share)
+            except BaseException:
+                self.release()
+                raise
+        if written is None:
             self.release()
-            raise
-        if job is None:
-            self.release()
-        return job
+        return written
 
     def claim(
         self, worker: str, *, stop: Stop = lambda: False, timeout: float | None = None

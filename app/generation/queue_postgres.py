@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .errors import GenerationError, QueueFullError, ServiceStoppedError
+from .errors import QueueFullError, ServiceStoppedError, TooManyJobsError
 from .group_commit import GroupCommit
 from .jobs import JobStore
 from .listener import Listener
@@ -44,14 +44,12 @@ from .models import QUEUED_PREDICATE, Job, JobRow, Priority, QueueCountRow
 from .queue import (
     JOURNAL_SIZE,
     Change,
-    Check,
     JobQueue,
     Stop,
-    Write,
     as_datetime,
     changes_after,
 )
-from .queue_sql import CLAIM
+from .queue_sql import CLAIM, DATABASE_CLOCK, insert_group, queued_per_owner
 from .scheduling import QueueEntry, SchedulingIndex
 
 log = logging.getLogger(__name__)
@@ -77,6 +75,13 @@ LOCK_ADMISSIONS = select(_counts.c.n).where(_counts.c.name == "in").with_for_upd
 QUEUE_DEPTH = select(
     func.coalesce(func.sum(case((_counts.c.name == "in", _counts.c.n), else_=-_counts.c.n)), 0)
 )
+DEPTH_AND_CLOCK = select(
+    QUEUE_DEPTH.scalar_subquery(),
+    DATABASE_CLOCK.scalar_subquery(),
+    func.pg_notify(JOBS_CHANNEL, ""),
+)
+# A submission waiting for its group: (job, share, the owner's quota or None).
+Admitted = tuple[Job, float, int | None]
 
 
 class Doorbell:
@@ -146,10 +151,10 @@ class PostgresQueue(JobQueue):
     def closed(self) -> bool:
         return self._closed
 
-    def admit(self, write: Write, *, check: Check | None = None) -> Job | None:
+    def admit(self, job: Job, *, share: float, max_queued: int | None = None) -> Job | None:
         if self._closed:
             raise ServiceStoppedError("the generation service is shutting down")
-        return self._group.submit((write, check))
+        return self._group.submit((job, share, max_queued))
 
     def check_room(self) -> None:
         if self._closed:
@@ -297,32 +302,35 @@ class PostgresQueue(JobQueue):
             row = connection.execute(CLAIM, params).first()
         return None if row is None else Job.from_row(row)
 
-    def _admit_group(
-        self, group: list[tuple[Write, Check | None]]
-    ) -> list[Job | None | BaseException]:
-        """Write a group of submissions in one transaction: lock admissions, read the
-        depth once, then each one's check and INSERT in turn (each sees the ones before
-        it), one NOTIFY, one commit. A refused submission (full, over its quota) fails
-        alone; a database error fails the group (GroupCommit retries its members one
-        by one, so one bad row cannot fail the others)."""
-        outcomes: list[Job | None | BaseException] = []
+    def _admit_group(self, group: list[Admitted]) -> list[Job | None | BaseException]:
+        """Write a group of submissions in one transaction: lock admissions; read the
+        depth and the clock (and ring the doorbell: NOTIFY is delivered at commit);
+        count the quota owners' queued jobs; refuse, in order, what does not fit; key
+        and write the rest in one INSERT (queue_sql.insert_group); commit. A refused
+        submission fails alone; a database error fails the group (GroupCommit then
+        retries its members one by one, so one bad row cannot fail the others)."""
+        outcomes: list[Job | None | BaseException] = [None] * len(group)
         with self._engine.begin() as connection:
             connection.execute(LOCK_ADMISSIONS)
-            depth = connection.execute(QUEUE_DEPTH).scalar_one()
-            for write, check in group:
-                try:
-                    if check is not None:
-                        check(connection)
-                    if depth >= self.capacity:
-                        raise QueueFullError(self.capacity)
-                except GenerationError as refused:
-                    outcomes.append(refused)
-                    continue
-                job = write(connection)
-                depth += job is not None
-                outcomes.append(job)
-            if any(isinstance(outcome, Job) for outcome in outcomes):
-                _notify_new_job(connection)
+            depth, now = connection.execute(DEPTH_AND_CLOCK).one()[:2]
+            quota_owners = sorted({job.owner for job, _, limit in group if limit is not None})
+            queued = queued_per_owner(connection, quota_owners) if quota_owners else {}
+            admitted: list[int] = []
+            for number, (job, _, limit) in enumerate(group):
+                if limit is not None and queued.get(job.owner, 0) >= limit:
+                    outcomes[number] = TooManyJobsError(limit)
+                elif depth >= self.capacity:
+                    outcomes[number] = QueueFullError(self.capacity)
+                else:
+                    depth += 1
+                    queued[job.owner] = queued.get(job.owner, 0) + 1
+                    admitted.append(number)
+            if not self._store.database_clock:
+                now = None
+            pairs = [(group[number][0], group[number][1]) for number in admitted]
+            written = insert_group(connection, pairs, now, self._aging)
+            for number, job in zip(admitted, written, strict=True):
+                outcomes[number] = job
         return outcomes
 
     def _heard(self, _payload: str) -> None:
@@ -348,7 +356,9 @@ class PostgresQueue(JobQueue):
         params: dict[str, dict[str, Any]] = {}
         for first in range(0, len(job_ids), PARAMS_PER_READ):
             chunk = job_ids[first : first + PARAMS_PER_READ]
-            params |= dict(connection.execute(select(_c.id, _c.params).where(_c.id.in_(chunk))))
+            params |= dict(
+                connection.execute(select(_c.id, _c.params).where(_c.id.in_(chunk))).all()
+            )
         return params
 
 

@@ -44,11 +44,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Double, bindparam, cast, func, select, update
+from sqlalchemy import Connection, Double, cast, func, select, text, update
 from sqlalchemy.dialects import postgresql
 
-from .job_writes import claim_values, insert_statement
-from .models import QUEUED_PREDICATE, JobRow
+from .job_writes import Row as ValuesRow
+from .job_writes import claim_values, new_row
+from .models import QUEUED_PREDICATE, Job, JobRow
+from .scheduling import admission_key
 
 _jobs = JobRow.__table__
 _c = _jobs.c
@@ -70,10 +72,63 @@ def claim_statement() -> Any:
 
 
 CLAIM = claim_statement()
-INSERT = insert_statement(
-    postgresql.insert,
-    func.coalesce(
-        bindparam("now_epoch", type_=Double()),
-        cast(func.extract("epoch", func.clock_timestamp()), Double()),
-    ),
+DATABASE_CLOCK = select(cast(func.extract("epoch", func.clock_timestamp()), Double()))
+# Each (owner, priority)'s largest queued key: a backward probe of the partial index
+# (owner, priority, sort_key) per pair, whatever the depth.
+TAILS = text(
+    "SELECT pair.owner, pair.priority, (SELECT max(jobs.sort_key) FROM jobs "
+    "WHERE jobs.status = 'queued' AND jobs.owner = pair.owner "
+    "AND jobs.priority = pair.priority) "
+    "FROM unnest(CAST(:owners AS text[]), CAST(:priorities AS integer[])) "
+    "AS pair(owner, priority)"
 )
+INSERT_ROWS = (
+    postgresql.insert(_jobs)
+    .on_conflict_do_nothing(index_elements=["owner", "idempotency_key"])
+    .returning(_c.id, _c.pk)
+)
+
+
+def insert_group(
+    connection: Connection,
+    admitted: list[tuple[Job, float]],
+    now: float | None,
+    aging_seconds: float,
+) -> list[Job | None]:
+    """Key and write `(job, share)` pairs in order, in one INSERT; each job as stored,
+    or None where its owner's idempotency key was taken. `now`: the database's clock
+    (None: each job's own created_at)."""
+    if not admitted:
+        return []
+    pairs = sorted({(job.owner, int(job.priority)) for job, _ in admitted})
+    tails = tail_keys(connection, pairs)
+    rows = []
+    for job, share in admitted:
+        pair = (job.owner, int(job.priority))
+        at = job.created_at.timestamp() if now is None else now
+        tails[pair] = admission_key(at, pair[1], aging_seconds, tails[pair], max(0.0, share))
+        rows.append(new_row(job) | {"sort_key": tails[pair]})
+    written = dict(connection.execute(INSERT_ROWS, rows).all())
+    return [
+        Job.from_row(ValuesRow(row | {"pk": written[row["id"]]})) if row["id"] in written else None
+        for row in rows
+    ]
+
+
+def tail_keys(
+    connection: Connection, pairs: list[tuple[str, int]]
+) -> dict[tuple[str, int], float | None]:
+    """The largest queued key of each (owner, priority) pair (None where none is queued)."""
+    owners, priorities = [owner for owner, _ in pairs], [priority for _, priority in pairs]
+    rows = connection.execute(TAILS, {"owners": owners, "priorities": priorities})
+    return {(owner, priority): tail for owner, priority, tail in rows}
+
+
+def queued_per_owner(connection: Connection, owners: list[str]) -> dict[str, int]:
+    """How many jobs each of `owners` has queued."""
+    query = (
+        select(_c.owner, func.count())
+        .where(QUEUED_PREDICATE, _c.owner.in_(owners))
+        .group_by(_c.owner)
+    )
+    return dict(connection.execute(query).all())
