@@ -20,13 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .backends import SQLITE, database
+from .backends import POSTGRES, SQLITE, database
 from .cli import scenario_main
 from .load import post_load
 from .report import row
 from .servers import Server, runs_beside_floor, service_server, warm_up_workers
 
-TARGET_RATIO = 0.8
+# Issue #15's targets, as ratios to the floor in the same run.
+TARGET_RATIO = {SQLITE: 0.6, POSTGRES: 0.5}
 CONNECTIONS = 16
 WARMUP_SECONDS = 1
 MEASURE_SECONDS = 3
@@ -52,10 +53,10 @@ def run(*, workdir: Path, backends: Sequence[str] = (SQLITE,), repeat: int = 3) 
             held_rates,
             floor_rates,
             unit="req/s",
-            target=f"≥ {TARGET_RATIO}x floor",
+            target=f"≥ {TARGET_RATIO[backend]}x floor",
             digits=0,
         )
-        held_row["met"] = held_row["ratio"]["median"] >= TARGET_RATIO
+        held_row["met"] = held_row["ratio"]["median"] >= TARGET_RATIO[backend]
         rows.append(held_row)
         if backend == SQLITE:
             rows.append(
