@@ -1,6 +1,7 @@
 """Which PostgreSQL commits wait for the disk: the promise of a 202 (the row's INSERT),
-the claim (its epoch fences every later write) and the outcome do; lease renewals and
-progress, whose loss in a database crash is harmless, do not (docs/performance.md)."""
+the claim (its epoch fences every later write) and the outcome do; lease renewals,
+progress and a result's chunks (written just before the outcome, whose flush carries
+them), whose loss in a database crash is harmless, do not (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 from sqlalchemy import Engine, event
 
 from app.generation import JobStatus, Priority
+from app.generation.generators import OutputFile
 from app.generation.jobs import JobStore
 from app.generation.listener import NoListener
 from app.generation.models import Job
 from app.generation.queue_postgres import PostgresQueue
+from app.generation.results_db import DatabaseResultStore
 
 SKIP_FLUSH = "SET LOCAL synchronous_commit = off"
 
@@ -79,7 +82,10 @@ def test_insert_claim_and_outcome_wait_for_the_disk_heartbeats_and_progress_do_n
     renew, progress = transactions.take()
     assert not durable(renew) and not durable(progress)
 
+    # The result's chunks need not wait: the outcome's flush, next, carries them.
+    files = [OutputFile("out.txt", b"done")]
+    DatabaseResultStore(store.engine).save(job.id, job.lease_epoch, files, {})
     final = store.finish(job, JobStatus.SUCCEEDED, datetime.now(UTC))
     assert final is not None and final.status is JobStatus.SUCCEEDED
-    [finish] = transactions.take()
-    assert durable(finish)
+    result, finish = transactions.take()
+    assert not durable(result) and durable(finish)

@@ -17,6 +17,7 @@ from typing import IO, Any
 from sqlalchemy import Engine, bindparam, delete, func, insert, select
 
 from .generators.base import OutputFile
+from .job_writes import skip_flush
 from .models import ResultChunkRow
 from .results import ResultInfo, ResultStore, write_zip
 
@@ -44,6 +45,11 @@ class DatabaseResultStore(ResultStore):
             spool.seek(0)
             key = {"job_id": job_id, "epoch": epoch}
             with self._engine.begin() as connection:
+                # No wait for the disk: the run's outcome is written next, synchronously,
+                # and PostgreSQL's WAL is one sequence, so that flush carries this commit
+                # with it. A crash before it loses nothing the job needs: the run did not
+                # finish, the job runs again under a new epoch.
+                skip_flush(connection)
                 connection.execute(_DELETE, key)
                 number = 0
                 while chunk := spool.read(self._chunk_bytes):
