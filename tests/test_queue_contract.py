@@ -391,3 +391,16 @@ def test_postgres_copy_of_the_queue_learns_of_claims_elsewhere_on_refresh(pg_eng
     here.claim("w", timeout=0)
     there.refresh(force=True)
     assert job.id not in there and len(there) == 0
+
+
+def test_postgres_re_read_that_finds_nothing_new_keeps_the_forecasts_plan(pg_engine, clock):
+    store = JobStore(pg_engine, database_clock=False)
+    here, there = (build("postgres", store, 10, clock) for _ in range(2))
+    for n in range(3):
+        put(here, store, f"mine{n}")
+    version = here.version
+    here.refresh(force=True)
+    assert here.version == version  # nothing changed elsewhere: no replay
+    theirs = put(there, store, "theirs")
+    here.refresh(force=True)
+    assert theirs.id in here and here.version > version

@@ -219,14 +219,16 @@ class PostgresQueue(JobQueue):
             return changes_after(self._journal, self.version, version)
 
     def refresh(self, *, force: bool = False) -> None:
-        """Re-read the queued rows into a new index (unless the last read was too recent
-        for its cost: REFRESH_SHARE). Jobs that left the queue here since the read began
-        stay out: the read may predate their claim."""
+        """Bring this copy of the queue in line with the queued rows (unless the last read
+        was too recent for its cost: REFRESH_SHARE). Only what changed elsewhere is applied
+        (and only that makes forecasts replay): jobs that left the queue here since the
+        read began stay out (the read may predate their claim), and jobs put here since
+        it began stay in (it may predate their INSERT)."""
         began = time.monotonic()
         if not force and began < self._next_refresh:
             return
         with self._lock:
-            known = {entry.job_id: entry for entry in self._index.entries()}
+            known, since = set(self._index_ids()), self.version
         with self._engine.connect() as connection:
             rows = connection.execute(
                 select(
@@ -235,23 +237,43 @@ class PostgresQueue(JobQueue):
             ).all()
             params = self._params(connection, [row.id for row in rows if row.id not in known])
         with self._lock:
-            self._departed = {
-                job_id: left
-                for job_id, left in self._departed.items()
-                if left > began - DEPARTED_SECONDS
-            }
-            index = SchedulingIndex(self._aging)
-            for row in rows:
-                if self._departed.get(row.id, float("-inf")) >= began:
-                    continue
-                index.add(known.get(row.id) or self._entry(row, params.get(row.id, {})))
-            if set(known) != {entry.job_id for entry in index.entries()}:
-                # A change the journal cannot describe: forecasts replay from a snapshot.
-                self.version += 1
-                self._journal.clear()
-            self._index = index
-        cost = time.monotonic() - began
-        self._next_refresh = began + cost / REFRESH_SHARE
+            self._forget_departures_before(began - DEPARTED_SECONDS)
+            live = {row.id: row for row in rows if self._departed.get(row.id, -1.0) < began}
+            self._apply_elsewhere(live, params, self._put_here_since(since))
+        self._next_refresh = began + (time.monotonic() - began) / REFRESH_SHARE
+
+    def _index_ids(self) -> list[str]:
+        return [entry.job_id for entry in self._index.entries()]
+
+    def _forget_departures_before(self, moment: float) -> None:
+        self._departed = {job: left for job, left in self._departed.items() if left > moment}
+
+    def _put_here_since(self, version: int) -> set[str] | None:
+        """Jobs this process put since `version`; None if the journal no longer says."""
+        changes = changes_after(self._journal, self.version, version)
+        if changes is None:
+            return None
+        return {entry.job_id for _, kind, entry in changes if kind == "put"}
+
+    def _apply_elsewhere(
+        self, live: dict[str, Any], params: dict[str, dict[str, Any]], put_here: set[str] | None
+    ) -> None:
+        """Add the queued rows this copy lacks, drop the jobs the rows no longer hold
+        (except those put here during the read); if anything changed, forecasts replay."""
+        current = set(self._index_ids())
+        arrived = live.keys() - current
+        # Not knowing what was put here during the read, drop all the rows lack: a job
+        # put meanwhile comes back at the next read.
+        gone = current - live.keys() - (put_here or set())
+        if not arrived and not gone:
+            return
+        for job_id in gone:
+            self._index.remove(job_id)
+        for job_id in arrived:
+            self._index.add(self._entry(live[job_id], params.get(job_id, {})))
+        # A change the journal cannot describe: forecasts replay from a snapshot.
+        self.version += 1
+        self._journal.clear()
 
     def snapshot(self) -> tuple[int, SchedulingIndex]:
         with self._lock:

@@ -92,8 +92,10 @@ class SchedulingIndex:
     """Queued jobs in policy order. Not thread-safe: the queue that holds it locks it.
 
     Invariant: every live entry is in `_heap` once under its rank, and its key is in its
-    bucket's `_tails` heap (negated); entries removed out of turn stay in both until they
-    surface and are skipped (`_entries` says who is live).
+    bucket's `_tails` heap (negated); entries removed stay in both until they surface and
+    are skipped (`_entries` says who is live). `_live` counts each bucket's live entries,
+    and a bucket's `_tails` goes when its last one does, so a drained index (a forecast's
+    end state, copied for every quote) holds nothing of the jobs it served.
     """
 
     def __init__(self, aging_seconds: float) -> None:
@@ -103,19 +105,24 @@ class SchedulingIndex:
         self._entries: dict[str, QueueEntry] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._tails: dict[_Bucket, list[tuple[float, str]]] = {}
+        self._live: dict[_Bucket, int] = {}
 
     # -- changes --------------------------------------------------------------------
 
     def add(self, entry: QueueEntry) -> None:
         self._entries[entry.job_id] = entry
         heapq.heappush(self._heap, (entry.key, entry.order, entry.job_id))
-        tails = self._tails.setdefault((int(entry.priority), entry.owner), [])
-        heapq.heappush(tails, (-entry.key, entry.job_id))
+        bucket = (int(entry.priority), entry.owner)
+        heapq.heappush(self._tails.setdefault(bucket, []), (-entry.key, entry.job_id))
+        self._live[bucket] = self._live.get(bucket, 0) + 1
 
     def remove(self, job_id: str) -> QueueEntry | None:
         """Forget a queued job; None if it is not here."""
         entry = self._entries.pop(job_id, None)
-        if entry is not None and len(self._heap) > COMPACT_FACTOR * (len(self._entries) + 16):
+        if entry is None:
+            return None
+        self._left(entry)
+        if len(self._heap) > COMPACT_FACTOR * (len(self._entries) + 16):
             self._compact()
         return entry
 
@@ -126,6 +133,7 @@ class SchedulingIndex:
             _, _, job_id = heapq.heappop(heap)
             entry = self._entries.pop(job_id, None)
             if entry is not None:
+                self._left(entry)
                 return entry
         return None
 
@@ -164,9 +172,16 @@ class SchedulingIndex:
         twin._entries = dict(self._entries)
         twin._heap = list(self._heap)
         twin._tails = {bucket: list(tails) for bucket, tails in self._tails.items()}
+        twin._live = dict(self._live)
         return twin
 
     # -- internals ------------------------------------------------------------------
+
+    def _left(self, entry: QueueEntry) -> None:
+        bucket = (int(entry.priority), entry.owner)
+        self._live[bucket] -= 1
+        if not self._live[bucket]:
+            del self._live[bucket], self._tails[bucket]
 
     def _compact(self) -> None:
         """Drop every stale heap entry (after many removals out of turn)."""
