@@ -76,8 +76,19 @@ def run(
     return results
 
 
-def drain(url: str, processes: int, workers: int, count: int, folder: str) -> dict[str, Any]:
-    write_queued(url, count, owner="bench", generator="images", params=JOB_PARAMS)
+def drain(
+    url: str,
+    processes: int,
+    workers: int,
+    count: int,
+    folder: str,
+    generator: str = "images",
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write `count` queued jobs (tiny `images` ones by default), start the servers, time
+    the drain from the first claim to the last finish."""
+    params = JOB_PARAMS if params is None else params
+    write_queued(url, count, owner="bench", generator=generator, params=params)
     engine = create_database_engine(url)
     with gunicorn(url, processes, workers, folder, queue_size=count):
         wait_until_done(engine, count, timeout=600)
