@@ -1,34 +1,64 @@
 """Profiles of the hot paths, from py-spy attached to a real gunicorn worker: `make profile`.
 
+Each path runs on SQLite and on PostgreSQL (when BENCH_POSTGRES_URL, or the local server,
+answers; bench/backends.py), on a fresh database:
+
 - submit: 16 wrk clients POST noop jobs while both workers are held (the submit path);
 - dispatch: one client submits noop jobs one at a time (the path from submit to start);
-- drain: two workers drain 5,000 queued noop jobs (claim, run, zip, finish), written
-  before the server starts.
+- drain: two workers drain queued noop jobs (claim, run, zip, finish), written before
+  the server starts.
 
-Samples are taken only while a thread holds the GIL (`--gil`), so they show where the
-interpreter's one core goes. Each profile is summarised in
-bench/results/profile-<name>.txt (the frames with the largest share of samples); the
-folded stacks are left beside it (.folded, not committed) for a flame graph.
+Two py-spy processes sample the worker over the same window (the load runs before the
+window opens and after it closes, so the whole window is loaded), both `--nonblocking`:
+
+- `--gil` (RATE Hz): a sample is kept only when a thread holds the GIL, so the stacks
+  show where the interpreter's one core goes. py-spy takes exactly RATE x SECONDS
+  samples; those it could not read are counted as errors. The GIL-held share of wall
+  time is kept samples / (samples taken - errors). The statement share is the share of
+  kept samples inside database execution: any frame of SQLAlchemy's engine, pool or
+  dialects, of psycopg or sqlite3, or hot.py's write/read.
+- `--idle --threads` (IDLE_RATE Hz): every thread, held GIL or not. The threads serving
+  requests (gunicorn's pool, while in a request) and running jobs (gen-worker-N, but
+  not while waiting for a job) are split by their innermost Python frame: waiting in
+  the database (psycopg's Connection.wait; on SQLite, the frames that call the sqlite3
+  module, which runs its statements outside the GIL), waiting for another thread's
+  group commit, other waits, and "running or waiting for the GIL" (the rest).
+
+Each profile is summarised in bench/results/profile-<path>-<backend>.txt: those figures
+first, then the frames with the largest share of GIL samples. The folded stacks are left
+beside it (.folded and -idle.folded, not committed) for a flame graph. The machine is
+shared: run a profile twice before trusting a difference of a few points.
+`python -m bench.profile --only submit-postgres --only drain` runs some of them;
+`--results DIR --prefix before-profile-` writes elsewhere (a profile of another checkout).
 py-spy needs ptrace: root, or `kernel.yama.ptrace_scope=0`.
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
+import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends import SQLITE, database
-from .dispatch_latency import measure_ours
+from sqlalchemy import func, select
+
+from app.generation.db import create_database_engine
+from app.generation.models import JobRow, JobStatus
+
+from .backends import POSTGRES, SQLITE, database, postgres_available
+from .dispatch_latency import wait_finished
 from .drain_throughput import _server
 from .load import post_load
+from .machine import machine_load
 from .prefill import write_queued
 from .servers import ROOT, Server, service_server, warm_up_workers
 from .submit_throughput import JOB, QUEUE_SIZE, hold_worker
@@ -36,105 +66,378 @@ from .submit_throughput import JOB, QUEUE_SIZE, hold_worker
 RESULTS = ROOT / "bench" / "results"
 SECONDS = 4
 RATE = 250
+IDLE_RATE = 100  # every thread per sample: a lower rate keeps its own cost down
 TOP = 35
+DRAIN_JOBS = {SQLITE: 5000, POSTGRES: 5000}
+PATHS = ("submit", "dispatch", "drain")
+_columns = JobRow.__table__.c
 
 
-def main() -> int:
+@dataclass
+class Spy:
+    """One py-spy run and what it said about itself."""
+
+    process: subprocess.Popen[str]
+    output: Path
+    rate: int
+    taken: int = 0  # sample instants: py-spy stops after rate x SECONDS of them
+    errors: int = 0  # instants it could not read
+    kept: int = 0  # stacks written (GIL profile: one per instant the GIL was held)
+    remarks: list[str] = field(default_factory=list)
+
+    def finish(self) -> None:
+        stdout, _ = self.process.communicate()
+        found = re.search(r"Samples: (\d+) Errors: (\d+)", stdout)
+        if found is None:
+            raise RuntimeError(f"py-spy failed:\n{stdout}")
+        self.kept, self.errors = int(found[1]), int(found[2])
+        self.taken = self.rate * SECONDS
+        if "process exited" in stdout:
+            self.remarks.append("the worker exited before the window closed")
+        behind = re.findall(r"([\d.]+\w+) behind in sampling", stdout)
+        if behind:
+            self.remarks.append(f"py-spy fell behind (up to {behind[-1]})")
+
+
+@dataclass
+class Window:
+    """What the server did while both spies sampled it."""
+
+    gil: Spy
+    idle: Spy
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the worker process's user + system time
+    written: int = 0  # jobs whose rows appeared
+    finished: int = 0  # jobs that succeeded
+    queued_after: int = 0
+    load: str = ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only",
+        action="append",
+        help="a path (submit), a backend (postgres) or one profile (drain-sqlite); repeatable",
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the outputs")
+    parser.add_argument("--prefix", default="profile-", help="output file names' prefix")
+    args = parser.parse_args(argv)
+    backends = [SQLITE] + ([POSTGRES] if postgres_available() else [])
+    if POSTGRES not in backends:
+        print("PostgreSQL does not answer: SQLite profiles only", file=sys.stderr)
+    chosen = [
+        (path, backend)
+        for path in PATHS
+        for backend in backends
+        if not args.only or {path, backend, f"{path}-{backend}"} & set(args.only)
+    ]
+    args.results.mkdir(parents=True, exist_ok=True)
     workdir = ROOT / "instance" / f"profile-{uuid.uuid4().hex[:8]}"
     try:
-        for name, scenario in (
-            ("submit", profile_submit),
-            ("dispatch", profile_dispatch),
-            ("drain", profile_drain),
-        ):
-            folded = RESULTS / f"profile-{name}.folded"
-            scenario(workdir / name, folded)
-            summary = summarise(folded, name)
-            (RESULTS / f"profile-{name}.txt").write_text(summary)
+        for path, backend in chosen:
+            name = f"{path}-{backend}"
+            stem = args.results / f"{args.prefix}{name}"
+            load_before = machine_load()["loadavg_1m"]
+            window = SCENARIOS[path](backend, workdir / name, stem)
+            summary = summarise(window, name, backend, load_before)
+            stem.with_suffix(".txt").write_text(summary)
             print(summary)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
-def profile_submit(workdir: Path, output: Path) -> None:
+def profile_submit(backend: str, workdir: Path, stem: Path) -> Window:
     with (
-        database(SQLITE, workdir) as url,
+        database(backend, workdir) as url,
         service_server(url, workdir, GENERATION_QUEUE_SIZE=QUEUE_SIZE) as server,
     ):
         warm_up_workers(server)
         for _ in range(2):
             hold_worker(server)
         post_load(server.url + "/api/v1/jobs", JOB, seconds=1)
-        with spying(server, output):
-            post_load(server.url + "/api/v1/jobs", JOB, seconds=SECONDS)
+        result = []
+        load = threading.Thread(
+            target=lambda: result.append(
+                post_load(server.url + "/api/v1/jobs", JOB, seconds=SECONDS + 3)
+            )
+        )
+        load.start()
+        time.sleep(0.5)
+        window = spy_on(server, url, stem)
+        load.join()
+        rate = result[0].rate
+        window.load = f"16 wrk clients, {rate:,.0f} submits/s over the whole load"
+        return window
 
 
-def profile_dispatch(workdir: Path, output: Path) -> None:
-    spy: list[subprocess.Popen[bytes]] = []
+def profile_dispatch(backend: str, workdir: Path, stem: Path) -> Window:
+    with (
+        database(backend, workdir) as url,
+        service_server(url, workdir) as server,
+        server.client() as client,
+    ):
+        warm_up_workers(server)
+        stop = threading.Event()
 
-    def attach(server: Server) -> None:
-        spy.append(_py_spy(server, output))
+        def one_at_a_time() -> None:
+            while not stop.is_set():
+                wait_finished(client, client.post("/api/v1/jobs", JOB).body["id"])
 
-    measure_ours(SQLITE, workdir, on_start=attach)
-    spy[0].wait()
+        submitter = threading.Thread(target=one_at_a_time)
+        submitter.start()
+        try:
+            time.sleep(0.5)
+            window = spy_on(server, url, stem)
+        finally:
+            stop.set()
+            submitter.join()
+        window.load = "one client, one noop job at a time"
+        return window
 
 
-def profile_drain(workdir: Path, output: Path) -> None:
-    with database(SQLITE, workdir) as url:
-        write_queued(url, 5000)
+def profile_drain(backend: str, workdir: Path, stem: Path) -> Window:
+    with database(backend, workdir) as url:
+        write_queued(url, DRAIN_JOBS[backend])
         with _server(url, workdir) as server:
             time.sleep(2)  # past the generation processes' start-up
-            with spying(server, output):
-                time.sleep(SECONDS)
+            window = spy_on(server, url, stem)
+            window.load = f"{DRAIN_JOBS[backend]:,} noop jobs queued before the start"
+            return window
 
 
-@contextmanager
-def spying(server: Server, output: Path) -> Iterator[None]:
-    spy = _py_spy(server, output)
-    time.sleep(0.3)  # let py-spy attach before the measured work starts
-    try:
-        yield
-    finally:
-        spy.wait()
+SCENARIOS: dict[str, Callable[[str, Path, Path], Window]] = {
+    "submit": profile_submit,
+    "dispatch": profile_dispatch,
+    "drain": profile_drain,
+}
 
 
-def _py_spy(server: Server, output: Path) -> subprocess.Popen[bytes]:
+def spy_on(server: Server, url: str, stem: Path) -> Window:
+    """Sample the worker for SECONDS with both spies; the caller keeps it loaded."""
     worker = server.pids()[1]
-    executable = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
-    return subprocess.Popen(
-        [executable, "record", "--pid", str(worker), "--gil", "--nonblocking"]
-        + ["--rate", str(RATE), "--duration", str(SECONDS), "--format", "raw"]
-        + ["--output", str(output)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    before = _job_counts(url)
+    cpu = _cpu_seconds(worker)
+    started = time.monotonic()
+    window = Window(
+        gil=_py_spy(worker, stem.with_suffix(".folded"), ["--gil"], RATE),
+        idle=_py_spy(worker, Path(f"{stem}-idle.folded"), ["--idle", "--threads"], IDLE_RATE),
     )
+    window.gil.finish()
+    window.idle.finish()
+    window.seconds = time.monotonic() - started
+    window.cpu_seconds = _cpu_seconds(worker) - cpu
+    after = _job_counts(url)
+    window.written = sum(after.values()) - sum(before.values())
+    succeeded = JobStatus.SUCCEEDED.value
+    window.finished = after.get(succeeded, 0) - before.get(succeeded, 0)
+    window.queued_after = after.get(JobStatus.QUEUED.value, 0)
+    return window
 
 
-def summarise(folded: Path, name: str) -> str:
-    """Inclusive and self shares of the busiest frames in folded stacks."""
-    inclusive: collections.Counter[str] = collections.Counter()
-    own: collections.Counter[str] = collections.Counter()
-    total = 0
+def _py_spy(pid: int, output: Path, options: list[str], rate: int) -> Spy:
+    executable = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    process = subprocess.Popen(
+        [executable, "record", "--pid", str(pid), "--nonblocking", *options]
+        + ["--rate", str(rate), "--duration", str(SECONDS), "--format", "raw"]
+        + ["--output", str(output)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return Spy(process, output, rate)
+
+
+def _job_counts(url: str) -> dict[str, int]:
+    engine = create_database_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(_columns.status, func.count()).group_by(_columns.status)
+            ).all()
+    finally:
+        engine.dispose()
+    return {status: count for status, count in rows}
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# Stacks -------------------------------------------------------------------------------
+
+Stack = list[str]
+
+
+def read_folded(folded: Path) -> list[tuple[Stack, int]]:
+    """(frames, count) per line of py-spy's raw output, line numbers dropped."""
+    stacks = []
     for line in folded.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
+        if not count.isdigit() or not stack:
             continue  # a frame name broken over lines by py-spy (rare); not a sample
-        frames = [re.sub(r":\d+\)", ")", frame) for frame in stack.split(";")]
-        total += int(count)
-        own[frames[-1]] += int(count)
+        stacks.append(([re.sub(r":\d+\)", ")", frame) for frame in stack.split(";")], int(count)))
+    return stacks
+
+
+def _file(frame: str) -> str:
+    return frame.rpartition(" (")[2].rstrip(")")
+
+
+# Database execution: a frame in one of these files, or one of hot.py's statement runners.
+_DB_FILES = ("sqlalchemy/engine/", "sqlalchemy/pool/", "sqlalchemy/dialects/", "psycopg")
+_DB_FILES += ("sqlite3/",)
+_HOT_RUNNERS = {f"{name} (app/generation/hot.py)" for name in ("write", "read", "_rollback")}
+# The frames that call the sqlite3 module (C, statements run without the GIL): on SQLite,
+# a thread whose innermost Python frame is one of these is in the database.
+_SQLITE_CALLERS = _HOT_RUNNERS | {
+    f"DefaultDialect.{name} (sqlalchemy/engine/default.py)"
+    for name in ("do_execute", "do_executemany", "do_execute_no_params", "do_commit", "do_rollback")
+}
+_PSYCOPG_WAITS = ("Connection.wait (psycopg/connection.py)",)
+
+
+def _in_statement(frame: str) -> bool:
+    return frame in _HOT_RUNNERS or _file(frame).startswith(_DB_FILES)
+
+
+def _package(frame: str) -> str:
+    """The top-level package (or stdlib module) a frame's file is in."""
+    path = _file(frame)
+    if path.startswith("app/"):
+        return "/".join(path.split("/")[:2]) if "/" in path[4:] else "app"
+    return path.split("/")[0].removesuffix(".py") if path else "?"
+
+
+def statement_shares(stacks: list[tuple[Stack, int]]) -> tuple[int, collections.Counter[str]]:
+    """GIL samples inside database execution, and those samples by their innermost frame's
+    package."""
+    inside = 0
+    by_leaf: collections.Counter[str] = collections.Counter()
+    for frames, count in stacks:
+        if any(_in_statement(frame) for frame in frames):
+            inside += count
+            by_leaf[_package(frames[-1])] += count
+    return inside, by_leaf
+
+
+# Threads in the --idle profile: (role, busy?) from the stack.
+def _role(frames: Stack) -> tuple[str | None, bool]:
+    names = set(frames)
+    if "_worker (concurrent/futures/thread.py)" in names:
+        return "request", "_WorkItem.run (concurrent/futures/thread.py)" in names
+    if "WorkerPool._work (app/generation/workers.py)" in names:
+        waiting_for_job = "WorkerPool._claim (app/generation/workers.py)" in names and _file(
+            frames[-1]
+        ) in ("threading.py", "queue.py")
+        return "job", not waiting_for_job
+    return None, False
+
+
+WAITS = ("database", "group commit", "generator", "locks", "socket", "running or GIL")
+
+
+def _wait(frames: Stack, backend: str) -> str:
+    leaf = frames[-1]
+    if leaf in _PSYCOPG_WAITS or _file(leaf) == "psycopg/waiting.py":
+        return "database"
+    if backend == SQLITE and leaf in _SQLITE_CALLERS:
+        return "database"
+    blocked = _file(leaf) in ("threading.py", "queue.py") or leaf.startswith("Handler.acquire")
+    if blocked and any(frame.startswith("GroupCommit.") for frame in frames):
+        return "group commit"
+    if blocked and any(frame.startswith("JobRunner._generate") for frame in frames):
+        return "generator"
+    if blocked:
+        return "locks"
+    if _file(leaf) in ("socket.py", "selectors.py", "gunicorn/util.py", "ssl.py"):
+        return "socket"
+    return "running or GIL"
+
+
+def thread_shares(
+    stacks: list[tuple[Stack, int]], backend: str
+) -> dict[str, collections.Counter[str]]:
+    """Per role, busy samples by what the thread was doing."""
+    roles: dict[str, collections.Counter[str]] = {}
+    for frames, count in stacks:
+        role, busy = _role(frames)
+        if role is None:
+            continue
+        counts = roles.setdefault(role, collections.Counter())
+        counts["samples"] += count
+        if busy:
+            counts["busy"] += count
+            counts[_wait(frames, backend)] += count
+    return roles
+
+
+# Summary ------------------------------------------------------------------------------
+
+
+def summarise(window: Window, name: str, backend: str, load_before: float) -> str:
+    """The window's figures, then the inclusive and self shares of the busiest frames."""
+    gil_stacks = read_folded(window.gil.output)
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
+    total = 0
+    for frames, count in gil_stacks:
+        total += count
+        own[frames[-1]] += count
+        packages[_package(frames[-1])] += count
         for frame in set(frames):
-            inclusive[frame] += int(count)
-    lines = [f"# {name}: {total} samples while holding the GIL ({RATE} Hz, {SECONDS} s)", ""]
-    lines += ["## inclusive (time in the frame and below)"]
+            inclusive[frame] += count
+    gil, idle = window.gil, window.idle
+    readable = gil.taken - gil.errors
+    inside, by_leaf = statement_shares(gil_stacks)
+    seconds = window.seconds
+    lines = [
+        f"# {name}: py-spy on the gunicorn worker, {SECONDS} s ({window.load})",
+        "",
+        f"window: {seconds:.1f} s wall, load average {load_before:.2f} before;"
+        f" {window.written:,} jobs written ({window.written / seconds:,.0f}/s),"
+        f" {window.finished:,} finished ({window.finished / seconds:,.0f}/s),"
+        f" {window.queued_after:,} queued at the end",
+        f"worker process CPU: {100 * window.cpu_seconds / seconds:.0f}% of one core",
+        f"GIL held: {_pct(total, readable)} of wall time ({total} of {readable} readable"
+        f" samples at {RATE} Hz; {gil.errors} of {gil.taken} unreadable)",
+        f"statement share: {_pct(inside, total)} of GIL samples inside database execution"
+        f" (innermost frame in: {_shares(by_leaf, total)})",
+        f"GIL samples by the innermost frame's package: {_shares(packages, total, 8)}",
+    ]
+    idle_stacks = read_folded(idle.output)
+    instants = idle.taken - idle.errors
+    for role, counts in sorted(thread_shares(idle_stacks, backend).items()):
+        busy = counts["busy"]
+        what = "serving a request" if role == "request" else "running a job (claim to finish)"
+        lines.append(
+            f"{role} threads' wall time while {what} ({busy / max(1, instants):.1f} threads"
+            f" on average, --idle at {IDLE_RATE} Hz): "
+            + ", ".join(f"{wait} {_pct(counts[wait], busy)}" for wait in WAITS if counts[wait])
+        )
+    for remark in gil.remarks + idle.remarks:
+        lines.append(f"note: {remark}")
+    lines += ["", "## inclusive (time in the frame and below)"]
     lines += _top(inclusive, total)
     lines += ["", "## self (time in the frame itself)"]
     lines += _top(own, total)
     return "\n".join(lines) + "\n"
 
 
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "n/a"
+
+
+def _shares(counts: collections.Counter[str], total: int, top: int = 5) -> str:
+    return ", ".join(f"{key} {_pct(n, total)}" for key, n in counts.most_common(top))
+
+
 # Frames every thread has (start-up, thread bootstrap): they say nothing about the path.
 _PLUMBING = ("Thread.", "<module>", "_run_", "_bootstrap", "run (gunicorn/app", "Arbiter.")
+_PLUMBING += ("thread (", "_worker (concurrent", "_WorkItem.run", "WorkerPool._loop")
 
 
 def _top(counts: collections.Counter[str], total: int) -> list[str]:

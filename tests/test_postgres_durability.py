@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine, event
 
-from app.generation import JobStatus, Priority
+from app.generation import JobStatus, Priority, hot
 from app.generation.generators import OutputFile
 from app.generation.jobs import JobStore
 from app.generation.listener import NoListener
@@ -24,13 +24,24 @@ SKIP_FLUSH = "SET LOCAL synchronous_commit = off"
 
 
 class Transactions:
-    """The statements of every transaction committed on `engine`, in commit order."""
+    """The statements of every transaction committed on `engine`, in commit order: those
+    run through SQLAlchemy, and those of the hot path on the driver (hot.write)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
         self.committed: list[list[str]] = []
         self._open: dict[int, list[str]] = {}
         event.listen(engine, "before_cursor_execute", self._statement)
         event.listen(engine, "commit", self._commit)
+        monkeypatch.setattr(hot, "write", self._hot_write(hot.write))
+
+    def _hot_write(self, write):
+        def recorded(connection, prepared, values, *, dialect, prelude=None):
+            row = write(connection, prepared, values, dialect=dialect, prelude=prelude)
+            statements = [prelude] if prelude else []
+            self.committed.append([*statements, " ".join(prepared.sql.split())])
+            return row
+
+        return recorded
 
     def _statement(self, connection, cursor, statement, parameters, context, many) -> None:
         self._open.setdefault(id(connection), []).append(" ".join(statement.split()))
@@ -44,10 +55,12 @@ class Transactions:
 
 
 @pytest.fixture
-def recorded(pg_engine: Engine) -> Iterator[tuple[JobStore, PostgresQueue, Transactions]]:
+def recorded(
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[JobStore, PostgresQueue, Transactions]]:
     store = JobStore(pg_engine)
     queue = PostgresQueue(store, 10, NoListener(), aging_seconds=60)
-    yield store, queue, Transactions(pg_engine)
+    yield store, queue, Transactions(pg_engine, monkeypatch)
 
 
 def durable(transaction: list[str]) -> bool:

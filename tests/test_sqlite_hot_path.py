@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.exc import OperationalError
 
 from app.generation import Job, JobStatus, Priority, db, hot, schema
@@ -120,3 +120,19 @@ def test_a_statement_with_an_expanding_parameter_is_refused(tmp_path, monkeypatc
     query = select(table).where(table.c.id.in_(bindparam("ids", expanding=True)))
     with pytest.raises(ValueError, match="expanding"):
         hot.Prepared(query, store.engine, table.c)
+
+
+def test_the_postgres_hot_path_writes_and_returns_what_sqlalchemy_does(pg_engine, monkeypatch):
+    def life_and_rows(hot_path: bool) -> tuple[list[Job | None], list[tuple]]:
+        with pg_engine.begin() as connection:
+            connection.execute(text("TRUNCATE jobs RESTART IDENTITY"))
+            connection.execute(text("UPDATE queue_counts SET n = 0"))
+        store = JobStore(pg_engine, database_clock=False)
+        if not hot_path:
+            monkeypatch.setattr(store, "_hot", None)
+        seen = life_of_jobs(store)
+        with pg_engine.connect() as connection:
+            rows = connection.execute(text("SELECT * FROM jobs ORDER BY pk")).all()
+        return seen, [tuple(row) for row in rows]
+
+    assert life_and_rows(hot_path=True) == life_and_rows(hot_path=False)

@@ -169,7 +169,8 @@ def claim_values() -> dict[str, Any]:
 
 
 CLAIM = _update(Guard.QUEUED, **claim_values())
-_SKIP_FLUSH = text("SET LOCAL synchronous_commit = off")
+SKIP_FLUSH_SQL = "SET LOCAL synchronous_commit = off"
+_SKIP_FLUSH = text(SKIP_FLUSH_SQL)
 
 
 def renewal(owned: list[tuple[str, int]], until: datetime) -> Update:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, Update
+from sqlalchemy.exc import DBAPIError
 
 from . import hot
 from . import job_writes as statements
@@ -52,7 +53,7 @@ class JobStore(JobQueries):
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
         )
         self._pinned = threading.local()  # .connection: see pinned()
-        self._hot = hot.Statements(engine) if engine.dialect.name == "sqlite" else None
+        self._hot: hot.Statements | None = hot.Statements(engine)
 
     def ping(self) -> None:
         """Raise if the database cannot answer."""
@@ -79,13 +80,11 @@ class JobStore(JobQueries):
             "now_epoch": job.created_at.timestamp(),
         }
         returns = (_table.c.pk, _table.c.sort_key)
-        if connection is not None:
-            row = connection.execute(statements.INSERT_SQLITE, binds).first()
-        elif self._hot is not None:
+        if connection is None and self._hot is not None:
             row = self._write_on_driver(statements.INSERT_SQLITE, returns, binds)
         else:
-            with self._writing() as connection:
-                row = connection.execute(statements.INSERT_SQLITE, binds).first()
+            with nullcontext(connection) if connection else self._writing() as transaction:
+                row = transaction.execute(statements.INSERT_SQLITE, binds).first()
         if row is None:
             return None
         pk, sort_key = row
@@ -102,9 +101,7 @@ class JobStore(JobQueries):
 
     def claim(self, job_id: str, worker: str, now: datetime) -> Job | None:
         """Move a queued job to running for `worker`; None if it is no longer queued."""
-        return self._write_row(
-            statements.CLAIM, {"job_id": job_id} | self.claim_params(worker, now)
-        )
+        return self.write_row(statements.CLAIM, {"job_id": job_id} | self.claim_params(worker, now))
 
     def claim_params(self, worker: str, now: datetime) -> dict[str, Any]:
         """The bound values of `claim_values()`."""
@@ -130,7 +127,7 @@ class JobStore(JobQueries):
         statement = setter(Guard.HELD, tuple(sorted(progress)))
         params = {f"new_{name}": value for name, value in progress.items()}
         params |= {"job_id": job.id, "epoch": job.lease_epoch}
-        return self._write_row(statement, params, durable=False)
+        return self.write_row(statement, params, durable=False)
 
     def finish(self, job: Job, status: JobStatus, now: datetime, **outcome: Any) -> Job | None:
         """Record the outcome of the run that holds `job.lease_epoch`; None if it lost it."""
@@ -232,41 +229,53 @@ class JobStore(JobQueries):
         the new row, or None if the job had moved on."""
         statement = setter(guard, tuple(sorted(values)))
         params = {f"new_{name}": value for name, value in values.items()}
-        return self._write_row(statement, params | {"job_id": job_id, "epoch": epoch})
+        return self.write_row(statement, params | {"job_id": job_id, "epoch": epoch})
 
-    def _write_row(
+    def write_row(
         self, statement: Update, params: Mapping[str, Any], *, durable: bool = True
     ) -> Job | None:
-        if self._hot is not None:
-            row = self._write_on_driver(statement, _table.c, params)
-            return Job.from_row(RowTuple(*row)) if row else None
-        with self._writing() as connection:
-            if not durable:
-                skip_flush(connection)
-            row = connection.execute(statement, params).first()
-        return Job.from_row(row) if row else None
+        """Run a write that returns one job row (a transition, a claim) in a transaction
+        of its own, on the driver's connection (hot.py); the job, or None if no row
+        matched. `durable=False` commits without waiting for the disk (skip_flush)."""
+        if self._hot is None:  # SQLAlchemy's own path (tests compare the two)
+            with self._writing() as connection:
+                if not durable:
+                    skip_flush(connection)
+                found = connection.execute(statement, params).first()
+            return Job.from_row(found) if found else None
+        prelude = None if durable or not self._postgres else statements.SKIP_FLUSH_SQL
+        row = self._write_on_driver(statement, _table.c, params, prelude=prelude)
+        return Job.from_row(RowTuple(*row)) if row else None
 
     def _lookup(self, query: Select[Any], params: dict[str, Any]) -> Job | None:
         if self._hot is None:
             return super()._lookup(query, params)
+        prepared, dialect = self._hot.get(query, _table.c), self._engine.dialect
         with self._driver_connection() as connection:
-            row = hot.read(connection, self._hot.get(query, _table.c), params)
+            row = hot.read(connection, prepared, params, dialect=dialect)
         return Job.from_row(RowTuple(*row)) if row else None
 
     def _write_on_driver(
-        self, statement: Any, returns: Iterable[Any], params: Mapping[str, Any]
+        self,
+        statement: Any,
+        returns: Iterable[Any],
+        params: Mapping[str, Any],
+        *,
+        prelude: str | None = None,
     ) -> tuple[Any, ...] | None:
-        """SQLite: run a hot statement on the driver's connection (hot.py), in its own
-        transaction, after the writers ahead of it (`_writing`)."""
+        """Run a hot statement on the driver's connection (hot.py), in its own
+        transaction, after this process's writers ahead of it (SQLite: `_writing`)."""
         assert self._hot is not None
         prepared = self._hot.get(statement, tuple(returns))
+        dialect = self._engine.dialect
         with self._write_lock, self._driver_connection() as connection:
-            return hot.write(connection, prepared, params)
+            return hot.write(connection, prepared, params, dialect=dialect, prelude=prelude)
 
     @contextmanager
     def _driver_connection(self) -> Iterator[Any]:
-        """The sqlite3 connection of the thread's pinned connection, or of one checked
-        out of the pool for the call."""
+        """The DB-API connection of the thread's pinned connection (SQLite), or of one
+        checked out of the pool for the call; one the error showed dead is invalidated,
+        so the pool opens a fresh one instead of handing it out again."""
         pinned: Connection | None = getattr(self._pinned, "connection", None)
         if pinned is not None:
             yield pinned.connection.dbapi_connection
@@ -274,5 +283,9 @@ class JobStore(JobQueries):
         pooled = self._engine.raw_connection()
         try:
             yield pooled.dbapi_connection
+        except DBAPIError as error:
+            if error.connection_invalidated:
+                pooled.invalidate(error)
+            raise
         finally:
             pooled.close()

@@ -319,10 +319,9 @@ class PostgresQueue(JobQueue):
         self._journal.append((self.version, kind, entry))
 
     def _claim_next(self, worker: str) -> Job | None:
-        params = self._store.claim_params(worker, as_datetime(self._clock()))
-        with self._engine.begin() as connection:
-            row = connection.execute(CLAIM, params).first()
-        return None if row is None else Job.from_row(row)
+        return self._store.write_row(
+            CLAIM, self._store.claim_params(worker, as_datetime(self._clock()))
+        )
 
     def _admit_group(self, group: list[Admitted]) -> list[Job | None | BaseException]:
         """Write a group of submissions in one transaction: lock admissions; read the
