@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.generation.db import create_database_engine
 from app.generation.models import JobRow, JobStatus
@@ -111,6 +111,10 @@ class Window:
     finished: int = 0  # jobs that succeeded
     queued_after: int = 0
     load: str = ""
+    # PostgreSQL only: its backends serving the bench database, and their transactions.
+    server_cpu_seconds: float | None = None
+    commits: int | None = None
+    rollbacks: int | None = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -218,6 +222,7 @@ def spy_on(server: Server, url: str, stem: Path) -> Window:
     """Sample the worker for SECONDS with both spies; the caller keeps it loaded."""
     worker = server.pids()[1]
     before = _job_counts(url)
+    postgres = _postgres_facts(url)
     cpu = _cpu_seconds(worker)
     started = time.monotonic()
     window = Window(
@@ -228,6 +233,12 @@ def spy_on(server: Server, url: str, stem: Path) -> Window:
     window.idle.finish()
     window.seconds = time.monotonic() - started
     window.cpu_seconds = _cpu_seconds(worker) - cpu
+    if postgres is not None:
+        pids, commits, rollbacks = postgres
+        _, commits_after, rollbacks_after = _postgres_facts(url) or postgres
+        window.server_cpu_seconds = sum(_cpu_seconds(pid) - cpu for pid, cpu in pids.items())
+        window.commits = commits_after - commits
+        window.rollbacks = rollbacks_after - rollbacks
     after = _job_counts(url)
     window.written = sum(after.values()) - sum(before.values())
     succeeded = JobStatus.SUCCEEDED.value
@@ -261,8 +272,39 @@ def _job_counts(url: str) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
+def _postgres_facts(url: str) -> tuple[dict[int, float], int, int] | None:
+    """On PostgreSQL: the CPU time so far of each backend connected to the bench database
+    (the service's pool keeps its connections), and the database's commits and rollbacks
+    (pg_stat_database: each backend reports them at most once a second, so a window's
+    difference is approximate)."""
+    if not url.startswith("postgresql"):
+        return None
+    engine = create_database_engine(url)
+    try:
+        with engine.connect() as connection:
+            pids = connection.scalars(
+                text(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).all()
+            commits, rollbacks = connection.execute(
+                text(
+                    "SELECT xact_commit, xact_rollback FROM pg_stat_database"
+                    " WHERE datname = current_database()"
+                )
+            ).one()
+    finally:
+        engine.dispose()
+    return {pid: _cpu_seconds(pid) for pid in pids}, commits, rollbacks
+
+
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User plus system CPU time of a process so far (0 once it has ended)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -401,7 +443,8 @@ def summarise(window: Window, name: str, backend: str, load_before: float) -> st
         f" {window.written:,} jobs written ({window.written / seconds:,.0f}/s),"
         f" {window.finished:,} finished ({window.finished / seconds:,.0f}/s),"
         f" {window.queued_after:,} queued at the end",
-        f"worker process CPU: {100 * window.cpu_seconds / seconds:.0f}% of one core",
+        f"worker process CPU: {100 * window.cpu_seconds / seconds:.0f}% of one core"
+        + _postgres_line(window),
         f"GIL held: {_pct(total, readable)} of wall time ({total} of {readable} readable"
         f" samples at {RATE} Hz; {gil.errors} of {gil.taken} unreadable)",
         f"statement share: {_pct(inside, total)} of GIL samples inside database execution"
@@ -425,6 +468,17 @@ def summarise(window: Window, name: str, backend: str, load_before: float) -> st
     lines += ["", "## self (time in the frame itself)"]
     lines += _top(own, total)
     return "\n".join(lines) + "\n"
+
+
+def _postgres_line(window: Window) -> str:
+    if window.server_cpu_seconds is None or window.commits is None or window.rollbacks is None:
+        return ""
+    jobs = max(window.written, window.finished, 1)
+    return (
+        f"; PostgreSQL backends' CPU {100 * window.server_cpu_seconds / window.seconds:.0f}%;"
+        f" ≈{window.commits / jobs:.2f} commits and ≈{window.rollbacks / jobs:.2f} rollbacks"
+        " per job (pg_stat_database)"
+    )
 
 
 def _pct(part: float, whole: float) -> str:

@@ -105,6 +105,23 @@ def test_taking_the_first_pick_moves_everyone_up_and_anything_else_breaks():
     assert plan.broken
 
 
+def test_workers_claiming_at_once_may_report_their_takes_in_either_order():
+    queued = [QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10) for n in range(4)]
+    index = SchedulingIndex(AGING)
+    for queued_entry in queued:
+        index.add(queued_entry)
+    plan = Plan(index, 0.0, [], 2, by_cost)
+    plan.take("j1")  # the second worker's claim reported first
+    assert not plan.broken
+    assert {k: s.position for k, s in plan.slots().items()} == {"j0": 0, "j2": 1, "j3": 2}
+    plan.take("j0")
+    assert {k: s.position for k, s in plan.slots().items()} == {"j2": 0, "j3": 1}
+    plan.take("j3")  # two picks ahead with two workers: still plausible
+    assert not plan.broken and plan.slot("j2").position == 0
+    plan.take("j2")
+    assert not plan.broken and plan.slots() == {}
+
+
 class Now:
     def __init__(self) -> None:
         self.value = 0.0

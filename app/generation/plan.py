@@ -14,9 +14,10 @@ arrivals). Then:
   O(log n) per job: the scan starts at the end. A job that overtakes (a HIGH job, another
   owner's first) also gets its exact slot, but every pick after it is now wrong: the
   plan is `broken`, and the forecaster replays it on next use.
-- **A worker takes the first pick**: it is dropped, positions count from the next one.
-- Anything else (a cancellation, a worker taking a job the plan did not pick first) breaks
-  the plan.
+- **A worker takes one of the first picks**: it is dropped, positions count without it.
+  Workers claiming at the same moment may report their claims in either order, so a take
+  among the next `workers` real picks is not a surprise.
+- Anything else (a cancellation, a worker taking a job further down) breaks the plan.
 
 What a plan does not see: a job added late does not change whether expected arrivals
 fitted in the queue before its own pick (a queue within one job of full), and the plan's
@@ -26,6 +27,7 @@ clock stays at `made_at` (the forecaster replays plans older than MAX_AGE_SECOND
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -106,6 +108,8 @@ class Plan:
         self._arrivals = _Arrivals(iter(expected), [], 0)
         self.picks: list[Pick] = []
         self._head = 0  # picks before it were taken by workers
+        self._passed = 0  # real picks before the head
+        self._early: list[int] = []  # ranks of picks taken while ahead of the head
         self._real = 0  # real picks so far
         self._slots: dict[str, Pick] = {}  # real jobs not yet taken
         self._last_of_fifo: dict[tuple[int, str], int] = {}  # last real pick per FIFO
@@ -135,7 +139,7 @@ class Plan:
         if beaten is not None:
             pick = self.picks[beaten]
             start = max(pick.start, now)
-            return Slot(pick.rank - self._taken(), start, start + self._run(entry))
+            return Slot(self._position(pick.rank), start, start + self._run(entry))
         # Every queued job is picked already: only expected arrivals can go first.
         index, free, arrivals = self._index.copy(), list(self._free), self._arrivals.fork()
         start, finish = _run_until(entry, now, index, free, arrivals, self._capacity, self._run)
@@ -152,22 +156,29 @@ class Plan:
 
     def take(self, job_id: str) -> None:
         """A worker took `job_id` off the queue."""
-        while self._head < len(self.picks) and self.picks[self._head].expected:
-            self._head += 1
-        if self._head < len(self.picks) and self.picks[self._head].entry.job_id == job_id:
-            del self._slots[job_id]
-            self._head += 1
-        else:
+        pick = self._slots.get(job_id)
+        if pick is None or self._position(pick.rank) >= len(self._free):
             self.broken = True
+            return
+        del self._slots[job_id]
+        insort(self._early, pick.rank)
+        while self._head < len(self.picks):
+            head = self.picks[self._head]
+            if not head.expected:
+                if head.entry.job_id in self._slots:
+                    break
+                self._early.remove(head.rank)  # the smallest: taken, now passed
+                self._passed += 1
+            self._head += 1
 
     # -- internals ------------------------------------------------------------------
 
     def _slot(self, pick: Pick) -> Slot:
-        return Slot(pick.rank - self._taken(), pick.start, pick.finish)
+        return Slot(self._position(pick.rank), pick.start, pick.finish)
 
-    def _taken(self) -> int:
-        """Real picks already taken by workers."""
-        return self._real - len(self._slots)
+    def _position(self, rank: int) -> int:
+        """Real picks still waiting before the one of `rank`."""
+        return rank - self._passed - bisect_left(self._early, rank)
 
     def _first_beaten(self, entry: QueueEntry) -> int | None:
         """The first pick `entry` would have won, had it been queued; None if none."""
