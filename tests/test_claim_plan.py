@@ -23,7 +23,7 @@ from app.generation.job_writes import INSERT_SQLITE
 from app.generation.jobs import JobStore
 from app.generation.models import JobRow
 from app.generation.queue_postgres import QUEUE_DEPTH
-from app.generation.queue_sql import CLAIM, INSERT_ROWS, TAILS
+from app.generation.queue_sql import ADMISSION_READ, CLAIM, INSERT_ROWS
 
 DEPTHS = (1_000, 100_000)
 # Slack for what grows with log(depth), not with the depth: a B-tree one or two levels
@@ -120,14 +120,14 @@ def test_the_postgres_claim_reads_one_index_entry_at_any_depth(pg_engine):
 
 
 def test_the_postgres_admission_reads_the_owners_tail_and_two_counts_at_any_depth(pg_engine):
-    tails = {"owners": ["owner-7", "owner-8"], "priorities": [2, 3]}
-    shallow, deep = measured(pg_engine, TAILS, tails)
+    read = {"owners": ["owner-7", "owner-8"], "priorities": [2, 3], "channel": "plan_test"}
+    shallow, deep = measured(pg_engine, ADMISSION_READ, read)
     for plan in (shallow, deep):
         types = [node["Node Type"] for node in nodes(plan)]
         assert "Sort" not in types and "Seq Scan" not in types
         indexes = {node.get("Index Name") for node in nodes(plan)}
         assert indexes >= {"ix_jobs_queued_owner_priority_sort_key"}
-    assert reads(deep)[0] <= reads(shallow)[0]  # one index entry per pair
+    assert reads(deep)[0] <= reads(shallow)[0]  # two counts, one index entry per pair
     assert reads(deep)[1] <= reads(shallow)[1] + 2 * SLACK_BUFFERS_PER_INDEX
 
     shallow, deep = measured(pg_engine, INSERT_ROWS.values(new_row()), {})

@@ -49,7 +49,7 @@ from .queue import (
     as_datetime,
     changes_after,
 )
-from .queue_sql import CLAIM, DATABASE_CLOCK, insert_group, queued_per_owner
+from .queue_sql import ADMISSION_READ, CLAIM, insert_group, queued_per_owner
 from .scheduling import QueueEntry, SchedulingIndex
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,8 @@ GROUP_COMMIT_MAX = 64
 _jobs = JobRow.__table__
 _c = _jobs.c
 _counts = QueueCountRow.__table__
-# Serialises admissions cluster-wide, so that the depth read after it is exact.
-LOCK_ADMISSIONS = select(_counts.c.n).where(_counts.c.name == "in").with_for_update()
 QUEUE_DEPTH = select(
     func.coalesce(func.sum(case((_counts.c.name == "in", _counts.c.n), else_=-_counts.c.n)), 0)
-)
-DEPTH_AND_CLOCK = select(
-    QUEUE_DEPTH.scalar_subquery(),
-    DATABASE_CLOCK.scalar_subquery(),
-    func.pg_notify(JOBS_CHANNEL, ""),
 )
 # A submission waiting for its group: (job, share, the owner's quota or None).
 Admitted = tuple[Job, float, int | None]
@@ -331,9 +324,12 @@ class PostgresQueue(JobQueue):
         submission fails alone; a database error fails the group (GroupCommit then
         retries its members one by one, so one bad row cannot fail the others)."""
         outcomes: list[Job | None | BaseException] = [None] * len(group)
+        pairs = sorted({(job.owner, int(job.priority)) for job, _, _ in group})
+        owners, priorities = [owner for owner, _ in pairs], [priority for _, priority in pairs]
+        read = {"owners": owners, "priorities": priorities, "channel": JOBS_CHANNEL}
         with self._engine.begin() as connection:
-            connection.execute(LOCK_ADMISSIONS)
-            depth, now = connection.execute(DEPTH_AND_CLOCK).one()[:2]
+            depth, now, tail_list, _ = connection.execute(ADMISSION_READ, read).one()
+            tails = dict(zip(pairs, tail_list, strict=True))
             quota_owners = sorted({job.owner for job, _, limit in group if limit is not None})
             queued = queued_per_owner(connection, quota_owners) if quota_owners else {}
             admitted: list[int] = []
@@ -348,8 +344,8 @@ class PostgresQueue(JobQueue):
                     admitted.append(number)
             if not self._store.database_clock:
                 now = None
-            pairs = [(group[number][0], group[number][1]) for number in admitted]
-            written = insert_group(connection, pairs, now, self._aging)
+            admitted_jobs = [(group[number][0], group[number][1]) for number in admitted]
+            written = insert_group(connection, admitted_jobs, now, self._aging, tails)
             for number, job in zip(admitted, written, strict=True):
                 outcomes[number] = job
         return outcomes

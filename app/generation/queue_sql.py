@@ -82,6 +82,22 @@ TAILS = text(
     "FROM unnest(CAST(:owners AS text[]), CAST(:priorities AS integer[])) "
     "AS pair(owner, priority)"
 )
+# What an admission reads, in one round trip: it locks the `in` count (every admission
+# holds that lock, so the depth is exact or, counting a claim that committed while it
+# waited as still queued, one too high, never too low), reads the depth, the server's
+# clock and each (owner, priority)'s tail, and rings the workers' doorbell (NOTIFY is
+# delivered at commit, and ringing for a group that writes nothing only wakes them).
+ADMISSION_READ = text(
+    "WITH admitting AS (SELECT n FROM queue_counts WHERE name = 'in' FOR UPDATE) "
+    "SELECT admitting.n - (SELECT n FROM queue_counts WHERE name = 'out'), "
+    "CAST(extract(epoch from clock_timestamp()) AS double precision), "
+    "ARRAY(SELECT (SELECT max(jobs.sort_key) FROM jobs WHERE jobs.status = 'queued' "
+    "AND jobs.owner = pair.owner AND jobs.priority = pair.priority) "
+    "FROM unnest(CAST(:owners AS text[]), CAST(:priorities AS integer[])) "
+    "WITH ORDINALITY AS pair(owner, priority, number) ORDER BY pair.number), "
+    "pg_notify(:channel, '') "
+    "FROM admitting"
+)
 INSERT_ROWS = (
     postgresql.insert(_jobs)
     .on_conflict_do_nothing(index_elements=["owner", "idempotency_key"])
@@ -94,14 +110,18 @@ def insert_group(
     admitted: list[tuple[Job, float]],
     now: float | None,
     aging_seconds: float,
+    tails: dict[tuple[str, int], float | None] | None = None,
 ) -> list[Job | None]:
     """Key and write `(job, share)` pairs in order, in one INSERT; each job as stored,
     or None where its owner's idempotency key was taken. `now`: the database's clock
-    (None: each job's own created_at)."""
+    (None: each job's own created_at); `tails`: each (owner, priority)'s largest queued
+    key, if the caller read them already."""
     if not admitted:
         return []
-    pairs = sorted({(job.owner, int(job.priority)) for job, _ in admitted})
-    tails = tail_keys(connection, pairs)
+    if tails is None:
+        tails = tail_keys(
+            connection, sorted({(job.owner, int(job.priority)) for job, _ in admitted})
+        )
     rows = []
     for job, share in admitted:
         pair = (job.owner, int(job.priority))
