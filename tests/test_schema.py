@@ -164,3 +164,20 @@ def test_a_service_on_postgresql_refuses_a_stale_schema(pg_engine, registry, tmp
             service.start()
     finally:
         schema.upgrade(pg_engine)
+
+
+def test_0003_keys_queued_jobs_by_age_and_priority_and_counts_them(engine):
+    schema.upgrade(engine)
+    schema.downgrade(engine, "0002")  # the release before, with a queued and a failed job
+    job = OLD_JOB.replace("0, 0, 0, 0, '2026", "0, 0, 0, false, '2026")  # a real boolean
+    with engine.begin() as connection:
+        connection.execute(text(job))  # NORMAL, queued since 2026-01-01 00:00:00 UTC
+        connection.execute(text(job.replace("'old'", "'done'").replace("queued", "failed")))
+    schema.upgrade(engine)
+    with engine.connect() as connection:
+        keys = dict(connection.execute(text("SELECT id, sort_key FROM jobs")).all())
+        counts = dict(connection.execute(text("SELECT name, n FROM queue_counts")).all())
+    new_year = 1767225600.0  # 2026-01-01 00:00:00 UTC
+    assert keys["old"] == pytest.approx(new_year + 60, abs=0.01)
+    assert keys["done"] == pytest.approx(new_year + 60, abs=0.01)
+    assert counts == {"in": 1, "out": 0}
