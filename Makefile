@@ -29,8 +29,8 @@ test: $(DEV_STAMP)  ## Lint, then the whole test suite
 bench: $(DEV_STAMP) | wrk  ## Benchmarks vs a floor, into docs/performance.md (BENCH_ARGS="--repeat 1")
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-profile: $(DEV_STAMP) | wrk  ## py-spy profiles of the submit, dispatch and drain paths
-	$(BIN)/python -m bench.profile
+profile: $(DEV_STAMP) | wrk  ## py-spy profiles of submit, dispatch, drain per backend (PROFILE_ARGS="--only postgres")
+	$(BIN)/python -m bench.profile $(PROFILE_ARGS)
 
 # The load generator is a Debian package; install it when we can (root), else say how.
 wrk:

@@ -8,21 +8,28 @@ answers; bench/backends.py), on a fresh database:
 - drain: two workers drain queued noop jobs (claim, run, zip, finish), written before
   the server starts.
 
-Two py-spy processes sample the worker over the same window (the load runs before the
-window opens and after it closes, so the whole window is loaded), both `--nonblocking`:
+py-spy samples the worker (`--nonblocking`: it is never paused) in two windows of SECONDS
+each, back to back, while the load runs before, between and after them; two spies at
+once cost the server a fifth of its submit rate on two cores, so they take turns:
 
-- `--gil` (RATE Hz): a sample is kept only when a thread holds the GIL, so the stacks
-  show where the interpreter's one core goes. py-spy takes exactly RATE x SECONDS
-  samples; those it could not read are counted as errors. The GIL-held share of wall
-  time is kept samples / (samples taken - errors). The statement share is the share of
-  kept samples inside database execution: any frame of SQLAlchemy's engine, pool or
-  dialects, of psycopg or sqlite3, or hot.py's write/read.
-- `--idle --threads` (IDLE_RATE Hz): every thread, held GIL or not. The threads serving
-  requests (gunicorn's pool, while in a request) and running jobs (gen-worker-N, but
-  not while waiting for a job) are split by their innermost Python frame: waiting in
-  the database (psycopg's Connection.wait; on SQLite, the frames that call the sqlite3
-  module, which runs its statements outside the GIL), waiting for another thread's
-  group commit, other waits, and "running or waiting for the GIL" (the rest).
+- first `--gil --idle` (RATE Hz): a sample is kept only when a thread holds the GIL, so
+  the stacks show where the interpreter's one core goes. py-spy takes exactly
+  RATE x SECONDS samples. Some cannot be read; its log says why, and nearly all are the
+  GIL holder's stack, changing while it is read: those count as held. GIL-held share of
+  wall time = (kept + holder unreadable) / (taken - otherwise unreadable). The statement
+  share is the share of kept samples inside database execution: any frame of
+  SQLAlchemy's engine, pool or dialects, of psycopg or sqlite3, or hot.py's write/read.
+  The jobs written and finished, the worker's CPU and, on PostgreSQL, its backends' CPU
+  and transactions (pg_stat_database, flushed by each backend at most once a second:
+  approximate) are of this window.
+- then `--idle --threads` (IDLE_RATE Hz): every thread, holding the GIL or not. The
+  busy time of the threads serving requests (gunicorn's pool, while in a request),
+  holding jobs (gen-worker-N, claim to finish) and running a job's call (its generator
+  and the result's save, on gen-worker-N-calls) is split by the innermost Python frame:
+  waiting in the database (psycopg's Connection.wait; on SQLite, the frames that call
+  the sqlite3 module, which runs statements without the GIL), for another thread's
+  group commit, for the job's call, for other locks, on a socket, and the rest
+  ("running or GIL": on a CPU or waiting for the GIL; py-spy cannot tell them apart).
 
 Each profile is summarised in bench/results/profile-<path>-<backend>.txt: those figures
 first, then the frames with the largest share of GIL samples. The folded stacks are left
@@ -66,9 +73,9 @@ from .submit_throughput import JOB, QUEUE_SIZE, hold_worker
 RESULTS = ROOT / "bench" / "results"
 SECONDS = 4
 RATE = 250
-IDLE_RATE = 100  # every thread per sample: a lower rate keeps its own cost down
+IDLE_RATE = 50  # every thread per sample: a lower rate keeps its own cost down
 TOP = 35
-DRAIN_JOBS = {SQLITE: 5000, POSTGRES: 5000}
+DRAIN_JOBS = {SQLITE: 20_000, POSTGRES: 6_000}  # enough for both windows
 PATHS = ("submit", "dispatch", "drain")
 _columns = JobRow.__table__.c
 
@@ -82,6 +89,9 @@ class Spy:
     rate: int
     taken: int = 0  # sample instants: py-spy stops after rate x SECONDS of them
     errors: int = 0  # instants it could not read
+    # ... of which a thread's stack (with --gil: the GIL holder's, which is running and
+    # so changing under the reader) rather than the interpreter's state
+    stack_errors: int = 0
     kept: int = 0  # stacks written (GIL profile: one per instant the GIL was held)
     remarks: list[str] = field(default_factory=list)
 
@@ -91,6 +101,7 @@ class Spy:
         if found is None:
             raise RuntimeError(f"py-spy failed:\n{stdout}")
         self.kept, self.errors = int(found[1]), int(found[2])
+        self.stack_errors = stdout.count("Failed to call get_stack_trace")
         self.taken = self.rate * SECONDS
         if "process exited" in stdout:
             self.remarks.append("the worker exited before the window closed")
@@ -101,16 +112,17 @@ class Spy:
 
 @dataclass
 class Window:
-    """What the server did while both spies sampled it."""
+    """What the server did while py-spy sampled it (figures of the GIL window)."""
 
     gil: Spy
-    idle: Spy
+    idle: Spy | None = None
     seconds: float = 0.0
     cpu_seconds: float = 0.0  # the worker process's user + system time
     written: int = 0  # jobs whose rows appeared
     finished: int = 0  # jobs that succeeded
     queued_after: int = 0
     load: str = ""
+    remarks: list[str] = field(default_factory=list)
     # PostgreSQL only: its backends serving the bench database, and their transactions.
     server_cpu_seconds: float | None = None
     commits: int | None = None
@@ -144,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stem = args.results / f"{args.prefix}{name}"
             load_before = machine_load()["loadavg_1m"]
             window = SCENARIOS[path](backend, workdir / name, stem)
-            summary = summarise(window, name, backend, load_before)
+            summary = summarise(window, name, backend, load_before, code_version())
             stem.with_suffix(".txt").write_text(summary)
             print(summary)
     finally:
@@ -164,7 +176,7 @@ def profile_submit(backend: str, workdir: Path, stem: Path) -> Window:
         result = []
         load = threading.Thread(
             target=lambda: result.append(
-                post_load(server.url + "/api/v1/jobs", JOB, seconds=SECONDS + 3)
+                post_load(server.url + "/api/v1/jobs", JOB, seconds=2 * SECONDS + 4)
             )
         )
         load.start()
@@ -208,6 +220,8 @@ def profile_drain(backend: str, workdir: Path, stem: Path) -> Window:
             time.sleep(2)  # past the generation processes' start-up
             window = spy_on(server, url, stem)
             window.load = f"{DRAIN_JOBS[backend]:,} noop jobs queued before the start"
+            if not window.queued_after:
+                window.remarks.append("the queue ran dry before the second window closed")
             return window
 
 
@@ -219,19 +233,17 @@ SCENARIOS: dict[str, Callable[[str, Path, Path], Window]] = {
 
 
 def spy_on(server: Server, url: str, stem: Path) -> Window:
-    """Sample the worker for SECONDS with both spies; the caller keeps it loaded."""
+    """Sample the worker for SECONDS holding the GIL, then for SECONDS more with every
+    thread; the caller keeps it loaded throughout. Jobs, CPU and PostgreSQL's figures are
+    of the first window."""
     worker = server.pids()[1]
     before = _job_counts(url)
     postgres = _postgres_facts(url)
     cpu = _cpu_seconds(worker)
     started = time.monotonic()
-    window = Window(
-        gil=_py_spy(worker, stem.with_suffix(".folded"), ["--gil"], RATE),
-        idle=_py_spy(worker, Path(f"{stem}-idle.folded"), ["--idle", "--threads"], IDLE_RATE),
-    )
-    window.gil.finish()
-    window.idle.finish()
-    window.seconds = time.monotonic() - started
+    gil = _py_spy(worker, stem.with_suffix(".folded"), ["--gil", "--idle"], RATE)
+    gil.finish()
+    window = Window(gil=gil, seconds=time.monotonic() - started)
     window.cpu_seconds = _cpu_seconds(worker) - cpu
     if postgres is not None:
         pids, commits, rollbacks = postgres
@@ -243,7 +255,10 @@ def spy_on(server: Server, url: str, stem: Path) -> Window:
     window.written = sum(after.values()) - sum(before.values())
     succeeded = JobStatus.SUCCEEDED.value
     window.finished = after.get(succeeded, 0) - before.get(succeeded, 0)
-    window.queued_after = after.get(JobStatus.QUEUED.value, 0)
+    idle = _py_spy(worker, Path(f"{stem}-idle.folded"), ["--idle", "--threads"], IDLE_RATE)
+    idle.finish()
+    window.idle = idle
+    window.queued_after = _job_counts(url).get(JobStatus.QUEUED.value, 0)
     return window
 
 
@@ -256,6 +271,7 @@ def _py_spy(pid: int, output: Path, options: list[str], rate: int) -> Spy:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=os.environ | {"RUST_LOG": "warn"},  # each unreadable sample, and why
     )
     return Spy(process, output, rate)
 
@@ -375,10 +391,23 @@ def _role(frames: Stack) -> tuple[str | None, bool]:
             frames[-1]
         ) in ("threading.py", "queue.py")
         return "job", not waiting_for_job
+    if "_serve (app/generation/deadline.py)" in names:  # runs a job's generator, saves its result
+        return "job call", "_Call.run (app/generation/deadline.py)" in names
     return None, False
 
 
-WAITS = ("database", "group commit", "generator", "locks", "socket", "running or GIL")
+# The threads each path keeps busy, and what busy means for them.
+ROLES = {
+    "submit": ("request",),
+    "dispatch": ("request", "job", "job call"),
+    "drain": ("job", "job call"),
+}
+_BUSY = {
+    "request": "serving a request",
+    "job": "holding a job (claim to finish, the call included)",
+    "job call": "in a job's call (the generator, then saving its result)",
+}
+WAITS = ("database", "group commit", "job call", "locks", "socket", "running or GIL")
 
 
 def _wait(frames: Stack, backend: str) -> str:
@@ -390,8 +419,8 @@ def _wait(frames: Stack, backend: str) -> str:
     blocked = _file(leaf) in ("threading.py", "queue.py") or leaf.startswith("Handler.acquire")
     if blocked and any(frame.startswith("GroupCommit.") for frame in frames):
         return "group commit"
-    if blocked and any(frame.startswith("JobRunner._generate") for frame in frames):
-        return "generator"
+    if blocked and any(frame.startswith("call_with_deadline") for frame in frames):
+        return "job call"
     if blocked:
         return "locks"
     if _file(leaf) in ("socket.py", "selectors.py", "gunicorn/util.py", "ssl.py"):
@@ -419,7 +448,29 @@ def thread_shares(
 # Summary ------------------------------------------------------------------------------
 
 
-def summarise(window: Window, name: str, backend: str, load_before: float) -> str:
+def code_version() -> str:
+    """The commit the profiled app is at, and whether app/ differs from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "log", "-1", "--format=%h %cd", "--date=format:%Y-%m-%d"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "app"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + (" with uncommitted changes in app/" if changed else "")
+
+
+def summarise(
+    window: Window, name: str, backend: str, load_before: float, code: str = "unknown"
+) -> str:
     """The window's figures, then the inclusive and self shares of the busiest frames."""
     gil_stacks = read_folded(window.gil.output)
     inclusive: collections.Counter[str] = collections.Counter()
@@ -433,35 +484,42 @@ def summarise(window: Window, name: str, backend: str, load_before: float) -> st
         for frame in set(frames):
             inclusive[frame] += count
     gil, idle = window.gil, window.idle
-    readable = gil.taken - gil.errors
+    assert idle is not None
+    # An instant whose GIL holder's stack could not be read had a holder: it counts as held
+    # (py-spy's log says which instants failed how); one that failed before is left out.
+    held = total + gil.stack_errors
+    known = gil.taken - (gil.errors - gil.stack_errors)
     inside, by_leaf = statement_shares(gil_stacks)
     seconds = window.seconds
     lines = [
         f"# {name}: py-spy on the gunicorn worker, {SECONDS} s ({window.load})",
         "",
+        f"code: {code}",
         f"window: {seconds:.1f} s wall, load average {load_before:.2f} before;"
         f" {window.written:,} jobs written ({window.written / seconds:,.0f}/s),"
         f" {window.finished:,} finished ({window.finished / seconds:,.0f}/s),"
         f" {window.queued_after:,} queued at the end",
         f"worker process CPU: {100 * window.cpu_seconds / seconds:.0f}% of one core"
         + _postgres_line(window),
-        f"GIL held: {_pct(total, readable)} of wall time ({total} of {readable} readable"
-        f" samples at {RATE} Hz; {gil.errors} of {gil.taken} unreadable)",
+        f"GIL held: {_pct(held, known)} of wall time ({held} of {known} samples at {RATE} Hz,"
+        f" of which {gil.stack_errors} with a holder whose stack could not be read;"
+        f" {gil.errors - gil.stack_errors} unreadable)",
         f"statement share: {_pct(inside, total)} of GIL samples inside database execution"
         f" (innermost frame in: {_shares(by_leaf, total)})",
         f"GIL samples by the innermost frame's package: {_shares(packages, total, 8)}",
     ]
     idle_stacks = read_folded(idle.output)
     instants = idle.taken - idle.errors
-    for role, counts in sorted(thread_shares(idle_stacks, backend).items()):
+    shares = thread_shares(idle_stacks, backend)
+    for role in ROLES[name.partition("-")[0]]:
+        counts = shares.get(role, collections.Counter())
         busy = counts["busy"]
-        what = "serving a request" if role == "request" else "running a job (claim to finish)"
         lines.append(
-            f"{role} threads' wall time while {what} ({busy / max(1, instants):.1f} threads"
-            f" on average, --idle at {IDLE_RATE} Hz): "
+            f"{role} threads' wall time while {_BUSY[role]} ({busy / max(1, instants):.1f}"
+            f" threads on average, --idle at {IDLE_RATE} Hz): "
             + ", ".join(f"{wait} {_pct(counts[wait], busy)}" for wait in WAITS if counts[wait])
         )
-    for remark in gil.remarks + idle.remarks:
+    for remark in window.remarks + gil.remarks + idle.remarks:
         lines.append(f"note: {remark}")
     lines += ["", "## inclusive (time in the frame and below)"]
     lines += _top(inclusive, total)
