@@ -420,3 +420,24 @@ def _job(job_id: str, created_at: datetime) -> Job:
         status=JobStatus.QUEUED,
         created_at=created_at,
     )
+
+
+def test_an_owners_quota_holds_for_submissions_that_share_a_group_commit(make_node, gate):
+    service = make_node("a")
+    hold_worker(service, gate)
+    start = threading.Barrier(12)
+
+    def submit(n: int) -> str:
+        start.wait()
+        owner = "ann" if n % 2 else "bob"
+        try:
+            service.submit("record", {"n": n}, owner=owner, max_queued=3)
+        except TooManyJobsError:
+            return f"{owner} refused"
+        return f"{owner} accepted"
+
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = Counter(pool.map(submit, range(12)))
+    assert outcomes == Counter(
+        {"ann accepted": 3, "ann refused": 3, "bob accepted": 3, "bob refused": 3}
+    )

@@ -4,9 +4,11 @@ The statements (job_writes.py) state in their `WHERE` the transition they expect
 (`status = 'queued'` to claim, `lease_epoch = :epoch` to finish), so two actors racing
 for the same row can never both win: the loser sees `None`/`False` and backs off.
 Each method opens its own short transaction; nothing holds a session between calls.
-The reads (lookups, pages, report figures) are `JobQueries`, in job_queries.py. On
-SQLite the hot ones (INSERT, claim, outcomes, lookups) run on the driver's connection
-(hot.py).
+The reads (lookups, pages, report figures) are `JobQueries`, in job_queries.py. The hot
+ones (claims, outcomes, progress, lookups; SQLite's INSERT too) run on the driver's
+connection (hot.py). A new job's INSERT fixes its scheduling key (scheduling.py): on
+SQLite in the statement itself, on PostgreSQL from the tails read first
+(queue_sql.insert_group, which the PostgreSQL queue runs for a whole group).
 """
 
 from __future__ import annotations
