@@ -80,12 +80,19 @@ def test_a_flood_from_one_owner_never_breaks_the_plan():
     assert plan.slot("j49") == Slot(49, 100.0 + 49 * 10, 100.0 + 50 * 10)
 
 
-def test_a_high_job_overtakes_and_breaks_the_plan_but_is_quoted_exactly():
-    normals = [QueueEntry(f"n{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10) for n in range(5)]
+def alices_plan(count: int, workers: int, prefix: str = "j") -> tuple[list[QueueEntry], Plan]:
+    """`count` NORMAL jobs of one owner, all admitted at 0, planned for `workers`."""
+    queued = [
+        QueueEntry(f"{prefix}{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10) for n in range(count)
+    ]
     index = SchedulingIndex(AGING)
-    for queued in normals:
-        index.add(queued)
-    plan = Plan(index, 0.0, [], 1, by_cost)
+    for queued_entry in queued:
+        index.add(queued_entry)
+    return queued, Plan(index, 0.0, [], workers, by_cost)
+
+
+def test_a_high_job_overtakes_and_breaks_the_plan_but_is_quoted_exactly():
+    normals, plan = alices_plan(5, 1, prefix="n")
     high = QueueEntry("h", Priority.HIGH, 9, "bob", 0.0, "g", 10, -60.0)
     assert plan.quote(high, 0.0) == fresh([*normals, high], 0.0, [], 1)["h"]
     plan.add(high, 0.0)
@@ -93,11 +100,7 @@ def test_a_high_job_overtakes_and_breaks_the_plan_but_is_quoted_exactly():
 
 
 def test_taking_the_first_pick_moves_everyone_up_and_anything_else_breaks():
-    queued = [QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10) for n in range(3)]
-    index = SchedulingIndex(AGING)
-    for queued_entry in queued:
-        index.add(queued_entry)
-    plan = Plan(index, 0.0, [], 1, by_cost)
+    _, plan = alices_plan(3, 1)
     plan.take("j0")
     assert {k: s.position for k, s in plan.slots().items()} == {"j1": 0, "j2": 1}
     assert plan.next_start == 10.0
@@ -106,11 +109,7 @@ def test_taking_the_first_pick_moves_everyone_up_and_anything_else_breaks():
 
 
 def test_workers_claiming_at_once_may_report_their_takes_in_either_order():
-    queued = [QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10) for n in range(4)]
-    index = SchedulingIndex(AGING)
-    for queued_entry in queued:
-        index.add(queued_entry)
-    plan = Plan(index, 0.0, [], 2, by_cost)
+    _, plan = alices_plan(4, 2)
     plan.take("j1")  # the second worker's claim reported first
     assert not plan.broken
     assert {k: s.position for k, s in plan.slots().items()} == {"j0": 0, "j2": 1, "j3": 2}

@@ -42,10 +42,10 @@ epoch a worker sees durable, so epochs never repeat. It costs one WAL flush per 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import Connection, Double, cast, func, select, text, update
-from sqlalchemy.dialects import postgresql
 
 from .job_writes import Row as ValuesRow
 from .job_writes import claim_values, new_row
@@ -98,10 +98,23 @@ ADMISSION_READ = text(
     "pg_notify(:channel, '') "
     "FROM admitting"
 )
-INSERT_ROWS = (
-    postgresql.insert(_jobs)
-    .on_conflict_do_nothing(index_elements=["owner", "idempotency_key"])
-    .returning(_c.id, _c.pk)
+# A group's rows as one array per column: one statement whatever the group's size, so
+# psycopg prepares it once (a multi-row VALUES differs with every size, and was parsed
+# again each time). Rows go in array order, so primary keys rise in admission order; a
+# row whose (owner, idempotency key) is taken is skipped and returns nothing.
+INSERT_ROWS = text(
+    "INSERT INTO jobs (id, owner, generator, params, priority, status, created_at, "
+    "idempotency_key, request_hash, sort_key, progress_percent, attempts, lease_epoch, "
+    "cancel_requested) "
+    "SELECT r.id, r.owner, r.generator, r.params, r.priority, 'queued', r.created_at, "
+    "r.idempotency_key, r.request_hash, r.sort_key, 0, 0, 0, false "
+    "FROM unnest(CAST(:ids AS varchar[]), CAST(:owners AS varchar[]), "
+    "CAST(:generators AS varchar[]), CAST(:params AS json[]), CAST(:priorities AS integer[]), "
+    "CAST(:created AS timestamptz[]), CAST(:idempotency_keys AS varchar[]), "
+    "CAST(:request_hashes AS varchar[]), CAST(:sort_keys AS double precision[])) "
+    "AS r(id, owner, generator, params, priority, created_at, idempotency_key, "
+    "request_hash, sort_key) "
+    "ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id, pk"
 )
 
 
@@ -128,11 +141,27 @@ def insert_group(
         at = job.created_at.timestamp() if now is None else now
         tails[pair] = admission_key(at, pair[1], aging_seconds, tails[pair], max(0.0, share))
         rows.append(new_row(job) | {"sort_key": tails[pair]})
-    written = dict(connection.execute(INSERT_ROWS, rows).all())
+    written = dict(connection.execute(INSERT_ROWS, group_columns(rows)).all())
     return [
         Job.from_row(ValuesRow(row | {"pk": written[row["id"]]})) if row["id"] in written else None
         for row in rows
     ]
+
+
+def group_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """INSERT_ROWS's arrays: each column of `rows`, in order (params as JSON text, as the
+    column type writes them)."""
+    return {
+        "ids": [row["id"] for row in rows],
+        "owners": [row["owner"] for row in rows],
+        "generators": [row["generator"] for row in rows],
+        "params": [json.dumps(row["params"]) for row in rows],
+        "priorities": [row["priority"] for row in rows],
+        "created": [row["created_at"] for row in rows],
+        "idempotency_keys": [row["idempotency_key"] for row in rows],
+        "request_hashes": [row["request_hash"] for row in rows],
+        "sort_keys": [row["sort_key"] for row in rows],
+    }
 
 
 def tail_keys(
