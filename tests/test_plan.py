@@ -146,6 +146,25 @@ def test_the_forecaster_follows_submits_and_starts_without_replaying():
     assert forecaster.replays == 2
 
 
+def test_an_admitted_job_is_planned_once_and_its_put_is_no_news():
+    now = Now()
+    queue = MemoryQueue(1000, clock=now)
+    forecaster = Forecaster(queue, RunTimeEstimator(), lambda: ([50.0], 1), now)
+    for n in range(50):
+        new = QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10)
+        quoted = forecaster.quote(new)
+        assert forecaster.admit(new) == quoted  # what a quote says is what it gets
+        queue.reserve()
+        queue.put(new)
+        assert forecaster.slot(new.job_id) == quoted
+    high = QueueEntry("high", Priority.HIGH, 99, "bob", 0.0, "g", 10, -60.0)
+    assert forecaster.admit(high).position == 0  # it overtakes: quoted exactly all the same
+    queue.reserve()
+    queue.put(high)
+    assert forecaster.slot("high").position == 0 and forecaster.slot("j0").position == 1
+    assert forecaster.replays == 2  # the first plan, and the one after the overtaking
+
+
 def test_the_queue_journal_lists_changes_since_a_version_while_it_reaches_back():
     queue = MemoryQueue(JOURNAL_SIZE + 10)
     for n in range(3):

@@ -181,6 +181,18 @@ class Forecaster:
             now = self._clock()
             return self._plan_at(now, exact=False).quote(entry, now)
 
+    def admit(self, entry: QueueEntry) -> Slot:
+        """The slot of a job about to be indexed (written, not yet put). The plan takes it
+        in now, so the queue's `put` of it is no news later, and a job that joins the end
+        of the plan is simulated once, not once for its quote and again for its put."""
+        with self._lock:
+            now = self._clock()
+            plan = self._plan_at(now, exact=False)
+            plan.add(entry, now)
+            self._revision += 1
+            slot = None if plan.broken else plan.slot(entry.job_id)
+            return slot if slot is not None else plan.quote(entry, now)
+
     def _plan_at(self, now: float, exact: bool) -> Plan:
         """The plan, brought up to date with the queue, or replayed when it cannot be."""
         plan = self._plan

@@ -104,7 +104,7 @@ class Outlook:
         """
         now = self._clock()
         entry = self.entry(job)
-        slot = self._forecaster.quote(entry)
+        slot = self._forecaster.admit(entry)
         self._forecaster.arrivals.record(entry)
         self.accuracy.promise(job.id, slot.finish - now)
         self._announcer.sent(job.id, slot)

@@ -148,7 +148,9 @@ class Plan:
     # -- changes --------------------------------------------------------------------
 
     def add(self, entry: QueueEntry, now: float) -> None:
-        """A job joined the queue at `now`."""
+        """A job joined the queue at `now` (a job planned already is left as it is)."""
+        if entry.job_id in self._slots:
+            return
         if self._waiting or self._first_beaten(entry) is not None:
             self.broken = True
         else:
