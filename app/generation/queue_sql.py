@@ -1,12 +1,15 @@
-"""The PostgreSQL queue's two statements: the INSERT that admits a job, and the claim.
+"""The PostgreSQL queue's statements: admitting a group of jobs, and the claim.
 
-The INSERT is job_writes.insert_statement with the server's clock: `now` in a job's key
-(scheduling.py) is PostgreSQL's `clock_timestamp()`, the same for every machine however
-their own clocks drift, unless a caller binds `now_epoch` (tests that drive time). It
-lives here, away from job_writes.py, because building it loads SQLAlchemy's PostgreSQL
-dialect, which a service on SQLite never needs (tests/test_start_up_imports.py).
+**Admission** (run in the group commit's transaction, queue_postgres.py): one statement,
+`ADMISSION_READ`, locks admissions and reads the queue's depth, the server's clock and
+each (owner, priority)'s queued tail; `insert_group` then keys the group in Python with
+the policy's own function (scheduling.admission_key: jobs of one owner keyed one after
+another, as if admitted one by one) and writes it with one INSERT (`INSERT_ROWS`). The
+server's clock (`clock_timestamp()`) is the same for every machine however their own
+clocks drift. These statements live here, away from job_writes.py, because a service on
+SQLite never needs them (tests/test_start_up_imports.py).
 
-The claim takes the best queued job for a worker.
+**The claim** takes the best queued job for a worker.
 
 An idle worker claims exactly one job, the first by the scheduling policy, with
 

@@ -24,8 +24,10 @@ or a drain keeps its place, and nothing is recomputed as time passes.
 3. **FIFO.** Equal keys go in admission order (`order`, the row's primary key).
 
 `now` is the database's clock when the row is written (the same for every machine), and
-the tail is read from the queued rows in the same statement (job_writes.py builds the SQL
-twin of `admission_key`; tests/test_scheduling_sql.py holds them equal).
+the tail is read from the queued rows in the admitting transaction: on PostgreSQL the
+group commit reads them and calls `admission_key` (queue_sql.py); SQLite's one-row INSERT
+computes its SQL twin (job_writes.admission_key_sql). tests/test_scheduling_sql.py holds
+both equal to `SchedulingIndex.key_for`.
 
 `SchedulingIndex` is the in-memory queue of one process: a heap on `(key, order)`, and,
 per (priority, owner), the largest queued key, to price what a new job would get.
