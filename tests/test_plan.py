@@ -129,10 +129,15 @@ class Now:
         return self.value
 
 
-def test_the_forecaster_follows_submits_and_starts_without_replaying():
+def one_worker_forecaster() -> tuple[MemoryQueue, Forecaster]:
+    """A forecaster of a memory queue, one worker busy until t=50, time standing at 0."""
     now = Now()
     queue = MemoryQueue(1000, clock=now)
-    forecaster = Forecaster(queue, RunTimeEstimator(), lambda: ([50.0], 1), now)
+    return queue, Forecaster(queue, RunTimeEstimator(), lambda: ([50.0], 1), now)
+
+
+def test_the_forecaster_follows_submits_and_starts_without_replaying():
+    queue, forecaster = one_worker_forecaster()
     for n in range(200):
         new = QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10)
         assert forecaster.quote(new).position == n
@@ -147,9 +152,7 @@ def test_the_forecaster_follows_submits_and_starts_without_replaying():
 
 
 def test_an_admitted_job_is_planned_once_and_its_put_is_no_news():
-    now = Now()
-    queue = MemoryQueue(1000, clock=now)
-    forecaster = Forecaster(queue, RunTimeEstimator(), lambda: ([50.0], 1), now)
+    queue, forecaster = one_worker_forecaster()
     for n in range(50):
         new = QueueEntry(f"j{n}", Priority.NORMAL, n, "alice", 0.0, "g", 10)
         quoted = forecaster.quote(new)
