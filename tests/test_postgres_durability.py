@@ -1,7 +1,7 @@
 """Which PostgreSQL commits wait for the disk: the promise of a 202 (the row's INSERT),
-the claim (its epoch fences every later write) and the outcome do; lease renewals,
-progress and a result's chunks (written just before the outcome, whose flush carries
-them), whose loss in a database crash is harmless, do not (docs/performance.md)."""
+the claim (its epoch fences every later write) and the outcome, with the result's chunks
+in its transaction, do; lease renewals and progress, whose loss in a database crash is
+harmless, do not (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ class Transactions:
         monkeypatch.setattr(hot, "write", self._hot_write(hot.write))
 
     def _hot_write(self, write):
-        def recorded(connection, prepared, values, *, dialect, prelude=None):
-            row = write(connection, prepared, values, dialect=dialect, prelude=prelude)
+        def recorded(connection, prepared, values, *, dialect, prelude=None, then=None):
+            row = write(connection, prepared, values, dialect=dialect, prelude=prelude, then=then)
             statements = [prelude] if prelude else []
             self.committed.append([*statements, " ".join(prepared.sql.split())])
             return row
@@ -95,10 +95,38 @@ def test_insert_claim_and_outcome_wait_for_the_disk_heartbeats_and_progress_do_n
     renew, progress = transactions.take()
     assert not durable(renew) and not durable(progress)
 
-    # The result's chunks need not wait: the outcome's flush, next, carries them.
-    files = [OutputFile("out.txt", b"done")]
-    DatabaseResultStore(store.engine).save(job.id, job.lease_epoch, files, {})
-    final = store.finish(job, JobStatus.SUCCEEDED, datetime.now(UTC))
+    # The result's chunks are stored in the outcome's own (durable) transaction.
+    results = DatabaseResultStore(store.engine)
+    staged = results.stage(job.id, job.lease_epoch, [OutputFile("out.txt", b"done")], {})
+    final = store.finish(job, JobStatus.SUCCEEDED, datetime.now(UTC), then=staged.write)
+    staged.close()
     assert final is not None and final.status is JobStatus.SUCCEEDED
-    result, finish = transactions.take()
-    assert not durable(result) and durable(finish)
+    [finish] = transactions.take()
+    assert durable(finish)
+    assert results.size(job.id, job.lease_epoch) == staged.info.bytes
+
+
+def test_a_result_is_stored_with_its_runs_outcome_or_not_at_all(recorded):
+    store, queue, _ = recorded
+    job = Job(
+        pk=0,
+        id=uuid.uuid4().hex,
+        owner="someone",
+        generator="record",
+        params={},
+        priority=Priority.NORMAL,
+        status=JobStatus.QUEUED,
+        created_at=datetime.now(UTC),
+    )
+    queue.admit(job, share=0.0)
+    lost = queue.claim("w", timeout=0)
+    taken_over = store.requeue(lost) and queue.claim("w2", timeout=0)  # another run's epoch
+    results = DatabaseResultStore(store.engine)
+    staged = results.stage(lost.id, lost.lease_epoch, [OutputFile("out.txt", b"late")], {})
+    try:
+        assert store.finish(lost, JobStatus.SUCCEEDED, datetime.now(UTC), then=staged.write) is None
+    finally:
+        staged.close()
+    with pytest.raises(FileNotFoundError):
+        results.size(lost.id, lost.lease_epoch)  # the fenced UPDATE failed: no chunks either
+    assert store.get(job.id).lease_epoch == taken_over.lease_epoch

@@ -101,9 +101,12 @@ def write(
     *,
     dialect: Dialect,
     prelude: str | None = None,
+    then: Callable[[Any], None] | None = None,
 ) -> tuple[Any, ...] | None:
     """Run `prepared` (after `prelude`, if any) in a transaction of its own and commit;
-    the first row it returned (converted), or None. `connection` is the DB-API one."""
+    the first row it returned (converted), or None. If it returned a row, `then` runs
+    on the connection before the commit, in the same transaction. `connection` is the
+    DB-API one."""
     parameters = prepared.bind(values)
     errors = dialect.loaded_dbapi.Error
     try:
@@ -113,6 +116,8 @@ def write(
         if prelude is not None:
             connection.execute(prelude)
         rows = connection.execute(prepared.sql, parameters).fetchall()
+        if rows and then is not None:
+            then(connection)
         connection.commit()
     except errors as error:
         _rollback(connection, errors)

@@ -14,7 +14,7 @@ SQLite in the statement itself, on PostgreSQL from the tails read first
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any
@@ -131,10 +131,21 @@ class JobStore(JobQueries):
         params |= {"job_id": job.id, "epoch": job.lease_epoch}
         return self.write_row(statement, params, durable=False)
 
-    def finish(self, job: Job, status: JobStatus, now: datetime, **outcome: Any) -> Job | None:
-        """Record the outcome of the run that holds `job.lease_epoch`; None if it lost it."""
+    def finish(
+        self,
+        job: Job,
+        status: JobStatus,
+        now: datetime,
+        *,
+        then: Callable[[Any], None] | None = None,
+        **outcome: Any,
+    ) -> Job | None:
+        """Record the outcome of the run that holds `job.lease_epoch`; None if it lost it.
+        `then` runs on the DB-API connection in the same transaction, only if the run
+        still held the job (a result stored with its outcome: results_db.py)."""
         return self._fenced(
             job,
+            then=then,
             status=status.value,
             finished_at=now,
             worker=None,
@@ -221,32 +232,49 @@ class JobStore(JobQueries):
                 with pinned.begin():
                     yield pinned
 
-    def _fenced(self, job: Job, **values: Any) -> Job | None:
-        return self._transition(job.id, Guard.HELD, epoch=job.lease_epoch, **values)
+    def _fenced(
+        self, job: Job, *, then: Callable[[Any], None] | None = None, **values: Any
+    ) -> Job | None:
+        return self._transition(job.id, Guard.HELD, epoch=job.lease_epoch, then=then, **values)
 
     def _transition(
-        self, job_id: str, guard: Guard, *, epoch: int | None = None, **values: Any
+        self,
+        job_id: str,
+        guard: Guard,
+        *,
+        epoch: int | None = None,
+        then: Callable[[Any], None] | None = None,
+        **values: Any,
     ) -> Job | None:
         """Set `values` on the job if `guard` holds (Guard.HELD compares `epoch`);
         the new row, or None if the job had moved on."""
         statement = setter(guard, tuple(sorted(values)))
         params = {f"new_{name}": value for name, value in values.items()}
-        return self.write_row(statement, params | {"job_id": job_id, "epoch": epoch})
+        params |= {"job_id": job_id, "epoch": epoch}
+        return self.write_row(statement, params, then=then)
 
     def write_row(
-        self, statement: Update, params: Mapping[str, Any], *, durable: bool = True
+        self,
+        statement: Update,
+        params: Mapping[str, Any],
+        *,
+        durable: bool = True,
+        then: Callable[[Any], None] | None = None,
     ) -> Job | None:
         """Run a write that returns one job row (a transition, a claim) in a transaction
         of its own, on the driver's connection (hot.py); the job, or None if no row
-        matched. `durable=False` commits without waiting for the disk (skip_flush)."""
+        matched. `durable=False` commits without waiting for the disk (skip_flush);
+        `then` runs on the DB-API connection before the commit if a row matched."""
         if self._hot is None:  # SQLAlchemy's own path (tests compare the two)
             with self._writing() as connection:
                 if not durable:
                     skip_flush(connection)
                 found = connection.execute(statement, params).first()
+                if found is not None and then is not None:
+                    then(connection.connection.dbapi_connection)
             return Job.from_row(found) if found else None
         prelude = None if durable or not self._postgres else statements.SKIP_FLUSH_SQL
-        row = self._write_on_driver(statement, _table.c, params, prelude=prelude)
+        row = self._write_on_driver(statement, _table.c, params, prelude=prelude, then=then)
         return Job.from_row(RowTuple(*row)) if row else None
 
     def _lookup(self, query: Select[Any], params: dict[str, Any]) -> Job | None:
@@ -264,6 +292,7 @@ class JobStore(JobQueries):
         params: Mapping[str, Any],
         *,
         prelude: str | None = None,
+        then: Callable[[Any], None] | None = None,
     ) -> tuple[Any, ...] | None:
         """Run a hot statement on the driver's connection (hot.py), in its own
         transaction, after this process's writers ahead of it (SQLite: `_writing`)."""
@@ -271,7 +300,9 @@ class JobStore(JobQueries):
         prepared = self._hot.get(statement, tuple(returns))
         dialect = self._engine.dialect
         with self._write_lock, self._driver_connection() as connection:
-            return hot.write(connection, prepared, params, dialect=dialect, prelude=prelude)
+            return hot.write(
+                connection, prepared, params, dialect=dialect, prelude=prelude, then=then
+            )
 
     @contextmanager
     def _driver_connection(self) -> Iterator[Any]:

@@ -33,14 +33,22 @@ class OutcomeWriter:
         self._store = store
         self._clock = clock
 
-    def finish(self, job: Job, status: JobStatus, **outcome: Any) -> Job | None:
-        """Record the outcome; None if this run no longer owns the job."""
+    def finish(
+        self,
+        job: Job,
+        status: JobStatus,
+        *,
+        then: Callable[[Any], None] | None = None,
+        **outcome: Any,
+    ) -> Job | None:
+        """Record the outcome (and `then`, in its transaction: JobStore.finish); None if
+        this run no longer owns the job."""
         tries = 0
 
         def write() -> Job | None:
             nonlocal tries
             tries += 1
-            return self._store.finish(job, status, self._clock(), **outcome)
+            return self._store.finish(job, status, self._clock(), then=then, **outcome)
 
         final = retrying(write, self._patience())
         if final is None and tries > 1:

@@ -18,7 +18,7 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -41,6 +41,17 @@ class ResultInfo:
     files: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class StagedResult:
+    """A result built for a run's outcome. `write`, when set, stores it on a database
+    connection inside the outcome's transaction (so both commit or neither does); None
+    when the store saved it already. `close` frees what holds it meanwhile."""
+
+    info: ResultInfo
+    write: Callable[[Any], None] | None = None
+    close: Callable[[], None] = lambda: None
+
+
 class ResultStore(abc.ABC):
     """Where result ZIPs live. Implementations: filesystem (default), database."""
 
@@ -49,6 +60,13 @@ class ResultStore(abc.ABC):
         self, job_id: str, epoch: int, files: Iterable[OutputFile], manifest: dict[str, Any]
     ) -> ResultInfo:
         """Write the ZIP of `files` plus a manifest; consume `files` lazily."""
+
+    def stage(
+        self, job_id: str, epoch: int, files: Iterable[OutputFile], manifest: dict[str, Any]
+    ) -> StagedResult:
+        """Build the ZIP for the run's outcome to store with it (a store in the job
+        database: one transaction for both); this one saves it now."""
+        return StagedResult(self.save(job_id, epoch, files, manifest))
 
     @abc.abstractmethod
     def open(self, job_id: str, epoch: int) -> IO[bytes]:

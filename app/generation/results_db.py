@@ -2,9 +2,12 @@
 
 A ZIP is written to a local temporary file first (never whole in memory), then stored as
 CHUNK_BYTES rows of `result_chunks` in one transaction, so a result is either all there
-or not there. Reading streams it back a slice at a time: a download holds one slice in
-memory, whatever the ZIP's size. Chunked rows work the same on PostgreSQL and SQLite,
-unlike large objects, and need no cleanup beyond deleting rows.
+or not there. A run's result is stored in the transaction of its outcome (`stage`:
+the fenced UPDATE first, the chunks only if it matched, one commit): a run that lost its
+claim writes nothing, and a job costs one commit fewer. Reading streams it back a slice
+at a time: a download holds one slice in memory, whatever the ZIP's size. Chunked rows
+work the same on PostgreSQL and SQLite, unlike large objects, and need no cleanup beyond
+deleting rows.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from typing import IO, Any
 
 from sqlalchemy import Engine, bindparam, delete, func, insert, select
 
+from . import hot
 from .generators.base import OutputFile
 from .job_writes import skip_flush
 from .models import ResultChunkRow
-from .results import ResultInfo, ResultStore, write_zip
+from .results import ResultInfo, ResultStore, StagedResult, write_zip
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -28,13 +32,42 @@ _columns = _table.c
 # Built once: building a Core statement per call cost more than running it.
 _KEY = (_columns.job_id == bindparam("job_id"), _columns.epoch == bindparam("epoch"))
 _DELETE = delete(_table).where(*_KEY)
-_INSERT = insert(_table)
+_INSERT = insert(_table).values(
+    job_id=bindparam("job_id"),
+    epoch=bindparam("epoch"),
+    number=bindparam("number"),
+    data=bindparam("data", type_=_columns.data.type),
+)
 
 
 class DatabaseResultStore(ResultStore):
     def __init__(self, engine: Engine, *, chunk_bytes: int = CHUNK_BYTES) -> None:
         self._engine = engine
         self._chunk_bytes = chunk_bytes
+        self._statements = hot.Statements(engine)
+
+    def stage(
+        self, job_id: str, epoch: int, files: Iterable[OutputFile], manifest: dict[str, Any]
+    ) -> StagedResult:
+        spool = tempfile.TemporaryFile()
+        try:
+            entries = write_zip(spool, files, manifest)
+        except BaseException:
+            spool.close()
+            raise
+        info = ResultInfo(bytes=spool.tell(), files=entries)
+        key = {"job_id": job_id, "epoch": epoch}
+
+        def write(connection: Any) -> None:
+            # Run again from the start if the outcome's write is retried.
+            spool.seek(0)
+            self._execute(connection, _DELETE, key)
+            number = 0
+            while chunk := spool.read(self._chunk_bytes):
+                self._execute(connection, _INSERT, key | {"number": number, "data": chunk})
+                number += 1
+
+        return StagedResult(info, write, spool.close)
 
     def save(
         self, job_id: str, epoch: int, files: Iterable[OutputFile], manifest: dict[str, Any]
@@ -70,6 +103,11 @@ class DatabaseResultStore(ResultStore):
         if total is None:
             raise FileNotFoundError(f"no stored result for job {job_id} (epoch {epoch})")
         return int(total)
+
+    def _execute(self, connection: Any, statement: Any, values: dict[str, Any]) -> None:
+        """Run a prebuilt statement on the DB-API `connection` (the outcome's, hot.py)."""
+        prepared = self._statements.get(statement, ())
+        connection.execute(prepared.sql, prepared.bind(values))
 
     def delete(self, job_id: str, epoch: int) -> None:
         with self._engine.begin() as connection:

@@ -33,7 +33,7 @@ from .models import Job, JobStatus
 from .observers import JobObserver
 from .outcomes import OutcomeWriter
 from .processes import WorkerProcess
-from .results import ResultStore
+from .results import ResultStore, StagedResult
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class JobRunner:
         self, job: Job, token: CancelToken, process: WorkerProcess | None, started: float
     ) -> Job | None:
         try:
-            info = self._generate_in_time(job, token, process)
+            staged = self._generate_in_time(job, token, process)
         except JobCancelled:
             return self._stop(job, token)
         except GeneratorError as exc:
@@ -182,13 +182,17 @@ class JobRunner:
             self._observer.failed(job, exc)
             log.exception("job %s (%s) failed", job.id, job.generator)
             return self._fail(job, failure_message(exc))
-        final = self._outcomes.finish(
-            job,
-            JobStatus.SUCCEEDED,
-            result_bytes=info.bytes,
-            result_files=info.files,
-            progress_percent=100.0,
-        )
+        try:
+            final = self._outcomes.finish(
+                job,
+                JobStatus.SUCCEEDED,
+                then=staged.write,
+                result_bytes=staged.info.bytes,
+                result_files=staged.info.files,
+                progress_percent=100.0,
+            )
+        finally:
+            staged.close()
         if final is None:
             self._discard(job)
             log.warning("job %s lost its claim before finishing; result discarded", job.id)
@@ -225,7 +229,9 @@ class JobRunner:
             self._abandoned -= 1
         log.warning("the abandoned run of job %s has ended", job.id)
 
-    def _generate(self, job: Job, token: CancelToken, process: WorkerProcess | None) -> Any:
+    def _generate(
+        self, job: Job, token: CancelToken, process: WorkerProcess | None
+    ) -> StagedResult:
         generator = self._generators.get(job.generator)
         if generator is None:
             raise LookupError(f"generator {job.generator!r} is not installed on this server")
@@ -235,11 +241,15 @@ class JobRunner:
         else:
             files = generator.run(job.params, context)
         manifest = {"job_id": job.id, "generator": job.generator, "params": job.params}
-        info = self._results.save(
-            job.id, job.lease_epoch, files, manifest | generator.manifest_extra(job.params)
-        )
-        context.check_cancelled()
-        return info
+        manifest |= generator.manifest_extra(job.params)
+        # Saved now, or (results in the database) stored by the outcome's transaction.
+        staged = self._results.stage(job.id, job.lease_epoch, files, manifest)
+        try:
+            context.check_cancelled()
+        except JobCancelled:
+            staged.close()
+            raise
+        return staged
 
     def _stop(self, job: Job, token: CancelToken) -> Job | None:
         if token.reason == "timeout":
