@@ -67,9 +67,8 @@ def durable(transaction: list[str]) -> bool:
     return SKIP_FLUSH not in transaction
 
 
-def test_insert_claim_and_outcome_wait_for_the_disk_heartbeats_and_progress_do_not(recorded):
-    store, queue, transactions = recorded
-    new = Job(
+def new_job() -> Job:
+    return Job(
         pk=0,
         id=uuid.uuid4().hex,
         owner="someone",
@@ -79,6 +78,11 @@ def test_insert_claim_and_outcome_wait_for_the_disk_heartbeats_and_progress_do_n
         status=JobStatus.QUEUED,
         created_at=datetime.now(UTC),
     )
+
+
+def test_insert_claim_and_outcome_wait_for_the_disk_heartbeats_and_progress_do_not(recorded):
+    store, queue, transactions = recorded
+    new = new_job()
     queue.admit(new, share=0.0)
     [insert] = transactions.take()
     assert any(s.startswith("INSERT INTO jobs") for s in insert) and durable(insert)
@@ -108,16 +112,7 @@ def test_insert_claim_and_outcome_wait_for_the_disk_heartbeats_and_progress_do_n
 
 def test_a_result_is_stored_with_its_runs_outcome_or_not_at_all(recorded):
     store, queue, _ = recorded
-    job = Job(
-        pk=0,
-        id=uuid.uuid4().hex,
-        owner="someone",
-        generator="record",
-        params={},
-        priority=Priority.NORMAL,
-        status=JobStatus.QUEUED,
-        created_at=datetime.now(UTC),
-    )
+    job = new_job()
     queue.admit(job, share=0.0)
     lost = queue.claim("w", timeout=0)
     taken_over = store.requeue(lost) and queue.claim("w2", timeout=0)  # another run's epoch
