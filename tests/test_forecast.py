@@ -6,7 +6,7 @@ from app.generation import Priority
 from app.generation.eta import DEFAULT_COST_SECONDS, EtaAccuracy, RunTimeEstimator, job_cost
 from app.generation.forecast import ArrivalHistory, Forecaster, simulate
 from app.generation.generators.images import ImagesGenerator
-from app.generation.queue import MemoryQueue
+from app.generation.queue_memory import MemoryQueue
 from app.generation.scheduling import QueueEntry, SchedulingIndex, offset
 
 NORMAL, LOW = Priority.NORMAL, Priority.LOW

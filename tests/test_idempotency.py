@@ -11,7 +11,7 @@ import pytest
 
 from app.generation import IdempotencyKeyReusedError, Priority, QueueFullError
 from app.generation.admission import Admission
-from app.generation.queue import MemoryQueue
+from app.generation.queue_memory import MemoryQueue
 
 from .conftest import wait_for
 from .test_service import hold_worker

@@ -8,7 +8,8 @@ from app.generation import Priority, forecast
 from app.generation.eta import RunTimeEstimator
 from app.generation.forecast import Forecaster, simulate
 from app.generation.plan import Plan, Slot
-from app.generation.queue import JOURNAL_SIZE, MemoryQueue
+from app.generation.queue import JOURNAL_SIZE
+from app.generation.queue_memory import MemoryQueue
 from app.generation.scheduling import QueueEntry, SchedulingIndex, offset
 
 AGING = 60.0

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from app.generation import Priority, QueueFullError, ServiceStoppedError
-from app.generation.queue import MemoryQueue
+from app.generation.queue_memory import MemoryQueue
 from app.generation.scheduling import DEFAULT_AGING_SECONDS, QueueEntry, offset
 
 

@@ -18,7 +18,8 @@ from app.generation import Job, JobStatus, Priority, QueueFullError, ServiceStop
 from app.generation.db import create_database_engine
 from app.generation.jobs import JobStore
 from app.generation.listener import NoListener
-from app.generation.queue import JobQueue, MemoryQueue, entry_of
+from app.generation.queue import JobQueue, entry_of
+from app.generation.queue_memory import MemoryQueue
 from app.generation.queue_postgres import PostgresQueue
 
 LEASE = 30

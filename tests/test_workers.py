@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 
 from app.generation import Job, JobStatus, Priority
-from app.generation.queue import MemoryQueue
+from app.generation.queue_memory import MemoryQueue
 from app.generation.scheduling import QueueEntry
 from app.generation.workers import WorkerPool, WorkerScaler
 

@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .errors import QueueFullError, ServiceStoppedError, TooManyJobsError
+from .errors import QueueFullError, ServiceStoppedError
 from .group_commit import GroupCommit
 from .jobs import JobStore
 from .listener import Listener
@@ -50,7 +50,7 @@ from .queue import (
     as_datetime,
     changes_after,
 )
-from .queue_sql import ADMISSION_READ, CLAIM, insert_group, queued_per_owner
+from .queue_sql import CLAIM, Admitted, admit_group, queued_params
 from .scheduling import QueueEntry, SchedulingIndex
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,6 @@ POLL_SECONDS_DEAF = 0.5
 DEPARTED_SECONDS = 60.0
 # Re-reading the queued rows for forecasts: at most this share of the process's time.
 REFRESH_SHARE = 0.05
-# Ids bound in one read of queued jobs' params (PostgreSQL binds at most 65,535).
-PARAMS_PER_READ = 10_000
 # At most this many submissions share one transaction.
 GROUP_COMMIT_MAX = 64
 
@@ -74,8 +72,6 @@ _counts = QueueCountRow.__table__
 QUEUE_DEPTH = select(
     func.coalesce(func.sum(case((_counts.c.name == "in", _counts.c.n), else_=-_counts.c.n)), 0)
 )
-# A submission waiting for its group: (job, share, the owner's quota or None).
-Admitted = tuple[Job, float, int | None]
 
 
 class Doorbell:
@@ -229,7 +225,7 @@ class PostgresQueue(JobQueue):
                     _c.pk, _c.id, _c.owner, _c.priority, _c.created_at, _c.generator, _c.sort_key
                 ).where(QUEUED_PREDICATE)
             ).all()
-            params = self._params(connection, [row.id for row in rows if row.id not in known])
+            params = queued_params(connection, [row.id for row in rows if row.id not in known])
         with self._lock:
             self._forget_departures_before(began - DEPARTED_SECONDS)
             live = {row.id: row for row in rows if self._departed.get(row.id, -1.0) < began}
@@ -318,38 +314,15 @@ class PostgresQueue(JobQueue):
         )
 
     def _admit_group(self, group: list[Admitted]) -> list[Job | None | BaseException]:
-        """Write a group of submissions in one transaction: lock admissions; read the
-        depth and the clock (and ring the doorbell: NOTIFY is delivered at commit);
-        count the quota owners' queued jobs; refuse, in order, what does not fit; key
-        and write the rest in one INSERT (queue_sql.insert_group); commit. A refused
-        submission fails alone; a database error fails the group (GroupCommit then
-        retries its members one by one, so one bad row cannot fail the others)."""
-        outcomes: list[Job | None | BaseException] = [None] * len(group)
-        pairs = sorted({(job.owner, int(job.priority)) for job, _, _ in group})
-        owners, priorities = [owner for owner, _ in pairs], [priority for _, priority in pairs]
-        read = {"owners": owners, "priorities": priorities, "channel": JOBS_CHANNEL}
         with self._engine.begin() as connection:
-            depth, now, tail_list, _ = connection.execute(ADMISSION_READ, read).one()
-            tails = dict(zip(pairs, tail_list, strict=True))
-            quota_owners = sorted({job.owner for job, _, limit in group if limit is not None})
-            queued = queued_per_owner(connection, quota_owners) if quota_owners else {}
-            admitted: list[int] = []
-            for number, (job, _, limit) in enumerate(group):
-                if limit is not None and queued.get(job.owner, 0) >= limit:
-                    outcomes[number] = TooManyJobsError(limit)
-                elif depth >= self.capacity:
-                    outcomes[number] = QueueFullError(self.capacity)
-                else:
-                    depth += 1
-                    queued[job.owner] = queued.get(job.owner, 0) + 1
-                    admitted.append(number)
-            if not self._store.database_clock:
-                now = None
-            admitted_jobs = [(group[number][0], group[number][1]) for number in admitted]
-            written = insert_group(connection, admitted_jobs, now, self._aging, tails)
-            for number, job in zip(admitted, written, strict=True):
-                outcomes[number] = job
-        return outcomes
+            return admit_group(
+                connection,
+                group,
+                capacity=self.capacity,
+                aging_seconds=self._aging,
+                database_clock=self._store.database_clock,
+                channel=JOBS_CHANNEL,
+            )
 
     def _heard(self, _payload: str) -> None:
         self._doorbell.ring()
@@ -366,18 +339,6 @@ class PostgresQueue(JobQueue):
             self._cost(row.generator, params),
             row.sort_key,
         )
-
-    @staticmethod
-    def _params(connection: Connection, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """The params of `job_ids`, read in slices (a statement binds at most 65,535
-        values; a deep queue read at start has more jobs than that)."""
-        params: dict[str, dict[str, Any]] = {}
-        for first in range(0, len(job_ids), PARAMS_PER_READ):
-            chunk = job_ids[first : first + PARAMS_PER_READ]
-            params |= dict(
-                connection.execute(select(_c.id, _c.params).where(_c.id.in_(chunk))).all()
-            )
-        return params
 
 
 def _notify_new_job(connection: Connection) -> None:

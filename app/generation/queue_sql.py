@@ -50,6 +50,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Double, cast, func, select, text, update
 
+from .errors import QueueFullError, TooManyJobsError
 from .job_writes import Row as ValuesRow
 from .job_writes import claim_values, new_row
 from .models import QUEUED_PREDICATE, Job, JobRow
@@ -76,31 +77,35 @@ def claim_statement() -> Any:
 
 CLAIM = claim_statement()
 DATABASE_CLOCK = select(cast(func.extract("epoch", func.clock_timestamp()), Double()))
-# Each (owner, priority)'s largest queued key: a backward probe of the partial index
-# (owner, priority, sort_key) per pair, whatever the depth.
-TAILS = text(
-    "SELECT pair.owner, pair.priority, (SELECT max(jobs.sort_key) FROM jobs "
-    "WHERE jobs.status = 'queued' AND jobs.owner = pair.owner "
-    "AND jobs.priority = pair.priority) "
-    "FROM unnest(CAST(:owners AS text[]), CAST(:priorities AS integer[])) "
-    "AS pair(owner, priority)"
+# Each (owner, priority) pair of `:owners` / `:priorities`, in order, and its largest
+# queued key: a backward probe of the partial index (owner, priority, sort_key) per pair,
+# whatever the depth.
+_PAIRS = (
+    "unnest(CAST(:owners AS text[]), CAST(:priorities AS integer[])) "
+    "WITH ORDINALITY AS pair(owner, priority, number)"
 )
+_TAIL = (
+    "(SELECT max(jobs.sort_key) FROM jobs WHERE jobs.status = 'queued' "
+    "AND jobs.owner = pair.owner AND jobs.priority = pair.priority)"
+)
+TAILS = text(f"SELECT pair.owner, pair.priority, {_TAIL} FROM {_PAIRS} ORDER BY pair.number")
 # What an admission reads, in one round trip: it locks the `in` count (every admission
 # holds that lock, so the depth is exact or, counting a claim that committed while it
 # waited as still queued, one too high, never too low), reads the depth, the server's
-# clock and each (owner, priority)'s tail, and rings the workers' doorbell (NOTIFY is
-# delivered at commit, and ringing for a group that writes nothing only wakes them).
+# clock and each pair's tail, and rings the workers' doorbell (NOTIFY is delivered at
+# commit, and ringing for a group that writes nothing only wakes them).
 ADMISSION_READ = text(
     "WITH admitting AS (SELECT n FROM queue_counts WHERE name = 'in' FOR UPDATE) "
     "SELECT admitting.n - (SELECT n FROM queue_counts WHERE name = 'out'), "
     "CAST(extract(epoch from clock_timestamp()) AS double precision), "
-    "ARRAY(SELECT (SELECT max(jobs.sort_key) FROM jobs WHERE jobs.status = 'queued' "
-    "AND jobs.owner = pair.owner AND jobs.priority = pair.priority) "
-    "FROM unnest(CAST(:owners AS text[]), CAST(:priorities AS integer[])) "
-    "WITH ORDINALITY AS pair(owner, priority, number) ORDER BY pair.number), "
+    f"ARRAY(SELECT {_TAIL} FROM {_PAIRS} ORDER BY pair.number), "
     "pg_notify(:channel, '') "
     "FROM admitting"
 )
+# Ids bound in one read of queued jobs' params (PostgreSQL binds at most 65,535).
+PARAMS_PER_READ = 10_000
+# A submission waiting for its group: (job, share, the owner's quota or None).
+Admitted = tuple[Job, float, int | None]
 # A group's rows as one array per column: one statement whatever the group's size, so
 # psycopg prepares it once (a multi-row VALUES differs with every size, and was parsed
 # again each time). Rows go in array order, so primary keys rise in admission order; a
@@ -119,6 +124,61 @@ INSERT_ROWS = text(
     "request_hash, sort_key) "
     "ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id, pk"
 )
+
+
+def admit_group(
+    connection: Connection,
+    group: list[Admitted],
+    *,
+    capacity: int,
+    aging_seconds: float,
+    database_clock: bool,
+    channel: str,
+) -> list[Job | None | BaseException]:
+    """Write a group of submissions in `connection`'s transaction: lock admissions; read
+    the depth, the clock and the owners' tails (and ring `channel`: NOTIFY is delivered at
+    commit); refuse, in order, what does not fit; key and write the rest in one INSERT.
+    One outcome per submission: its job, None (its idempotency key was taken), or the
+    error that refused it alone."""
+    pairs = sorted({(job.owner, int(job.priority)) for job, _, _ in group})
+    read = {
+        "owners": [owner for owner, _ in pairs],
+        "priorities": [priority for _, priority in pairs],
+        "channel": channel,
+    }
+    depth, now, tail_list, _ = connection.execute(ADMISSION_READ, read).one()
+    outcomes: list[Job | None | BaseException] = list(_refusals(connection, group, depth, capacity))
+    admitted = [number for number, refusal in enumerate(outcomes) if refusal is None]
+    written = insert_group(
+        connection,
+        [(group[number][0], group[number][1]) for number in admitted],
+        now if database_clock else None,
+        aging_seconds,
+        dict(zip(pairs, tail_list, strict=True)),
+    )
+    for number, job in zip(admitted, written, strict=True):
+        outcomes[number] = job
+    return outcomes
+
+
+def _refusals(
+    connection: Connection, group: list[Admitted], depth: int, capacity: int
+) -> list[BaseException | None]:
+    """For each submission in order, what refuses it (its owner's quota, then a full
+    queue), or None if it fits, counting the ones admitted before it."""
+    quota_owners = sorted({job.owner for job, _, limit in group if limit is not None})
+    queued = queued_per_owner(connection, quota_owners) if quota_owners else {}
+    refusals: list[BaseException | None] = []
+    for job, _, limit in group:
+        if limit is not None and queued.get(job.owner, 0) >= limit:
+            refusals.append(TooManyJobsError(limit))
+        elif depth >= capacity:
+            refusals.append(QueueFullError(capacity))
+        else:
+            depth += 1
+            queued[job.owner] = queued.get(job.owner, 0) + 1
+            refusals.append(None)
+    return refusals
 
 
 def insert_group(
@@ -184,3 +244,14 @@ def queued_per_owner(connection: Connection, owners: list[str]) -> dict[str, int
         .group_by(_c.owner)
     )
     return dict(connection.execute(query).all())
+
+
+def queued_params(connection: Connection, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The params of `job_ids`, read in slices (a statement binds at most 65,535 values;
+    a deep queue read at start has more jobs than that)."""
+    params: dict[str, dict[str, Any]] = {}
+    for first in range(0, len(job_ids), PARAMS_PER_READ):
+        chunk = job_ids[first : first + PARAMS_PER_READ]
+        query = select(_c.id, _c.params).where(_c.id.in_(chunk))
+        params |= dict(connection.execute(query).all())
+    return params

@@ -40,7 +40,8 @@ from .models import Job, JobStatus, Priority
 from .observers import ObserverSet
 from .outlook import Outlook, Quote
 from .processes import DEFAULT_IDLE_SECONDS
-from .queue import JobQueue, MemoryQueue
+from .queue import JobQueue
+from .queue_memory import MemoryQueue
 from .results import ResultStore
 from .retention import ResultSweeper
 from .scheduling import DEFAULT_AGING_SECONDS
