@@ -23,6 +23,7 @@ import threading
 from app.config import Config
 from app.drain import Drain, longest_drain
 from app.logs import logging_config
+from app.wiring import get_service
 
 _config = Config.from_env()
 
@@ -51,7 +52,7 @@ logger_class = "app.access_log.JsonAccessLogger"
 
 
 def post_worker_init(worker):
-    service = worker.wsgi.extensions["generation"]
+    service = get_service(worker.wsgi)
     service.start()
     _drain_on_sigterm(worker, service)
     _close_sockets_on_sigterm(worker)
@@ -103,4 +104,4 @@ def worker_exit(server, worker):
     if app is not None and "drain" in app.extensions:
         app.extensions["drain"].finish()
     elif app is not None:
-        app.extensions["generation"].shutdown(wait=True, timeout=0)
+        get_service(app).shutdown(wait=True, timeout=0)

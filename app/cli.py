@@ -12,9 +12,10 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import Engine
 
-from .generation import schema
-from .generation.db import create_database_engine
-from .generation.keys import ApiKey, KeyStore, Tier
+from .generation.intake.keys import ApiKey, KeyStore, Tier
+from .generation.store import schema
+from .generation.store.engine import create_database_engine
+from .wiring import get_service
 
 db = AppGroup("db", help="Manage the database schema (Alembic migrations).")
 
@@ -61,7 +62,7 @@ keys_cli = AppGroup("keys", help="Create, list and revoke API keys.")
 
 def _store() -> KeyStore:
     # SQLite: create the tables; PostgreSQL: check that they are current.
-    schema.prepare(current_app.extensions["generation"].store.engine)
+    schema.prepare(get_service(current_app).store.engine)
     return current_app.extensions["keys"]
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 # Not from .generation.service: the gunicorn master imports this module for its
 # settings and should not import the service (SQLAlchemy and all) to read one number.
-from .generation.timeouts import SHUTDOWN_GRACE_SECONDS
+from .generation.execution.timeouts import SHUTDOWN_GRACE_SECONDS
 
 if TYPE_CHECKING:
     from .generation import GenerationService

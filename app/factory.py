@@ -9,12 +9,12 @@ from flask import Flask
 from .cli import db, keys_cli
 from .config import Config
 from .generation import GenerationService
-from .generation.keys import KeyStore
+from .generation.intake.keys import KeyStore
 from .logs import JobLogContext
 from .web import init_web
-from .wiring import build_service
+from .wiring import SERVICE_KEY, build_service, get_service
 
-SERVICE_KEY = "generation"
+__all__ = ["SERVICE_KEY", "create_app", "get_service"]
 
 
 def create_app(config: Config | None = None, service: GenerationService | None = None) -> Flask:
@@ -39,7 +39,3 @@ def create_app(config: Config | None = None, service: GenerationService | None =
     app.cli.add_command(db)
     app.cli.add_command(keys_cli)
     return app
-
-
-def get_service(app: Flask) -> GenerationService:
-    return app.extensions[SERVICE_KEY]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from .generation.observers import JobObserver
+from .generation.events.observers import JobObserver
 
 if TYPE_CHECKING:
     from .generation import Job

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
 from .generation import GenerationService, Job, Priority
-from .generation.observers import JobObserver
+from .generation.events.observers import JobObserver
 
 # Generation jobs take from a fraction of a second to many minutes.
 SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)

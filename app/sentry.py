@@ -22,7 +22,7 @@ from sentry_sdk.tracing import Span, TransactionSource
 
 from .config import Config
 from .generation import GenerationService, Job
-from .generation.observers import JobObserver
+from .generation.events.observers import JobObserver
 
 SAFE_HEADERS = [
     "content-type",

@@ -10,19 +10,32 @@ every web process, and an idle service on SQLite has a target (docs/performance.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
 from .config import Config
 from .generation import GenerationService
-from .generation.db import create_database_engine
 from .generation.generators import GeneratorRegistry, default_registry
-from .generation.jobs import JobStore
-from .generation.listener import Listener
-from .generation.results import FilesystemResultStore, ResultStore
-from .generation.results_db import DatabaseResultStore
+from .generation.results.database import DatabaseResultStore
+from .generation.results.storage import FilesystemResultStore, ResultStore
+from .generation.settings import ServiceSettings
+from .generation.store.engine import create_database_engine
+from .generation.store.jobs import JobStore
+from .generation.store.listener import Listener
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger(__name__)
+
+# Where an app keeps its service: `app.extensions[SERVICE_KEY]`, read through get_service.
+SERVICE_KEY = "generation"
+
+
+def get_service(app: Flask) -> GenerationService:
+    """The generation service of `app` (a Flask app, or `current_app`)."""
+    return app.extensions[SERVICE_KEY]
 
 
 def build_service(
@@ -39,24 +52,38 @@ def build_service(
         JobStore(engine, lease_seconds=config.job_lease_seconds),
         results,
         generators if generators is not None else build_registry(config),
+        service_settings(config),
         listener=None if config.is_sqlite else postgres_listener(engine),
         name=name,
-        workers=config.generation_workers,
-        workers_max=max(config.generation_workers, config.generation_workers_max),
-        queue_size=config.generation_queue_size,
-        max_attempts=config.job_max_attempts,
-        cpu_isolation=config.generation_cpu_isolation,
-        process_idle_seconds=config.generation_process_idle_seconds,
-        job_timeout=config.job_timeout_seconds,
-        result_ttl=config.result_ttl,
-        aging_seconds=config.priority_aging_seconds,
-        scale_up_seconds=config.generation_scale_up_seconds,
-        idle_worker_seconds=config.generation_worker_idle_seconds,
+    )
+
+
+# Each field of ServiceSettings and the Config attribute it comes from.
+SETTINGS_FROM_CONFIG = {
+    "workers": "generation_workers",
+    "workers_max": "generation_workers_max",
+    "scale_up_seconds": "generation_scale_up_seconds",
+    "idle_worker_seconds": "generation_worker_idle_seconds",
+    "cpu_isolation": "generation_cpu_isolation",
+    "process_idle_seconds": "generation_process_idle_seconds",
+    "queue_size": "generation_queue_size",
+    "aging_seconds": "priority_aging_seconds",
+    "max_attempts": "job_max_attempts",
+    "job_timeout": "job_timeout_seconds",
+    "max_queued_per_key": "max_queued_per_key",
+    "result_ttl": "result_ttl",
+}
+
+
+def service_settings(config: Config) -> ServiceSettings:
+    """The generation service's share of the configuration."""
+    return ServiceSettings(
+        **{name: getattr(config, key) for name, key in SETTINGS_FROM_CONFIG.items()}
     )
 
 
 def postgres_listener(engine: Engine) -> Listener:
-    from .generation.listener_postgres import PgListener  # psycopg: see the docstring
+    from .generation.store.listener_postgres import PgListener  # psycopg: see the docstring
 
     return PgListener(engine)
 

@@ -20,8 +20,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from app.config import normalize_database_url
-from app.generation import schema
-from app.generation.db import create_database_engine
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
 
 SQLITE = "sqlite"
 POSTGRES = "postgres"

@@ -43,8 +43,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from app.generation.db import create_database_engine
-from app.generation.models import JobRow, JobStatus, Priority
+from app.generation.job import JobStatus, Priority
+from app.generation.store.engine import create_database_engine
+from app.generation.store.tables import JobRow
 
 from .backends import SQLITE, database
 from .cli import scenario_main

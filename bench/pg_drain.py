@@ -39,9 +39,9 @@ from sqlalchemy import create_engine, func, select, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.generation import schema  # noqa: E402
-from app.generation.db import create_database_engine  # noqa: E402
-from app.generation.models import JobRow  # noqa: E402
+from app.generation.store import schema  # noqa: E402
+from app.generation.store.engine import create_database_engine  # noqa: E402
+from app.generation.store.tables import JobRow  # noqa: E402
 from bench.prefill import write_queued  # noqa: E402
 
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1/postgres")

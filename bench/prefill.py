@@ -18,11 +18,12 @@ from typing import Any
 from sqlalchemy import insert
 
 from app.config import Config
-from app.generation import schema
-from app.generation.db import create_database_engine
 from app.generation.generators import default_registry
-from app.generation.models import JobRow, JobStatus, Priority
-from app.generation.scheduling import offset
+from app.generation.job import JobStatus, Priority
+from app.generation.scheduling.policy import offset
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
+from app.generation.store.tables import JobRow
 
 CHUNK_ROWS = 5_000
 # The service's default PRIORITY_AGING_SECONDS; bench servers run with the defaults.
@@ -69,5 +70,5 @@ def write_queued(
 
 def scheduling_columns(created_at: datetime, priority: Priority) -> dict[str, float]:
     """The scheduling key a submit at `created_at` gets when its owner has nothing else
-    queued at that priority (scheduling.py): equal keys, so the rows run in pk order."""
+    queued at that priority (scheduling/policy.py): equal keys, so the rows run in pk order."""
     return {"sort_key": created_at.timestamp() + offset(priority, AGING_SECONDS)}

@@ -18,7 +18,8 @@ once cost the server a fifth of its submit rate on two cores, so they take turns
   GIL holder's stack, changing while it is read: those count as held. GIL-held share of
   wall time = (kept + holder unreadable) / (taken - otherwise unreadable). The statement
   share is the share of kept samples inside database execution: any frame of
-  SQLAlchemy's engine, pool or dialects, of psycopg or sqlite3, or hot.py's write/read.
+  SQLAlchemy's engine, pool or dialects, of psycopg or sqlite3, or
+  store/driver_statements.py's write/read.
   The jobs written and finished, the worker's CPU and, on PostgreSQL, its backends' CPU
   and transactions (pg_stat_database, flushed by each backend at most once a second:
   approximate) are of this window.
@@ -58,8 +59,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text
 
-from app.generation.db import create_database_engine
-from app.generation.models import JobRow, JobStatus
+from app.generation.job import JobStatus
+from app.generation.store.engine import create_database_engine
+from app.generation.store.tables import JobRow
 
 from .backends import POSTGRES, SQLITE, database, postgres_available
 from .dispatch_latency import wait_finished
@@ -344,10 +346,13 @@ def _file(frame: str) -> str:
     return frame.rpartition(" (")[2].rstrip(")")
 
 
-# Database execution: a frame in one of these files, or one of hot.py's statement runners.
+# Database execution: a frame in one of these files, or one of store/driver_statements.py's
+# statement runners.
 _DB_FILES = ("sqlalchemy/engine/", "sqlalchemy/pool/", "sqlalchemy/dialects/", "psycopg")
 _DB_FILES += ("sqlite3/",)
-_HOT_RUNNERS = {f"{name} (app/generation/hot.py)" for name in ("write", "read", "_rollback")}
+_HOT_RUNNERS = {
+    f"{name} (app/generation/store/driver_statements.py)" for name in ("write", "read", "_rollback")
+}
 # The frames that call the sqlite3 module (C, statements run without the GIL): on SQLite,
 # a thread whose innermost Python frame is one of these is in the database.
 _SQLITE_CALLERS = _HOT_RUNNERS | {
@@ -386,13 +391,16 @@ def _role(frames: Stack) -> tuple[str | None, bool]:
     names = set(frames)
     if "_worker (concurrent/futures/thread.py)" in names:
         return "request", "_WorkItem.run (concurrent/futures/thread.py)" in names
-    if "WorkerPool._work (app/generation/workers.py)" in names:
-        waiting_for_job = "WorkerPool._claim (app/generation/workers.py)" in names and _file(
-            frames[-1]
-        ) in ("threading.py", "queue.py")
+    if "WorkerPool._work (app/generation/execution/workers.py)" in names:
+        waiting_for_job = (
+            "WorkerPool._claim (app/generation/execution/workers.py)" in names
+            and _file(frames[-1]) in ("threading.py", "queue.py")
+        )
         return "job", not waiting_for_job
-    if "_serve (app/generation/deadline.py)" in names:  # runs a job's generator, saves its result
-        return "job call", "_Call.run (app/generation/deadline.py)" in names
+    if (
+        "_serve (app/generation/execution/deadline.py)" in names
+    ):  # runs a job's generator, saves its result
+        return "job call", "_Call.run (app/generation/execution/deadline.py)" in names
     return None, False
 
 

@@ -31,9 +31,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from app.generation import GenerationService, Job, Priority, QueueFullError, schema
-from app.generation.db import create_database_engine
-from app.generation.forecast import simulate
+from app.generation import GenerationService, Job, Priority, QueueFullError
+from app.generation.forecast.forecaster import simulate
 from app.generation.generators import (
     FieldErrors,
     Generator,
@@ -41,9 +40,12 @@ from app.generation.generators import (
     GeneratorRegistry,
     OutputFile,
 )
-from app.generation.jobs import JobStore
-from app.generation.results import FilesystemResultStore
-from app.generation.scheduling import QueueEntry, SchedulingIndex
+from app.generation.results.storage import FilesystemResultStore
+from app.generation.scheduling.policy import QueueEntry, SchedulingIndex
+from app.generation.settings import ServiceSettings
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
+from app.generation.store.jobs import JobStore
 
 UNIT_SECONDS = 0.02  # what the generator *claims* one size unit takes
 SLOWDOWN = 1.5  # what it really takes, relative to its claim: the estimator must learn it
@@ -87,9 +89,7 @@ def make_service(folder: Path, aging: float, queue_size: int) -> GenerationServi
         JobStore(engine),
         FilesystemResultStore(folder / "results"),
         GeneratorRegistry([SleepGenerator()]),
-        workers=1,
-        queue_size=queue_size,
-        aging_seconds=aging,
+        ServiceSettings(workers=1, queue_size=queue_size, aging_seconds=aging),
     )
 
 

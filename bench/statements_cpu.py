@@ -1,5 +1,5 @@
 """Thread CPU per job-table statement on SQLite: SQLAlchemy's execution path against the
-driver path that `JobStore` uses for its hot statements (app/generation/hot.py).
+driver path that `JobStore` uses for its hot statements (app/generation/store/driver_statements.py).
 
 Each round writes `--jobs` rows, claims them, records their outcomes and looks them up,
 on a pinned connection as a worker thread does, once per path in alternation (so both
@@ -20,9 +20,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.generation import Job, JobStatus, Priority, schema
-from app.generation.db import create_database_engine
-from app.generation.jobs import JobStore
+from app.generation import Job, JobStatus, Priority
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
+from app.generation.store.jobs import JobStore
 
 STEPS = ("insert", "claim", "finish", "get")
 

@@ -27,14 +27,16 @@ from werkzeug.serving import make_server
 
 from app import create_app
 from app.config import Config
-from app.generation import GenerationService, Job, JobStatus, schema
-from app.generation.db import create_database_engine
+from app.generation import GenerationService, Job, JobStatus
 from app.generation.generators import GeneratorRegistry
 from app.generation.generators.images import ImagesGenerator
 from app.generation.generators.noop import NoopGenerator
-from app.generation.jobs import JobStore
-from app.generation.keys import Tier
-from app.generation.results import FilesystemResultStore
+from app.generation.intake.keys import Tier
+from app.generation.results.storage import FilesystemResultStore
+from app.generation.settings import ServiceSettings
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
+from app.generation.store.jobs import JobStore
 
 from .generators import (
     ChattyGenerator,
@@ -117,6 +119,9 @@ def registry(
     )
 
 
+SETTINGS = {field.name for field in dataclasses.fields(ServiceSettings)}
+
+
 @pytest.fixture
 def make_service(
     config: Config, registry: GeneratorRegistry
@@ -127,12 +132,20 @@ def make_service(
     def make(**overrides: object) -> GenerationService:
         engine = create_database_engine(config.database_url)
         schema.upgrade(engine)
-        options = {
+        settings = {
             "workers": config.generation_workers,
             "queue_size": config.generation_queue_size,
-        } | overrides
+            "max_queued_per_key": config.max_queued_per_key,
+        }
+        parts = {}  # the service's parts (bus, listener, clock, name); the rest are settings
+        for name, value in overrides.items():
+            (settings if name in SETTINGS else parts)[name] = value
         service = GenerationService(
-            JobStore(engine), FilesystemResultStore(config.results_dir), registry, **options
+            JobStore(engine),
+            FilesystemResultStore(config.results_dir),
+            registry,
+            ServiceSettings(**settings),
+            **parts,
         )
         built.append(service)
         return service

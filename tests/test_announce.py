@@ -1,8 +1,8 @@
 """Pushing changed positions: only what moved, only to jobs someone watches."""
 
-from app.generation.announce import PositionAnnouncer
-from app.generation.events import EventBus
-from app.generation.forecast import Forecast, Slot
+from app.generation.events.bus import EventBus
+from app.generation.forecast.announce import PositionAnnouncer
+from app.generation.forecast.forecaster import Forecast, Slot
 
 
 def forecast_of(**slots: Slot):

@@ -4,8 +4,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
-from app.generation.db import create_database_engine
-from app.generation.models import JobRow, Priority
+from app.generation.job import Priority
+from app.generation.store.engine import create_database_engine
+from app.generation.store.tables import JobRow
 from bench import depth
 from bench.prefill import AGING_SECONDS, CHUNK_ROWS, scheduling_columns, write_queued
 

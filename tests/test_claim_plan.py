@@ -17,13 +17,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from app.generation import schema
-from app.generation.db import create_database_engine
-from app.generation.job_writes import INSERT_SQLITE
-from app.generation.jobs import JobStore
-from app.generation.models import JobRow
-from app.generation.queue_postgres import QUEUE_DEPTH
-from app.generation.queue_sql import ADMISSION_READ, CLAIM, INSERT_ROWS, group_columns
+from app.generation.queue.claim_postgres import CLAIM
+from app.generation.queue.postgres import QUEUE_DEPTH
+from app.generation.store import schema
+from app.generation.store.admission_postgres import ADMISSION_READ, INSERT_ROWS, group_columns
+from app.generation.store.engine import create_database_engine
+from app.generation.store.job_writes import INSERT_SQLITE
+from app.generation.store.jobs import JobStore
+from app.generation.store.tables import JobRow
 
 DEPTHS = (1_000, 100_000)
 # Slack for what grows with log(depth), not with the depth: a B-tree one or two levels

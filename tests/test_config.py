@@ -1,9 +1,12 @@
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
 from app.config import Config, ConfigError, normalize_database_url
+from app.generation.settings import ServiceSettings
+from app.wiring import SETTINGS_FROM_CONFIG, service_settings
 
 
 def test_defaults_match_the_seed():
@@ -152,3 +155,13 @@ def test_sockets_may_not_take_the_threads_http_needs():
 def test_bad_websocket_settings_fail_naming_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         Config.from_env({name: value})
+
+
+def test_every_setting_of_the_service_comes_from_the_configuration():
+    """A new ServiceSettings field is read from the environment, or said not to be."""
+    not_configurable = {"sweep_interval"}  # tests shorten it; operators have no reason to
+    fields = {field.name for field in dataclasses.fields(ServiceSettings)}
+    assert set(SETTINGS_FROM_CONFIG) == fields - not_configurable
+    config = Config.from_env({"GENERATION_WORKERS": "3", "MAX_QUEUED_PER_KEY": "7"})
+    settings = service_settings(config)
+    assert (settings.workers, settings.max_queued_per_key) == (3, 7)

@@ -6,8 +6,12 @@ from contextlib import closing
 
 from sqlalchemy import make_url, text
 
-from app.generation import execution
-from app.generation.db import SQLITE_WAL_AUTOCHECKPOINT_PAGES, checkpoint, create_database_engine
+from app.generation.execution import engine as execution
+from app.generation.store.engine import (
+    SQLITE_WAL_AUTOCHECKPOINT_PAGES,
+    checkpoint,
+    create_database_engine,
+)
 
 from .conftest import wait_for
 

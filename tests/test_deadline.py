@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.generation.deadline import (
+from app.generation.execution.deadline import (
     DeadlineExceeded,
     call_with_deadline,
     deadline_timer,

@@ -1,11 +1,16 @@
 """The event bus, without HTTP: buffers, drops, history and resume."""
 
+import json
 import threading
 import time
 
 import pytest
 
-from app.generation.events import EventBus
+from app.generation.events.bus import EventBus, EventType
+from app.generation.execution.relay import EVENTS_CHANNEL, EventRelay
+from app.generation.store.engine import create_database_engine
+from app.generation.store.jobs import JobStore
+from app.generation.store.listener import NoListener
 
 
 def drain(subscription):
@@ -147,3 +152,34 @@ def test_an_update_offered_during_a_hold_goes_out_when_the_hold_ends():
     bus.publish("job", "progress", percent=10)  # does not wake the reader...
     reader.join(10)  # ...which looks again when its hold ends, well before its timeout
     assert not reader.is_alive() and taken[0].data == {"percent": 10}
+
+
+def test_every_event_has_a_type_of_the_vocabulary():
+    bus = EventBus()
+    subscription = bus.subscribe(["a"])
+    bus.receive("a", "started", {})  # as relayed: a plain string
+    [event] = drain(subscription)
+    assert event.type is EventType.STARTED
+    assert event.message()["type"] == "started"
+    with pytest.raises(ValueError):
+        bus.publish("a", "startd")
+
+
+class CapturingListener(NoListener):
+    def __init__(self):
+        self.handlers = {}
+
+    def on(self, channel, handler):
+        self.handlers[channel] = handler
+
+
+def test_the_relay_passes_on_known_events_and_ignores_kinds_it_does_not_know(tmp_path):
+    """Mid rolling deploy a newer release may send a kind of event this one lacks."""
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    bus, listener = EventBus(), CapturingListener()
+    EventRelay(engine, JobStore(engine), bus, listener)
+    subscription = bus.subscribe(["a"])
+    hear = listener.handlers[EVENTS_CHANNEL]
+    hear(json.dumps({"o": "elsewhere", "j": "a", "t": "a-new-kind", "d": {}, "n": 1}))
+    hear(json.dumps({"o": "elsewhere", "j": "a", "t": "started", "d": {}, "n": 2}))
+    assert [event.type for event in drain(subscription)] == [EventType.STARTED]

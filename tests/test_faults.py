@@ -19,12 +19,15 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from app import create_app, logs
-from app.generation import GenerationService, JobStatus, db, schema
-from app.generation.db import create_database_engine
+from app.generation import GenerationService, JobStatus
 from app.generation.generators import GeneratorRegistry, OutputFile
 from app.generation.generators.images import ImagesGenerator
-from app.generation.jobs import JobStore
-from app.generation.results import FilesystemResultStore, ResultInfo, ResultStore
+from app.generation.results.storage import FilesystemResultStore, ResultInfo, ResultStore
+from app.generation.settings import ServiceSettings
+from app.generation.store import engine as db
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
+from app.generation.store.jobs import JobStore
 
 from .conftest import wait_for
 from .cpu_generators import StubbornGenerator
@@ -159,7 +162,7 @@ def full_disk_service(config, registry) -> Iterator[tuple[GenerationService, Fil
     engine = create_database_engine(config.database_url)
     schema.upgrade(engine)
     disk = FillingDisk(FilesystemResultStore(config.results_dir))
-    service = GenerationService(JobStore(engine), disk, registry, workers=1)
+    service = GenerationService(JobStore(engine), disk, registry, ServiceSettings(workers=1))
     service.start()
     yield service, disk
     service.shutdown(wait=True, timeout=0.5)
@@ -256,7 +259,7 @@ def test_postgres_down_at_submit_is_503_and_writes_nothing_then_recovers(
         JobStore(engine),
         FilesystemResultStore(tmp_path / "pg-results"),
         GeneratorRegistry([recorder, GateGenerator()]),
-        workers=1,
+        ServiceSettings(workers=1),
     )
     service.start()
     try:

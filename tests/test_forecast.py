@@ -3,11 +3,16 @@
 import pytest
 
 from app.generation import Priority
-from app.generation.eta import DEFAULT_COST_SECONDS, EtaAccuracy, RunTimeEstimator, job_cost
-from app.generation.forecast import ArrivalHistory, Forecaster, simulate
+from app.generation.forecast.forecaster import ArrivalHistory, Forecaster, simulate
+from app.generation.forecast.run_times import (
+    DEFAULT_COST_SECONDS,
+    EtaAccuracy,
+    RunTimeEstimator,
+    job_cost,
+)
 from app.generation.generators.images import ImagesGenerator
-from app.generation.queue_memory import MemoryQueue
-from app.generation.scheduling import QueueEntry, SchedulingIndex, offset
+from app.generation.queue.memory import MemoryQueue
+from app.generation.scheduling.policy import QueueEntry, SchedulingIndex, offset
 
 NORMAL, LOW = Priority.NORMAL, Priority.LOW
 
@@ -128,7 +133,9 @@ def test_forecaster_caches_until_the_queue_changes_or_the_forecast_ages():
 
 
 def test_an_expensive_forecast_is_shared_for_a_moment_unless_exactness_is_asked(monkeypatch):
-    monkeypatch.setattr("app.generation.forecast.CHEAP_SECONDS", -1.0)  # all are expensive
+    monkeypatch.setattr(
+        "app.generation.forecast.forecaster.CHEAP_SECONDS", -1.0
+    )  # all are expensive
     now = Now()
     queue = MemoryQueue(10, clock=now)
     queue.reserve()

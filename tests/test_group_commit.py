@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from app.generation.errors import QueueFullError
-from app.generation.group_commit import GroupCommit
+from app.generation.store.group_commit import GroupCommit
 
 
 class Database:

@@ -9,8 +9,8 @@ import requests
 
 from app.drain import longest_drain
 from app.generation import JobStatus
-from app.generation.db import create_database_engine
-from app.generation.jobs import JobStore
+from app.generation.store.engine import create_database_engine
+from app.generation.store.jobs import JobStore
 
 from .servers import gunicorn
 
@@ -89,5 +89,5 @@ def test_server_logs_are_json_lines_with_request_and_job_ids(tmp_path):
     assert access["client_ip"] == "203.0.113.7"
     assert access["request_id"] == answer.headers["X-Request-Id"]
     assert (access["method"], access["status"]) == ("GET", 200)
-    failure = next(r for r in records if r["logger"] == "app.generation.runner")
+    failure = next(r for r in records if r["logger"] == "app.generation.execution.runner")
     assert failure["job_id"] == failing and failure["level"] == "ERROR"

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.generation import IdempotencyKeyReusedError, Priority, QueueFullError
-from app.generation.admission import Admission
-from app.generation.queue_memory import MemoryQueue
+from app.generation.intake.admission import Admission
+from app.generation.queue.memory import MemoryQueue
 
 from .conftest import wait_for
 from .test_service import hold_worker

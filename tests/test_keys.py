@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from app import create_app
 from app.generation import Priority, PriorityNotAllowedError
-from app.generation.keys import ANONYMOUS_PRINCIPAL, KeyStore, Principal, Tier
-from app.generation.models import ApiKeyRow
+from app.generation.intake.keys import ANONYMOUS_PRINCIPAL, KeyStore, Principal, Tier
+from app.generation.store.tables import ApiKeyRow
 
 PROJECT = Path(__file__).resolve().parent.parent
 

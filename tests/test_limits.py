@@ -10,7 +10,7 @@ import pytest
 
 from app import create_app
 from app.generation import TooManyJobsError
-from app.generation.keys import Tier
+from app.generation.intake.keys import Tier
 
 from .conftest import TEST_SECRET_KEY
 from .test_observers import Journal
@@ -33,8 +33,16 @@ def submit(client, headers):
     return client.post("/api/v1/jobs", json={"generator": "record"}, headers=headers)
 
 
-def test_a_key_with_too_many_queued_jobs_gets_429(config, service, gate):
-    app = limited_app(config, service, max_queued_per_key=2)
+def keyed_service(make_service, quota):
+    """The quota is the service's admission policy (MAX_QUEUED_PER_KEY in its settings)."""
+    service = make_service(max_queued_per_key=quota)
+    service.start()
+    return service
+
+
+def test_a_key_with_too_many_queued_jobs_gets_429(config, make_service, gate):
+    service = keyed_service(make_service, 2)
+    app = limited_app(config, service)
     client = app.test_client()
     alice, bob = headers_for(app, "alice"), headers_for(app, "bob")
     hold_worker(service, gate)
@@ -57,8 +65,9 @@ def test_quota_refusals_are_reported_to_observers(service, gate):
     assert ("rejected", "too_many_jobs") in journal.calls
 
 
-def test_the_quota_frees_up_as_jobs_leave_the_queue(config, service, gate):
-    app = limited_app(config, service, max_queued_per_key=1)
+def test_the_quota_frees_up_as_jobs_leave_the_queue(config, make_service, gate):
+    service = keyed_service(make_service, 1)
+    app = limited_app(config, service)
     client = app.test_client()
     alice = headers_for(app, "alice")
     hold_worker(service, gate)

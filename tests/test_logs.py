@@ -80,7 +80,7 @@ def test_no_request_id_is_left_behind_for_the_next_log_line(client, log_lines):
 def test_job_logs_carry_the_job_id(app, service, log_lines):
     job = service.submit("fail", {})
     wait_for(service, job.id)
-    failures = [line for line in log_lines() if line["logger"] == "app.generation.runner"]
+    failures = [line for line in log_lines() if line["logger"] == "app.generation.execution.runner"]
     assert failures and failures[0]["job_id"] == job.id
     assert "RuntimeError: the model exploded" in failures[0]["exc_info"]
 

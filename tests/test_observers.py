@@ -6,7 +6,7 @@ from contextlib import contextmanager
 import pytest
 
 from app.generation import InvalidParamsError, QueueFullError, ServiceStoppedError
-from app.generation.observers import JobObserver
+from app.generation.events.observers import JobObserver
 
 from .conftest import wait_for
 

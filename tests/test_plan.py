@@ -4,13 +4,14 @@ import random
 
 import pytest
 
-from app.generation import Priority, forecast
-from app.generation.eta import RunTimeEstimator
-from app.generation.forecast import Forecaster, simulate
-from app.generation.plan import Plan, Slot
-from app.generation.queue import JOURNAL_SIZE
-from app.generation.queue_memory import MemoryQueue
-from app.generation.scheduling import QueueEntry, SchedulingIndex, offset
+from app.generation import Priority
+from app.generation.forecast import forecaster as forecast
+from app.generation.forecast.forecaster import Forecaster, simulate
+from app.generation.forecast.plan import Plan, Slot
+from app.generation.forecast.run_times import RunTimeEstimator
+from app.generation.queue.contract import JOURNAL_SIZE
+from app.generation.queue.memory import MemoryQueue
+from app.generation.scheduling.policy import QueueEntry, SchedulingIndex, offset
 
 AGING = 60.0
 OWNERS = ("alice", "bob", "carol")

@@ -20,7 +20,7 @@ import pytest
 import requests
 from sqlalchemy import func, select, text
 
-from app.generation.models import JobRow
+from app.generation.store.tables import JobRow
 
 from .wsclient import open_socket, receive_until
 

@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine, event
 
-from app.generation import JobStatus, Priority, hot
+from app.generation import JobStatus, Priority
 from app.generation.generators import OutputFile
-from app.generation.jobs import JobStore
-from app.generation.listener import NoListener
-from app.generation.models import Job
-from app.generation.queue_postgres import PostgresQueue
-from app.generation.results_db import DatabaseResultStore
+from app.generation.job import Job, Progress
+from app.generation.queue.postgres import PostgresQueue
+from app.generation.results.database import DatabaseResultStore
+from app.generation.store import driver_statements as hot
+from app.generation.store.jobs import JobStore
+from app.generation.store.listener import NoListener
 
 SKIP_FLUSH = "SET LOCAL synchronous_commit = off"
 
@@ -95,7 +96,7 @@ def test_insert_claim_and_outcome_wait_for_the_disk_heartbeats_and_progress_do_n
     assert [s for s in claim if s != SKIP_FLUSH] == [claim[0]]
 
     assert store.renew_leases([job], datetime.now(UTC)) != []
-    assert store.record_progress(job, {"progress_percent": 50.0}) is not None
+    assert store.record_progress(job, Progress(50.0)) is not None
     renew, progress = transactions.take()
     assert not durable(renew) and not durable(progress)
 

@@ -24,13 +24,14 @@ from app.generation import (
     QueueFullError,
     TooManyJobsError,
 )
-from app.generation.events import Subscription
+from app.generation.events.bus import Subscription
 from app.generation.generators import GeneratorRegistry
-from app.generation.jobs import JobStore
-from app.generation.listener import NoListener
-from app.generation.listener_postgres import PgListener
-from app.generation.queue_postgres import POLL_SECONDS_LISTENING, QUEUE_DEPTH
-from app.generation.results_db import DatabaseResultStore
+from app.generation.queue.postgres import POLL_SECONDS_LISTENING, QUEUE_DEPTH
+from app.generation.results.database import DatabaseResultStore
+from app.generation.settings import ServiceSettings
+from app.generation.store.jobs import JobStore
+from app.generation.store.listener import NoListener
+from app.generation.store.listener_postgres import PgListener
 from app.wiring import build_service
 
 from .conftest import wait_for
@@ -192,7 +193,7 @@ def make_manual_node(engine, registry, clock: FakeClock, name: str) -> Generatio
         store,
         DatabaseResultStore(engine),
         registry,
-        workers=1,
+        ServiceSettings(workers=1),
         listener=NoListener(),
         name=name,
         clock=clock,
@@ -328,10 +329,9 @@ def test_retention_deletes_results_kept_in_the_database(pg_engine, registry, clo
         JobStore(pg_engine),
         DatabaseResultStore(pg_engine),
         registry,
-        workers=1,
+        ServiceSettings(workers=1, result_ttl=timedelta(hours=1)),
         listener=NoListener(),
         clock=clock,
-        result_ttl=timedelta(hours=1),
     )
     service.start()
     try:

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from app.generation import GeneratorError, JobCancelled, JobStatus
+from app.generation.execution.processes import FALLBACK_NICENESS, WorkerProcess, run_below_the_web
 from app.generation.generators import GeneratorRegistry
 from app.generation.generators.images import ImagesGenerator
-from app.generation.processes import FALLBACK_NICENESS, WorkerProcess, run_below_the_web
 
 from .conftest import wait_for
 from .cpu_generators import (

@@ -5,8 +5,8 @@ import threading
 import pytest
 
 from app.generation import Priority, QueueFullError, ServiceStoppedError
-from app.generation.queue_memory import MemoryQueue
-from app.generation.scheduling import DEFAULT_AGING_SECONDS, QueueEntry, offset
+from app.generation.queue.memory import MemoryQueue
+from app.generation.scheduling.policy import DEFAULT_AGING_SECONDS, QueueEntry, offset
 
 
 def make_queue(capacity: int) -> MemoryQueue:
@@ -14,7 +14,7 @@ def make_queue(capacity: int) -> MemoryQueue:
 
 
 def entry(job_id: str, priority: Priority = Priority.NORMAL, order: int = 0) -> QueueEntry:
-    """Keyed as admitted at t=0 (scheduling.py)."""
+    """Keyed as admitted at t=0 (scheduling/policy.py)."""
     key = offset(priority, DEFAULT_AGING_SECONDS)
     return QueueEntry(job_id, priority, order, "anonymous", enqueued_at=0.0, key=key)
 

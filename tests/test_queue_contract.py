@@ -1,4 +1,4 @@
-"""The queue contract (app/generation/queue.py), run against every backend: the in-memory
+"""The queue contract (app/generation/queue/contract.py), run against every backend: the in-memory
 index on SQLite and the shared PostgreSQL claimer. Like huey's StorageTests, one class,
 one fixture that hands out each backend in turn."""
 
@@ -14,13 +14,15 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.exc import StatementError
 
-from app.generation import Job, JobStatus, Priority, QueueFullError, ServiceStoppedError, schema
-from app.generation.db import create_database_engine
-from app.generation.jobs import JobStore
-from app.generation.listener import NoListener
-from app.generation.queue import JobQueue, entry_of
-from app.generation.queue_memory import MemoryQueue
-from app.generation.queue_postgres import PostgresQueue
+from app.generation import Job, JobStatus, Priority, QueueFullError, ServiceStoppedError
+from app.generation.job import Progress
+from app.generation.queue.contract import JobQueue, entry_of
+from app.generation.queue.memory import MemoryQueue
+from app.generation.queue.postgres import PostgresQueue
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
+from app.generation.store.jobs import JobStore
+from app.generation.store.listener import NoListener
 
 LEASE = 30
 AGING = 60.0
@@ -303,7 +305,7 @@ class TestQueueContract:
         winner = queue.claim("alive", timeout=0)
         assert (winner.id, winner.attempts, winner.lease_epoch) == (zombie.id, 2, 2)
         assert store.finish(zombie, JobStatus.SUCCEEDED, clock()) is None
-        assert store.record_progress(zombie, {"progress_percent": 50.0}) is None
+        assert store.record_progress(zombie, Progress(50.0)) is None
         assert store.requeue(zombie) is None
         assert store.finish(winner, JobStatus.SUCCEEDED, clock()).status is JobStatus.SUCCEEDED
 

@@ -3,7 +3,7 @@
 import pytest
 
 from app.generation.generators.base import OutputFile
-from app.generation.results import FilesystemResultStore, GeneratorOutputError
+from app.generation.results.storage import FilesystemResultStore, GeneratorOutputError
 
 
 def test_save_reports_the_size_of_the_zip_it_wrote(tmp_path):

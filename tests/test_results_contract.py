@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from app.generation import schema
-from app.generation.db import create_database_engine
 from app.generation.generators import OutputFile
-from app.generation.results import FilesystemResultStore, GeneratorOutputError, ResultStore
-from app.generation.results_db import DatabaseResultStore
+from app.generation.results.database import DatabaseResultStore
+from app.generation.results.storage import FilesystemResultStore, GeneratorOutputError, ResultStore
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
 
 
 @pytest.fixture(params=["filesystem", "database-sqlite", "database-postgres"])

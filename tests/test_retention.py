@@ -8,7 +8,8 @@ import pytest
 
 from app import create_app
 from app.config import Config, ConfigError
-from app.generation import JobStatus, retention
+from app.generation import JobStatus
+from app.generation.results import retention
 
 from .conftest import wait_for
 

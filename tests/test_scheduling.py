@@ -5,7 +5,7 @@ import random
 import pytest
 
 from app.generation import Priority
-from app.generation.scheduling import QueueEntry, SchedulingIndex, admission_key, offset
+from app.generation.scheduling.policy import QueueEntry, SchedulingIndex, admission_key, offset
 
 HIGH, NORMAL, LOW = Priority.HIGH, Priority.NORMAL, Priority.LOW
 AGING = 60.0

@@ -10,12 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.generation import Job, JobStatus, Priority, schema
-from app.generation.db import create_database_engine
-from app.generation.jobs import JobStore
-from app.generation.listener import NoListener
-from app.generation.queue_postgres import PostgresQueue
-from app.generation.scheduling import QueueEntry, SchedulingIndex
+from app.generation import Job, JobStatus, Priority
+from app.generation.queue.postgres import PostgresQueue
+from app.generation.scheduling.policy import QueueEntry, SchedulingIndex
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
+from app.generation.store.jobs import JobStore
+from app.generation.store.listener import NoListener
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 AGING = 60.0

@@ -11,11 +11,12 @@ from sqlalchemy import text
 
 from app import create_app
 from app.config import Config
-from app.generation import GenerationService, schema
-from app.generation.db import create_database_engine
-from app.generation.jobs import JobStore
-from app.generation.models import Base
-from app.generation.results import FilesystemResultStore
+from app.generation import GenerationService
+from app.generation.results.storage import FilesystemResultStore
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
+from app.generation.store.jobs import JobStore
+from app.generation.store.tables import Base
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -51,7 +52,7 @@ def test_migrations_build_exactly_the_models(engine):
 
 def test_the_head_revision_the_code_expects_is_the_newest_migration():
     newest = schema.head_revision()
-    assert schema.HEAD_REVISION == newest, f"set HEAD_REVISION = {newest!r} in schema.py"
+    assert schema.HEAD_REVISION == newest, f"set HEAD_REVISION = {newest!r} in store/schema.py"
 
 
 def sqlite_structure(engine) -> dict:

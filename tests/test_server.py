@@ -13,8 +13,8 @@ from pathlib import Path
 
 import requests
 
-from app.generation.db import create_database_engine
-from app.generation.keys import KeyStore, Tier
+from app.generation.intake.keys import KeyStore, Tier
+from app.generation.store.engine import create_database_engine
 
 from .servers import Server, gunicorn
 

@@ -12,9 +12,12 @@ from app.generation import (
     JobNotFoundError,
     JobStatus,
     Priority,
+    PriorityNotAllowedError,
     QueueFullError,
     ServiceStoppedError,
+    TooManyJobsError,
 )
+from app.generation.intake.keys import ANONYMOUS, ANONYMOUS_PRINCIPAL, Principal, Tier
 
 from .conftest import hold_worker, wait_for
 
@@ -229,3 +232,32 @@ def test_events_are_published_in_order(service):
             break
     assert [t for _, t in types] == ["queued", "started", "progress", "succeeded"]
     assert [s for s, _ in types] == [1, 2, 3, 4]
+
+
+def test_a_principal_gets_its_tiers_ceiling_and_its_keys_quota_from_the_core(make_service, gate):
+    """The admission policy lives in the core: any caller acting for a client gets it."""
+    service = make_service(max_queued_per_key=2)
+    service.start()
+    hold_worker(service, gate)
+    free = Principal("kim", Tier.FREE, key_id="k1")
+    with pytest.raises(PriorityNotAllowedError):
+        service.submit("record", {}, principal=free, priority=Priority.NORMAL)
+    with pytest.raises(PriorityNotAllowedError):
+        service.quote("record", {}, principal=free, priority=Priority.HIGH)
+    first = service.submit("record", {}, principal=free)  # no priority asked: the ceiling
+    assert (first.owner, first.priority) == ("kim", Priority.LOW)
+    service.submit("record", {}, principal=free)
+    with pytest.raises(TooManyJobsError):
+        service.submit("record", {}, principal=free)
+    with pytest.raises(TooManyJobsError):
+        service.quote("record", {}, principal=free)
+
+
+def test_the_anonymous_principal_has_the_normal_ceiling_and_no_quota(make_service, gate):
+    service = make_service(max_queued_per_key=1)
+    service.start()
+    hold_worker(service, gate)
+    jobs = [service.submit("record", {}, principal=ANONYMOUS_PRINCIPAL) for _ in range(3)]
+    assert {(job.owner, job.priority) for job in jobs} == {(ANONYMOUS, Priority.NORMAL)}
+    with pytest.raises(PriorityNotAllowedError):
+        service.submit("record", {}, principal=ANONYMOUS_PRINCIPAL, priority=Priority.HIGH)

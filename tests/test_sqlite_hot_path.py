@@ -1,5 +1,6 @@
-"""On SQLite the job table's hot statements bypass SQLAlchemy's execution (hot.py): the
-rows they write and the jobs they return must be exactly what SQLAlchemy's path gives."""
+"""On SQLite the job table's hot statements bypass SQLAlchemy's execution
+(store/driver_statements.py): the rows they write and the jobs they return must be exactly
+what SQLAlchemy's path gives."""
 
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -9,10 +10,14 @@ import pytest
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.exc import OperationalError
 
-from app.generation import Job, JobStatus, Priority, db, hot, schema
-from app.generation.db import create_database_engine
-from app.generation.jobs import JobStore
-from app.generation.models import JobRow
+from app.generation import Job, JobStatus, Priority
+from app.generation.job import Progress
+from app.generation.store import driver_statements as hot
+from app.generation.store import engine as db
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
+from app.generation.store.jobs import JobStore
+from app.generation.store.tables import JobRow
 
 # One timestamp with microseconds and one without: SQLite stores text, and a format that
 # dropped ".000000" would sort wrongly against the other path's rows.
@@ -50,7 +55,7 @@ def life_of_jobs(store: JobStore) -> list[Job | None]:
     claimed = store.claim("a" * 32, "worker-1", T1)
     seen += [claimed, store.claim("a" * 32, "worker-2", T1)]  # no longer queued: None
     assert claimed is not None
-    seen.append(store.record_progress(claimed, {"progress_percent": 40.0, "progress_stage": "x"}))
+    seen.append(store.record_progress(claimed, Progress(40.0, "x")))
     files = [{"name": "out.txt", "bytes": 3}]
     seen.append(store.finish(claimed, JobStatus.SUCCEEDED, T1, result_bytes=3, result_files=files))
     seen.append(store.finish(claimed, JobStatus.FAILED, T1))  # already finished: None

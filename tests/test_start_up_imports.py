@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.generation import schema
-from app.generation.db import create_database_engine
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 

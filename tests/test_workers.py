@@ -7,9 +7,9 @@ from datetime import datetime
 import pytest
 
 from app.generation import Job, JobStatus, Priority
-from app.generation.queue_memory import MemoryQueue
-from app.generation.scheduling import QueueEntry
-from app.generation.workers import WorkerPool, WorkerScaler
+from app.generation.execution.workers import WorkerPool, WorkerScaler
+from app.generation.queue.memory import MemoryQueue
+from app.generation.scheduling.policy import QueueEntry
 
 from .clock import FakeClock
 from .conftest import wait_for

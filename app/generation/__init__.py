@@ -24,27 +24,27 @@ if TYPE_CHECKING:
         ServiceStoppedError,
         TooManyJobsError,
     )
-    from .keys import ANONYMOUS
-    from .models import Job, JobStatus, Priority
-    from .outlook import Quote
+    from .forecast.outlook import Quote
+    from .intake.keys import ANONYMOUS
+    from .job import Job, JobStatus, Priority
     from .service import GenerationService
 
 _HOMES = {
-    "ANONYMOUS": ".keys",
+    "ANONYMOUS": ".intake.keys",
     "GenerationError": ".errors",
     "GenerationService": ".service",
     "GeneratorError": ".errors",
     "IdempotencyKeyReusedError": ".errors",
     "InvalidParamsError": ".errors",
-    "Job": ".models",
+    "Job": ".job",
     "JobCancelled": ".errors",
     "JobFinishedError": ".errors",
     "JobNotFoundError": ".errors",
-    "JobStatus": ".models",
+    "JobStatus": ".job",
     "PriorityNotAllowedError": ".errors",
-    "Priority": ".models",
+    "Priority": ".job",
     "QueueFullError": ".errors",
-    "Quote": ".outlook",
+    "Quote": ".forecast.outlook",
     "ServiceStoppedError": ".errors",
     "TooManyJobsError": ".errors",
 }

@@ -1,13 +1,13 @@
 """GenerationService: the framework-free front door of the core.
 
-It accepts jobs (admission.py: row first, then queue index), runs them on a pool of
-worker threads (execution.py), and answers questions about jobs and itself: position
-and ETA come from a forecast of the scheduling policy (outlook.py). Nothing here knows
+It accepts jobs (intake/admission.py: row first, then queue index), runs them on a pool of
+worker threads (execution/engine.py), and answers questions about jobs and itself: position
+and ETA come from a forecast of the scheduling policy (forecast/outlook.py). Nothing here knows
 about HTTP.
 
 On PostgreSQL (a `listener` is given) several services, in several processes and on
-several machines, share one database and so one queue (queue_postgres.py), and see each
-other's job events (relay.py); each is named (`name`, default host:pid) so rows show
+several machines, share one database and so one queue (queue/postgres.py), and see each
+other's job events (execution/relay.py); each is named (`name`, default host:pid) so rows show
 which one runs a job.
 
 Life cycle, as `concurrent.futures.ThreadPoolExecutor`: construct, `start()`, use,
@@ -22,35 +22,31 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from . import schema
-from .admission import Admission
 from .errors import JobFinishedError, JobNotFoundError
-from .eta import job_cost
-from .events import EventBus
-from .execution import Execution
+from .events.bus import EventBus, EventType
+from .events.observers import ObserverSet
+from .execution.engine import Execution
+from .forecast.outlook import Outlook, Quote
+from .forecast.run_times import JobCosts, job_costs
 from .generators import GeneratorRegistry
-from .intake import Intake
-from .jobs import JobStore
-from .keys import ANONYMOUS
-from .listener import Listener
-from .models import Job, JobStatus, Priority
-from .observers import ObserverSet
-from .outlook import Outlook, Quote
-from .processes import DEFAULT_IDLE_SECONDS
-from .queue import JobQueue
-from .queue_memory import MemoryQueue
-from .results import ResultStore
-from .retention import ResultSweeper
-from .scheduling import DEFAULT_AGING_SECONDS
-from .stats import service_stats
-from .workers import WorkerScaler
+from .intake.admission import Admission
+from .intake.keys import ANONYMOUS, Principal
+from .intake.submission import Intake
+from .job import Job, JobStatus, Priority
+from .ops.stats import service_stats
+from .queue.contract import JobQueue
+from .queue.memory import MemoryQueue
+from .results.retention import ResultSweeper
+from .results.storage import ResultStore
+from .settings import ServiceSettings
+from .store import schema
+from .store.jobs import JobStore
+from .store.listener import Listener
 
 log = logging.getLogger(__name__)
-
-CPU_ISOLATION_MODES = ("process", "thread")
 
 
 def utcnow() -> datetime:
@@ -63,48 +59,38 @@ class GenerationService:
         store: JobStore,
         results: ResultStore,
         generators: GeneratorRegistry,
+        settings: ServiceSettings | None = None,
         *,
-        workers: int = 2,
-        workers_max: int | None = None,
-        queue_size: int = 100,
-        max_attempts: int = 3,
-        cpu_isolation: str = "thread",
-        process_idle_seconds: float = DEFAULT_IDLE_SECONDS,
-        job_timeout: float | None = None,
-        aging_seconds: float = DEFAULT_AGING_SECONDS,
-        scale_up_seconds: float = 5.0,
-        idle_worker_seconds: float = 60.0,
         bus: EventBus | None = None,
         listener: Listener | None = None,
         name: str | None = None,
         clock: Callable[[], datetime] = utcnow,
-        result_ttl: timedelta | None = None,
-        sweep_interval: float = 60.0,
     ) -> None:
-        """`cpu_isolation="process"` runs cpu_bound generators in one child process per
-        worker thread, so they cannot starve request threads of the GIL; a child idle for
-        `process_idle_seconds` exits (0: never) and the next such job starts it again. With a
-        `listener` (PostgreSQL) the queue and job events are shared with every other
-        service on the database."""
-        if cpu_isolation not in CPU_ISOLATION_MODES:
-            raise ValueError(f"cpu_isolation must be one of {CPU_ISOLATION_MODES}")
+        """The service over `store` and `results`, running `generators` as `settings`
+        say. With a `listener` (PostgreSQL) the queue and job events are shared with
+        every other service on the database."""
+        self.settings = settings = settings or ServiceSettings()
         self.store = store
         self.results = results
         self.generators = generators
         self.bus = bus or EventBus()
         self.observers = ObserverSet()
-        self.max_attempts = max_attempts
-        self.cpu_isolation = cpu_isolation
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._clock = clock
-        self._queue = self._make_queue(listener, queue_size, aging_seconds)
+        cost = job_costs(generators)
+        self._queue = self._make_queue(listener, cost)
         self.sweeper = None
-        if result_ttl:
+        if settings.result_ttl:
             self.sweeper = ResultSweeper(
-                store, results, result_ttl, clock, self.observers, interval=sweep_interval
+                store,
+                results,
+                settings.result_ttl,
+                clock,
+                self.observers,
+                interval=settings.sweep_interval,
             )
         self.outlook = Outlook(
-            self._queue, generators, self.bus, lambda: self._execution.pool.count, self._now
+            self._queue, cost, self.bus, lambda: self._execution.pool.count, self._now
         )
         self._intake = Intake(
             Admission(
@@ -128,12 +114,8 @@ class GenerationService:
             self.outlook,
             self.bus,
             self.observers,
-            WorkerScaler(workers, workers_max or workers, scale_up_seconds, idle_worker_seconds),
+            settings,
             clock=clock,
-            cpu_isolation=cpu_isolation,
-            process_idle_seconds=process_idle_seconds,
-            max_attempts=max_attempts,
-            job_timeout=job_timeout,
             name=self.name,
             listener=listener,
             left_queue=self._left_queue,
@@ -195,18 +177,25 @@ class GenerationService:
         generator: str,
         params: Mapping[str, Any],
         *,
-        priority: Priority = Priority.NORMAL,
+        priority: Priority | None = None,
+        principal: Principal | None = None,
         owner: str = ANONYMOUS,
         idempotency_key: str | None = None,
         max_queued: int | None = None,
     ) -> Job:
         """Validate, write the row, then index it. The returned job is durable.
 
+        For a `principal` (a client's request) the admission policy applies: the tier's
+        ceiling bounds `priority` (PriorityNotAllowedError; none asked: the ceiling), the
+        job is the principal's, and a key's owner may have `max_queued_per_key` queued
+        jobs (TooManyJobsError). Without one the call is trusted: `owner` and the cap
+        `max_queued` as given, NORMAL priority unless asked.
+
         With an `idempotency_key`, a repeat of the same request by the same owner returns
         the job the first one created (marked `replayed`), even after a restart; another
-        request under the same key raises IdempotencyKeyReusedError. `max_queued` caps
-        the queued jobs one owner may have (TooManyJobsError).
+        request under the same key raises IdempotencyKeyReusedError.
         """
+        priority, owner, max_queued = self._limits(principal, priority, owner, max_queued)
         job = self._intake.submit(
             generator, params, priority, owner, idempotency_key, max_queued, self.accepting
         )
@@ -217,11 +206,13 @@ class GenerationService:
         generator: str,
         params: Mapping[str, Any],
         *,
-        priority: Priority = Priority.NORMAL,
+        priority: Priority | None = None,
+        principal: Principal | None = None,
         owner: str = ANONYMOUS,
         max_queued: int | None = None,
     ) -> Quote:
         """What `submit` would answer now, without queueing anything; raises as it would."""
+        priority, owner, max_queued = self._limits(principal, priority, owner, max_queued)
         return self._intake.quote(generator, params, priority, owner, max_queued, self.accepting)
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job:
@@ -251,7 +242,7 @@ class GenerationService:
             if cancelled is not None:
                 self._left_queue(job_id)
                 self.outlook.accuracy.forget(job_id)
-                self.bus.publish(job_id, "cancelled")
+                self.bus.publish(job_id, EventType.CANCELLED)
                 return self.describe(cancelled)
             job = self.get(job_id)  # it started meanwhile
         if job.status is JobStatus.RUNNING:
@@ -312,14 +303,10 @@ class GenerationService:
 
     # -- internals ----------------------------------------------------------------
 
-    def _make_queue(
-        self, listener: Listener | None, capacity: int, aging_seconds: float
-    ) -> JobQueue:
-        def cost(generator: str, params: dict[str, Any]) -> float:
-            return job_cost(self.generators.get(generator), params)
-
+    def _make_queue(self, listener: Listener | None, cost: JobCosts) -> JobQueue:
+        capacity = self.settings.queue_size
         options: dict[str, Any] = {
-            "aging_seconds": aging_seconds,
+            "aging_seconds": self.settings.aging_seconds,
             "clock": self._now,
             "on_change": self._poke,
             "cost": cost,
@@ -328,9 +315,23 @@ class GenerationService:
             return MemoryQueue(capacity, store=self.store, **options)
         # Only here: the module builds its claim statement with SQLAlchemy's PostgreSQL
         # dialect at import, memory that a service on SQLite would hold for nothing.
-        from .queue_postgres import PostgresQueue
+        from .queue.postgres import PostgresQueue
 
         return PostgresQueue(self.store, capacity, listener, **options)
+
+    def _limits(
+        self,
+        principal: Principal | None,
+        priority: Priority | None,
+        owner: str,
+        max_queued: int | None,
+    ) -> tuple[Priority, str, int | None]:
+        """The priority, owner and quota of a submission: a principal's by the admission
+        policy (keys.py), a trusted caller's as it asks."""
+        if principal is None:
+            return priority or Priority.NORMAL, owner, max_queued
+        priority, quota = principal.limits(priority, self.settings.max_queued_per_key)
+        return priority, principal.owner, quota
 
     def _left_queue(self, job_id: str) -> None:
         """The job is no longer queued (cancelled, or started elsewhere): stop

@@ -7,8 +7,9 @@ from typing import Any
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface
 
-from ..generation.keys import KeyStore
+from ..generation.intake.keys import KeyStore
 from ..metrics import Metrics
+from ..wiring import get_service
 from . import api, docs, ops, ui, ws
 from .auth import init_auth
 from .errors import register_error_handlers
@@ -51,7 +52,7 @@ def init_web(app: Flask, keys: KeyStore) -> None:
         "thread_class": ReaderThread,
     }
     metrics = Metrics()
-    metrics.watch(app.extensions["generation"], lambda: counter.current)
+    metrics.watch(get_service(app), lambda: counter.current)
     metrics.websockets_open.set_function(lambda: len(sockets))
     app.extensions["metrics"] = metrics
     init_auth(app, keys)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from ..generation import GenerationService, JobStatus
+from ..wiring import get_service
 from .auth import TOKEN_MAX_AGE, current_principal, mint_token
 from .errors import ApiError
 from .parsing import (
@@ -33,7 +34,7 @@ def authenticate_and_check_ids() -> None:
 
 
 def service() -> GenerationService:
-    return current_app.extensions["generation"]
+    return get_service(current_app)
 
 
 def owner() -> str:
@@ -55,14 +56,10 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     would get, and nothing queued."""
     # The request and app themselves, not their proxies: each use of a proxy costs ~2 µs.
     current, app = request._get_current_object(), current_app._get_current_object()
-    principal = current_principal()
     generator, params, priority = submission(json_object(current))
-    limits = {
-        "priority": principal.priority_for(priority),
-        "owner": principal.owner,
-        "max_queued": app.config["SERVICE_CONFIG"].max_queued_per_key if principal.key_id else None,
-    }
-    generation: GenerationService = app.extensions["generation"]
+    # The service applies the principal's limits (its tier's ceiling, its key's quota).
+    limits = {"priority": priority, "principal": current_principal()}
+    generation: GenerationService = get_service(app)
     if dry_run(current):
         return jsonify(quote_json(generation.quote(generator, params, **limits))), 200, {}
     job = generation.submit(

@@ -16,7 +16,7 @@ import logging
 from flask import Flask, Request, current_app, g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from ..generation.keys import ANONYMOUS_PRINCIPAL, KeyStore, Principal, key_id_of
+from ..generation.intake.keys import ANONYMOUS_PRINCIPAL, KeyStore, Principal, key_id_of
 from .errors import ApiError
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from typing import Any
 from flask import url_for
 
 from ..generation import GenerationService, Job
-from ..generation.events import DROPPABLE_EVENTS, Event, Subscription
+from ..generation.events.bus import DROPPABLE_EVENTS, Event, EventType, Subscription
 from .serialize import job_json
 
 Message = dict[str, Any]
@@ -124,7 +124,7 @@ class Feed:
 
 def event_message(event: Event) -> Message:
     message = event.message()
-    if event.type == "succeeded":
+    if event.type == EventType.SUCCEEDED:
         url = url_for("api.get_result", job_id=event.job_id)
         message["result"] = {"url": url, **message.get("result", {})}
     return message

@@ -10,13 +10,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..generation import GenerationService
+from ..wiring import get_service
 
 bp = Blueprint("ops", __name__)
 log = logging.getLogger(__name__)
 
 
 def service() -> GenerationService:
-    return current_app.extensions["generation"]
+    return get_service(current_app)
 
 
 @bp.get("/health")

@@ -15,6 +15,7 @@ from flask_sock import Sock
 from simple_websocket import Server
 
 from ..generation import JobNotFoundError
+from ..wiring import get_service
 from .auth import current_principal
 from .feed import Feed, Message
 from .sockets import BAD_REQUEST, NOT_FOUND, CloseWithError, SocketSession, error_message
@@ -107,7 +108,7 @@ def _command(text: str) -> tuple[str, str, int | None]:
 
 def _session(ws: Server) -> SocketSession:
     interval = current_app.config["SERVICE_CONFIG"].ws_update_interval_ms / 1000
-    service = current_app.extensions["generation"]
+    service = get_service(current_app)
     feed = Feed(service, owner=current_principal().owner, update_interval=interval)
     return SocketSession(ws, feed, current_app.extensions["sockets"])
 

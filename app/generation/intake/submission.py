@@ -1,0 +1,106 @@
+"""Taking a submission in: admit the row (admission.py), forecast its place, announce it,
+then index it, in that order, so that its `queued` event comes before any worker can
+claim it and publish `started`. Refusals are counted for the observers (metrics)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import (
+    IdempotencyKeyReusedError,
+    InvalidParamsError,
+    QueueFullError,
+    ServiceStoppedError,
+    TooManyJobsError,
+)
+from ..events.bus import EventBus, EventType
+from ..events.observers import ObserverSet
+from ..forecast.outlook import Outlook, Quote
+from ..job import Job, Priority
+from ..queue.contract import JobQueue
+from .admission import Admission
+
+log = logging.getLogger(__name__)
+
+# What `observers.rejected` is told when a submission is refused.
+REJECTION_REASONS: dict[type[Exception], str] = {
+    QueueFullError: "queue_full",
+    ServiceStoppedError: "unavailable",
+    InvalidParamsError: "invalid_params",
+    TooManyJobsError: "too_many_jobs",
+    IdempotencyKeyReusedError: "idempotency_key_reused",
+}
+_REFUSALS = tuple(REJECTION_REASONS)
+
+
+class Intake:
+    def __init__(
+        self,
+        admission: Admission,
+        queue: JobQueue,
+        outlook: Outlook,
+        bus: EventBus,
+        observers: ObserverSet,
+    ) -> None:
+        self._admission = admission
+        self._queue = queue
+        self._outlook = outlook
+        self._bus = bus
+        self._observers = observers
+
+    def submit(
+        self,
+        generator: str,
+        params: Mapping[str, Any],
+        priority: Priority,
+        owner: str,
+        idempotency_key: str | None,
+        max_queued: int | None,
+        accepting: bool,
+    ) -> Job:
+        """The new job, written and queued, with its position and ETA; or the earlier
+        job of a repeated idempotency key (marked `replayed`, not described)."""
+        try:
+            _check(accepting)
+            job = self._admission.accept(
+                generator, params, priority, owner, idempotency_key, max_queued
+            )
+        except _REFUSALS as refused:
+            self._observers.rejected(REJECTION_REASONS[type(refused)])
+            raise
+        if job.replayed:
+            return job
+        entry = self._outlook.entry(job)
+        # Announce before indexing: once indexed, a worker may claim it and publish `started`.
+        try:
+            described = self._outlook.admit(job, entry)
+        except Exception:  # noqa: BLE001 - a failed forecast must not strand a stored job
+            log.exception("could not forecast job %s; queueing it without an ETA", job.id)
+            described = job
+        self._bus.publish(
+            job.id, EventType.QUEUED, position=described.position, eta_seconds=described.eta_seconds
+        )
+        self._observers.submitted(job)
+        self._queue.put(entry)
+        return described
+
+    def quote(
+        self,
+        generator: str,
+        params: Mapping[str, Any],
+        priority: Priority,
+        owner: str,
+        max_queued: int | None,
+        accepting: bool,
+    ) -> Quote:
+        _check(accepting)
+        clean = self._admission.validate(generator, params)
+        self._admission.check(owner, max_queued)
+        return self._outlook.quote(generator, clean, priority, owner)
+
+
+def _check(accepting: bool) -> None:
+    if not accepting:
+        raise ServiceStoppedError("the generation service is not accepting jobs")

@@ -1,0 +1,1 @@
+"""What operators read about the service: the figures `/status` reports."""

@@ -1,0 +1,180 @@
+"""The tables: jobs, API keys, queue counts and result chunks.
+
+The job table (`JobRow`) is the source of truth; the in-memory queue is only an index
+over queued rows. Code outside the store works with `job.Job`, an immutable snapshot of
+one row, so no SQLAlchemy session ever leaks across threads.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite has no time zones; we store UTC there)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=UTC)
+
+
+QUEUED_PREDICATE = text("status = 'queued'")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[dict[str, Any]]: JSON(),
+    }
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    # `pk` orders jobs (FIFO within a priority, list pagination); `id` is what clients see.
+    pk: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    owner: Mapped[str] = mapped_column(String(64), default="anonymous")
+    generator: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]]
+    priority: Mapped[int]
+    # The scheduling key fixed at admission (scheduling/policy.py): the queued job with the
+    # smallest (sort_key, pk) starts next. Epoch seconds of the database's clock.
+    sort_key: Mapped[float] = mapped_column(Double())
+    status: Mapped[str] = mapped_column(String(16))
+    progress_percent: Mapped[float] = mapped_column(default=0.0)
+    progress_stage: Mapped[str | None] = mapped_column(String(64))
+    progress_message: Mapped[str | None] = mapped_column(String(500))
+    error: Mapped[str | None] = mapped_column(Text)
+    # Each claim bumps `lease_epoch`; every later write of that run names the epoch it
+    # holds, so a run that lost its claim cannot overwrite its successor's outcome.
+    # `lease_expires_at` is pushed forward by the owner's heartbeat; once it passes, any
+    # live process may take the job back (execution/leases.py).
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_epoch: Mapped[int] = mapped_column(default=0)
+    lease_expires_at: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(128))
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    result_bytes: Mapped[int | None]
+    result_files: Mapped[list[dict[str, Any]] | None]
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    # Set when the retention sweep deleted the result; the row itself is kept.
+    expired_at: Mapped[datetime | None]
+    # A client's `Idempotency-Key` and the fingerprint of the request it came with: a
+    # repeat with the same key finds this row instead of creating a second job.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        # The claim's order over queued rows only: a claim reads the first entry. The
+        # predicate is a literal: a planner can use a partial index only for a query
+        # whose WHERE implies it (so statements spell `status = 'queued'` out too).
+        # PostgreSQL's schema comes from the migrations alone (store/schema.py), where 0003
+        # makes these partial there too; `postgresql_where` here would load SQLAlchemy's
+        # PostgreSQL dialect into every SQLite process (tests/test_start_up_imports.py).
+        Index(
+            "ix_jobs_queued_sort_key",
+            "sort_key",
+            "pk",
+            sqlite_where=QUEUED_PREDICATE,
+        ),
+        # An owner's queued jobs by priority: the tail an admission keys after, and the
+        # owner's quota count (bounded by the quota, not by the queue).
+        Index(
+            "ix_jobs_queued_owner_priority_sort_key",
+            "owner",
+            "priority",
+            "sort_key",
+            sqlite_where=QUEUED_PREDICATE,
+        ),
+        Index("ix_jobs_status_priority_pk", "status", "priority", "pk"),
+        Index("ix_jobs_owner_pk", "owner", "pk"),
+        # The retention sweep: succeeded, not yet expired, finished before a cutoff.
+        Index("ix_jobs_status_expired_at_finished_at", "status", "expired_at", "finished_at"),
+        # NULL keys never collide (SQLite and Postgres alike), so jobs without one are free.
+        Index("uq_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
+    )
+
+
+class ApiKeyRow(Base):
+    """An API key, stored as the SHA-256 of the key: the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    pk: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    # The public part of the key (`gsk_<key_id>_...`), for listing and revoking.
+    key_id: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The owner of every job submitted with this key; several keys may share one name.
+    name: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class QueueCountRow(Base):
+    """How many jobs ever entered (`in`) and left (`out`) the queued state, kept by
+    triggers on PostgreSQL (store_triggers.py), so an admission knows the cluster's queue
+    depth from two rows instead of counting the queued ones. Two rows, so that claims
+    (which move `out`) never wait for admissions (which lock `in`). Unused on SQLite,
+    where one process holds the whole queue in memory."""
+
+    __tablename__ = "queue_counts"
+
+    name: Mapped[str] = mapped_column(String(8), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+
+
+class ResultChunkRow(Base):
+    """One slice of a result ZIP kept in the database (results/database.py)."""
+
+    __tablename__ = "result_chunks"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    epoch: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[int] = mapped_column(primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
