@@ -65,6 +65,8 @@ class Config:
     drain_timeout_seconds: int = 20
     # Results older than this are deleted (0 keeps them forever).
     result_ttl_hours: int = 24
+    # How long a signed link to a result, file or preview works (app/web/links.py).
+    result_url_ttl_seconds: int = 3600
     sentry_dsn: str | None = None
     sentry_environment: str | None = None
     sentry_release: str | None = None
@@ -153,6 +155,9 @@ class Config:
                 "DRAIN_TIMEOUT_SECONDS", cls.drain_timeout_seconds, 0, MAX_DRAIN_TIMEOUT
             ),
             result_ttl_hours=reader.integer("RESULT_TTL_HOURS", cls.result_ttl_hours, 0, 87_600),
+            result_url_ttl_seconds=reader.integer(
+                "RESULT_URL_TTL_SECONDS", cls.result_url_ttl_seconds, 10, 7 * 86_400
+            ),
             sentry_dsn=reader.optional("SENTRY_DSN"),
             sentry_environment=reader.optional("SENTRY_ENVIRONMENT"),
             # Fly sets FLY_IMAGE_REF to the deployed image, a good release name by default.

@@ -44,6 +44,7 @@ from .generators import (
     FailingGenerator,
     GarbageGenerator,
     GateGenerator,
+    PacedImagesGenerator,
     RecordingGenerator,
     SleepGenerator,
     StepperGenerator,
@@ -99,8 +100,19 @@ def stepper() -> Iterator[StepperGenerator]:
 
 
 @pytest.fixture
+def paced() -> Iterator[PacedImagesGenerator]:
+    paced = PacedImagesGenerator()
+    yield paced
+    paced.advance(1000)
+
+
+@pytest.fixture
 def registry(
-    recorder: RecordingGenerator, gate: GateGenerator, stepper: StepperGenerator, tmp_path: Path
+    recorder: RecordingGenerator,
+    gate: GateGenerator,
+    stepper: StepperGenerator,
+    paced: PacedImagesGenerator,
+    tmp_path: Path,
 ) -> GeneratorRegistry:
     counter = CountingGenerator(tmp_path / "executions.log", "test")
     return GeneratorRegistry(
@@ -111,6 +123,7 @@ def registry(
             gate,
             stepper,
             ChattyGenerator(),
+            paced,
             FailingGenerator(),
             GarbageGenerator(),
             SleepGenerator(),
@@ -268,7 +281,9 @@ def pg_engine(postgres_url: str) -> Iterator[Engine]:
     """An engine on the session's PostgreSQL database, emptied for this test."""
     engine = create_database_engine(postgres_url)
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE jobs, result_chunks, api_keys RESTART IDENTITY"))
+        connection.execute(
+            text("TRUNCATE jobs, result_chunks, result_files, api_keys RESTART IDENTITY")
+        )
         # TRUNCATE fires no row triggers: the queue's counts start again by hand.
         connection.execute(text("UPDATE queue_counts SET n = 0"))
     yield engine

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.generation.generators import FieldErrors, Generator, GeneratorContext, OutputFile
+from app.generation.generators.images import render_png
 
 
 class _Simple(Generator):
@@ -143,6 +144,30 @@ class StepperGenerator(_Simple):
                 context.check_cancelled()
             context.progress("stepping", 100 * step / total, f"step {step}", step=step, total=total)
         yield OutputFile("steps.txt", str(total).encode())
+
+
+class PacedImagesGenerator(_Simple):
+    """Renders `count` small PNGs (default 4), previewing each first; image 2 onwards
+    waits for an `advance()`, so a test sees the files land one by one."""
+
+    name = "paced"
+
+    def __init__(self) -> None:
+        self.rendered = 0
+        self._steps = threading.Semaphore(0)
+
+    def advance(self, images: int = 1) -> None:
+        self._steps.release(images)
+
+    def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
+        for index in range(params.get("count", 4)):
+            if index:
+                while not self._steps.acquire(timeout=0.01):
+                    context.check_cancelled()
+            context.preview(render_png("paced", 1, index, 16, 16))
+            png = render_png("paced", 1, index, 64, 48)
+            self.rendered = index + 1
+            yield OutputFile(f"image-{index + 1:02d}.png", png)
 
 
 class ChattyGenerator(_Simple):

@@ -91,9 +91,9 @@ def test_asking_below_the_tier_ceiling_is_allowed(keyed_client, issue_key):
     assert response.status_code == 202 and response.json["priority"] == "low"
 
 
-def test_open_mode_is_one_anonymous_owner_at_the_normal_ceiling(client):
+def test_open_mode_is_one_anonymous_owner_with_every_priority_normal_by_default(client):
     assert submit(client, {}).json["priority"] == "normal"
-    assert_error(submit(client, {}, priority="high"), 403, "priority_not_allowed")
+    assert submit(client, {}, priority="high").json["priority"] == "high"
     assert submit(client, {"Authorization": "Bearer whatever"}).status_code == 202
 
 

@@ -5,7 +5,9 @@ the mid-generation screenshots (`make screenshot` refreshes docs/ with them).
 """
 
 import os
+import re
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
@@ -197,9 +199,19 @@ def test_with_keys_the_page_asks_for_one_and_then_works(
     page.fill("#key-form input[name=key]", key)
     page.click("#key-form button")
     expect(page.locator("#connection")).to_have_text("Live")  # through a minted token
+    # A standard key may not ask for high: the page says so before anything is sent.
+    high = page.locator("select[name=priority] option[value=high]")
+    expect(high).to_be_disabled()
+    expect(high).to_contain_text("not for a standard key")
     submit(page, "behind a key", count=1)
     job = card(page, "behind a key")
     expect(job).to_have_attribute("data-status", "succeeded")
+    # An <img> cannot send the key: the thumbnail's signed link opens without it.
+    thumbnail = job.locator(".gallery img")
+    expect(thumbnail).to_have_count(1)
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0", arg=thumbnail.element_handle()
+    )
     with page.expect_download() as download:
         job.locator("a.download").click()
     path = tmp_path / "keyed.zip"
@@ -207,3 +219,39 @@ def test_with_keys_the_page_asks_for_one_and_then_works(
     with zipfile.ZipFile(path) as archive:
         assert sorted(archive.namelist()) == ["image-01.png", "manifest.json"]
     context.close()
+
+
+def test_the_gallery_shows_each_image_as_it_lands_then_all_of_them(page, service, paced):
+    job = service.submit("paced", {"count": 4})
+    give_up = time.monotonic() + 10
+    while not service.results.files.list(job.id, service.get(job.id).lease_epoch):
+        assert time.monotonic() < give_up, "image 1 did not land"
+        time.sleep(0.01)
+    page.reload()
+    shown = card(page, "paced")
+    expect(shown).to_have_attribute("data-status", "running")
+    thumbnails = shown.locator(".gallery .tile:not(.preview) img")
+    expect(thumbnails).to_have_count(1)
+    assert paced.rendered < 4  # the page shows image 1 while image 2 waits
+    expect(thumbnails.first).to_have_attribute("alt", re.compile("image-01.png"))
+    paced.advance(3)
+    expect(shown).to_have_attribute("data-status", "succeeded")
+    expect(thumbnails).to_have_count(4)
+    expect(shown.locator(".tile.preview")).to_have_count(0)
+    expect(shown.locator(".bar")).to_have_attribute("aria-valuenow", "100")
+    assert shown.locator(".fill").evaluate("node => node.style.width") == "100%"
+    assert all(loaded(image) for image in thumbnails.all())
+    link = shown.locator(".gallery a").first
+    assert link.get_attribute("target") == "_blank" and "signature=" in link.get_attribute("href")
+
+
+def loaded(image) -> bool:
+    return image.evaluate("node => node.complete && node.naturalWidth > 0")
+
+
+def test_open_mode_offers_all_three_priorities(page):
+    options = page.locator("select[name=priority] option")
+    expect(options).to_have_count(3)
+    for option in options.all():
+        assert option.is_enabled()
+    expect(page.locator("select[name=priority]")).to_have_value("normal")

@@ -134,6 +134,7 @@ class FillingDisk(ResultStore):
 
     def __init__(self, inner: ResultStore) -> None:
         self.inner = inner
+        self.files = inner.files
         self.full = True
 
     def save(
@@ -178,7 +179,9 @@ def test_a_full_results_disk_fails_the_job_clearly_and_the_service_goes_on(
     failed = wait_for(service, job_id)
     assert failed.status is JobStatus.FAILED
     assert failed.error == "the results disk is full (ENOSPC): the result could not be saved"
-    assert list(config.results_dir.iterdir()) == []  # no half-written ZIP or .tmp
+    # No half-written ZIP or .tmp, and no file of the failed run left to serve.
+    assert [path.name for path in config.results_dir.iterdir()] in ([], ["files"])
+    assert list((config.results_dir / "files").glob("*")) == []
     assert client.get("/ready").status_code == 200
 
     disk.full = False

@@ -125,8 +125,15 @@ def requests_for(ids: list[str], keys: list[str]) -> st.SearchStrategy:
             "Upgrade": st.just("websocket"),
         },
     )
+    # A file name: the real one, path tricks, and anything.
+    names = st.sampled_from(["out.txt", "../out.txt", "a/../../x", "%2e%2e", "\x00", "n" * 300])
+    names |= st.text(max_size=40)
     return st.tuples(
-        st.sampled_from(OPERATIONS), path_ids, query_strings, headers, submission_bodies
+        st.sampled_from(OPERATIONS),
+        st.tuples(path_ids, names),
+        query_strings,
+        headers,
+        submission_bodies,
     )
 
 
@@ -145,8 +152,8 @@ def send(client, method: str, path: str, headers: dict[str, str], body: bytes) -
 
 
 def send_any(client, request) -> int:
-    (method, template), job_id, query, headers, body = request
-    path = template.format(job_id=quote(job_id, safe=""))
+    (method, template), (job_id, name), query, headers, body = request
+    path = template.format(job_id=quote(job_id, safe=""), name=quote(name, safe="/"))
     return send(client, method, f"{path}?{query}", headers, body)
 
 

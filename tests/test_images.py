@@ -8,6 +8,10 @@ from app.generation.generators.images import ImagesGenerator, render_png
 class Context:
     def __init__(self):
         self.reports = []
+        self.previews = []
+
+    def preview(self, data, content_type="image/png"):
+        self.previews.append((content_type, Image.open(io.BytesIO(data)).size))
 
     def progress(self, stage, percent, message="", *, step=None, total=None):
         self.reports.append(percent)
@@ -53,3 +57,11 @@ def test_validation_returns_field_errors_instead_of_raising():
     assert set(errors) == {"prompt", "count", "width", "height", "seed", "x"}
     _, errors = ImagesGenerator().validate({"prompt": "x" * 501})
     assert "prompt" in errors
+
+
+def test_each_image_is_previewed_coarse_before_it_renders():
+    context = Context()
+    params = {"prompt": "p", "count": 3, "width": 256, "height": 128, "seed": 1}
+    files = list(ImagesGenerator().run(params, context))
+    assert len(files) == 3
+    assert context.previews == [("image/png", (32, 16))] * 3

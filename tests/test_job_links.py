@@ -13,7 +13,13 @@ def test_submit_answers_202_with_location_and_links(client):
     base = f"/api/v1/jobs/{job['id']}"
     assert reply.status_code == 202
     assert reply.headers["Location"] == base
-    assert job["links"] == {"self": base, "events": base + "/events", "result": base + "/result"}
+    assert job["links"] == {
+        "self": base,
+        "events": base + "/events",
+        "result": base + "/result",
+        "files": base + "/files",
+        "preview": base + "/preview",
+    }
 
 
 def test_links_lead_to_the_job_and_its_result(client, service):

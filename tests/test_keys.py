@@ -91,10 +91,9 @@ def test_a_tier_defaults_to_its_ceiling_and_allows_lower(tier, ceiling):
             principal.priority_for(above)
 
 
-def test_the_anonymous_caller_has_the_normal_ceiling():
+def test_the_anonymous_caller_may_ask_any_priority_and_gets_normal_by_default():
     assert ANONYMOUS_PRINCIPAL.priority_for(None) is Priority.NORMAL
-    with pytest.raises(PriorityNotAllowedError):
-        ANONYMOUS_PRINCIPAL.priority_for(Priority.HIGH)
+    assert [ANONYMOUS_PRINCIPAL.priority_for(p) for p in Priority] == list(Priority)
 
 
 @pytest.fixture

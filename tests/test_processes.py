@@ -35,10 +35,14 @@ class FakeContext:
 
     def __init__(self, cancel_after: int | None = None) -> None:
         self.reports: list[tuple] = []
+        self.previews: list[tuple[str, int]] = []
         self._cancel_after = cancel_after
 
     def progress(self, stage, percent, message="", *, step=None, total=None) -> None:
         self.reports.append((stage, percent, message, step, total))
+
+    def preview(self, data, content_type="image/png") -> None:
+        self.previews.append((content_type, len(data)))
 
     def check_cancelled(self) -> None:
         if self._cancel_after is not None and len(self.reports) >= self._cancel_after:
@@ -294,3 +298,10 @@ def _wait_for_progress(service, job_id: str) -> None:
             assert subscription.get(timeout=10) is not None, "no event within 10 s"
     finally:
         service.bus.unsubscribe(subscription)
+
+
+def test_previews_cross_from_the_child_to_the_parents_context(worker):
+    context = FakeContext()
+    files = list(worker.run(ImagesGenerator(), _tiny_images(), context))
+    assert len(context.previews) == len(files) > 0
+    assert all(kind == "image/png" and size > 0 for kind, size in context.previews)

@@ -270,3 +270,19 @@ def test_valid_params_are_normalised(registry):
 
 def test_the_token_is_not_in_the_generators_repr(registry, fake):
     assert fake.token not in repr(registry.get("replicate"))
+
+
+def test_a_streaming_models_outputs_become_previews_before_it_finishes(service, fake):
+    fake.files.update({"a.png": b"\x89PNG first", "b.png": b"\x89PNG second"})
+    first, second = f"{fake.root}/files/a.png", f"{fake.root}/files/b.png"
+    fake.then(status="processing", output=[first])
+    fake.then(status="processing", output=[first, second])
+    fake.then(status="succeeded", output=[first, second])
+    job = run_job(service, {"model": "acme/streamer", "input": {}})
+
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    previews = [e.data for e in service.bus.history(job.id) if e.type == "preview"]
+    assert previews and all(p["content_type"] == "image/png" for p in previews)
+    assert "preview" not in zip_of(service, job).namelist()
+    with pytest.raises(FileNotFoundError):  # gone with the run
+        service.results.files.open_preview(job.id, job.lease_epoch)

@@ -3,6 +3,7 @@ SQLite, chunked rows in PostgreSQL."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from collections.abc import Iterator
@@ -76,3 +77,52 @@ class TestResultStoreContract:
             store.save("job1", 1, [], {})
         with pytest.raises(FileNotFoundError):
             store.open("job1", 1)
+
+
+class TestFileStoreContract:
+    """Files as they land and the live preview (results/files.py), on every backend."""
+
+    def test_files_are_listed_in_landing_order_and_read_back(self, store):
+        landed = [store.files.put("job1", 1, n, item) for n, item in enumerate(files("b", "a/c"))]
+        assert [item.name for item in store.files.list("job1", 1)] == ["b", "a/c"]
+        described, stream = store.files.open("job1", 1, "a/c")
+        with stream:
+            assert stream.read() == bytes([1]) * 2500
+        assert described == landed[1]
+        assert (described.bytes, described.content_type) == (2500, "application/octet-stream")
+        assert described.sha256 == hashlib.sha256(bytes([1]) * 2500).hexdigest()
+
+    def test_a_files_content_type_follows_its_name(self, store):
+        png = store.files.put("job1", 1, 0, OutputFile("x/y.png", b"\x89PNG"))
+        svg = store.files.put("job1", 1, 1, OutputFile("y.svg", b"<svg/>"))
+        assert (png.content_type, svg.content_type) == ("image/png", "image/svg+xml")
+
+    def test_missing_files_and_other_epochs_are_not_found(self, store):
+        store.files.put("job1", 1, 0, OutputFile("a", b"1"))
+        assert store.files.list("job1", 2) == [] == store.files.list("job2", 1)
+        for job, epoch, name in [("job1", 2, "a"), ("job1", 1, "b"), ("job1", 1, "")]:
+            with pytest.raises(FileNotFoundError):
+                store.files.open(job, epoch, name)
+
+    def test_the_latest_preview_replaces_the_one_before_and_is_no_file(self, store):
+        store.files.put("job1", 1, 0, OutputFile("a", b"1"))
+        first = store.files.put_preview("job1", 1, b"one", "image/png")
+        second = store.files.put_preview("job1", 1, b"two!", "image/jpeg")
+        assert (first.position, second.position) == (1, 2)
+        described, stream = store.files.open_preview("job1", 1)
+        assert (described.content_type, stream.read()) == ("image/jpeg", b"two!")
+        assert [item.name for item in store.files.list("job1", 1)] == ["a"]
+        store.files.delete_preview("job1", 1)
+        with pytest.raises(FileNotFoundError):
+            store.files.open_preview("job1", 1)
+        assert [item.name for item in store.files.list("job1", 1)] == ["a"]
+
+    def test_delete_removes_a_runs_files_and_preview_only(self, store):
+        store.files.put("job1", 1, 0, OutputFile("a", b"1"))
+        store.files.put_preview("job1", 1, b"p", "image/png")
+        store.files.put("job1", 2, 0, OutputFile("a", b"2"))
+        store.files.delete("job1", 1)
+        assert store.files.list("job1", 1) == []
+        with pytest.raises(FileNotFoundError):
+            store.files.open_preview("job1", 1)
+        assert [item.name for item in store.files.list("job1", 2)] == ["a"]

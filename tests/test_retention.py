@@ -131,3 +131,17 @@ def test_result_ttl_comes_from_the_environment_and_zero_keeps_results():
 
 def test_a_service_without_ttl_has_no_sweeper(make_service):
     assert make_service().sweeper is None
+
+
+def test_the_sweep_deletes_a_results_files_with_it(config, retained, clock):
+    client = create_app(config, service=retained).test_client()
+    job = finished(retained)
+    url = f"/api/v1/jobs/{job.id}/files/out.txt"
+    with client.get(url) as served:
+        assert served.status_code == 200
+    clock.advance(days=2)
+    retained.sweeper.sweep()
+    assert retained.results.files.list(job.id, job.lease_epoch) == []
+    gone = client.get(url)
+    assert (gone.status_code, gone.get_json()["error"]["code"]) == (410, "expired")
+    assert client.get(f"/api/v1/jobs/{job.id}/files").status_code == 410

@@ -230,8 +230,8 @@ def test_events_are_published_in_order(service):
         types.append((event.seq, event.type))
         if event.is_terminal:
             break
-    assert [t for _, t in types] == ["queued", "started", "progress", "succeeded"]
-    assert [s for s, _ in types] == [1, 2, 3, 4]
+    assert [t for _, t in types] == ["queued", "started", "progress", "output", "succeeded"]
+    assert [s for s, _ in types] == [1, 2, 3, 4, 5]
 
 
 def test_a_principal_gets_its_tiers_ceiling_and_its_keys_quota_from_the_core(make_service, gate):
@@ -253,11 +253,11 @@ def test_a_principal_gets_its_tiers_ceiling_and_its_keys_quota_from_the_core(mak
         service.quote("record", {}, principal=free)
 
 
-def test_the_anonymous_principal_has_the_normal_ceiling_and_no_quota(make_service, gate):
+def test_the_anonymous_principal_is_normal_by_default_and_has_no_quota(make_service, gate):
     service = make_service(max_queued_per_key=1)
     service.start()
     hold_worker(service, gate)
     jobs = [service.submit("record", {}, principal=ANONYMOUS_PRINCIPAL) for _ in range(3)]
     assert {(job.owner, job.priority) for job in jobs} == {(ANONYMOUS, Priority.NORMAL)}
-    with pytest.raises(PriorityNotAllowedError):
-        service.submit("record", {}, principal=ANONYMOUS_PRINCIPAL, priority=Priority.HIGH)
+    high = service.submit("record", {}, principal=ANONYMOUS_PRINCIPAL, priority=Priority.HIGH)
+    assert high.priority is Priority.HIGH

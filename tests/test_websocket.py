@@ -42,7 +42,8 @@ def test_job_socket_sends_snapshot_then_each_change_then_closes_normally(
         code = close_code(ws)
     assert snapshot["type"] == "snapshot" and snapshot["job"]["status"] == "queued"
     assert snapshot["job"]["position"] == 0 and snapshot["job_id"] == job.id
-    assert [m["type"] for m in messages] == ["started", "progress", "succeeded"]
+    assert [m["type"] for m in messages] == ["started", "progress", "output", "succeeded"]
+    assert messages[2]["name"] == "out.txt" and "signature=" in messages[2]["url"]
     seqs = [snapshot["seq"]] + [m["seq"] for m in messages]
     assert seqs == sorted(set(seqs))  # strictly increasing
     assert messages[1] | {"seq": 0} == {
@@ -56,7 +57,8 @@ def test_job_socket_sends_snapshot_then_each_change_then_closes_normally(
         "total": 2,
     }
     result = messages[-1]["result"]
-    assert result["url"] == f"/api/v1/jobs/{job.id}/result" and result["files"] == ["out.txt"]
+    assert result["url"].startswith(f"/api/v1/jobs/{job.id}/result?expires=")  # signed
+    assert result["files"] == ["out.txt"]
     assert code == 1000
     assert wait_for(service, blocker.id).status is JobStatus.SUCCEEDED
 
@@ -107,7 +109,7 @@ def test_resume_with_since_replays_only_the_missed_events(service, live_server, 
         missed = receive_until_closed(ws)
         code = close_code(ws)
     assert [m["seq"] for m in missed] == list(range(last_seen + 1, last_seen + 1 + len(missed)))
-    assert [m["type"] for m in missed] == ["progress"] * 3 + ["succeeded"]
+    assert [m["type"] for m in missed] == ["progress"] * 3 + ["output", "succeeded"]
     assert code == 1000
 
 
@@ -217,7 +219,7 @@ def test_one_socket_follows_several_jobs(service, live_server, gate):
     snapshots = {m["job_id"]: m["job"]["status"] for m in replies if m["type"] == "snapshot"}
     assert snapshots == {job.id: "succeeded" for job in jobs} | {running.id: "running"}
     assert [m for m in replies if m["type"] == "error"][0]["error"]["code"] == "not_found"
-    assert [m["type"] for m in replayed] == ["started", "progress", "succeeded"]
+    assert [m["type"] for m in replayed] == ["started", "progress", "output", "succeeded"]
     assert {m["job_id"] for m in replayed} == {jobs[0].id}
     # Unsubscribed: the cancellation of `running` is not delivered.
     assert (after_cancel["type"], after_cancel["job_id"]) == ("snapshot", jobs[1].id)

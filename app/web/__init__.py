@@ -14,6 +14,7 @@ from . import api, docs, ops, ui, ws
 from .auth import init_auth
 from .errors import register_error_handlers
 from .inflight import InFlightCounter
+from .links import init_links
 from .ratelimit import init_rate_limit
 from .requestid import RequestIds
 from .sockets import InputSignal, ReaderThread, SocketRegistry
@@ -56,6 +57,7 @@ def init_web(app: Flask, keys: KeyStore) -> None:
     metrics.websockets_open.set_function(lambda: len(sockets))
     app.extensions["metrics"] = metrics
     init_auth(app, keys)
+    init_links(app, config.result_url_ttl_seconds, config.result_ttl)
     init_rate_limit(app, api.bp)
     for blueprint in (api.bp, ws.bp, ops.bp, docs.bp, ui.bp):
         app.register_blueprint(blueprint)

@@ -6,9 +6,13 @@ exactly like a job that does not exist.
 
 from __future__ import annotations
 
+from typing import IO
+
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
-from ..generation import GenerationService, JobStatus
+from ..generation import GenerationService, Job, JobStatus, Priority
+from ..generation.results.files import LandedFile
+from ..generation.results.storage import safe_name
 from ..wiring import get_service
 from .auth import TOKEN_MAX_AGE, current_principal, mint_token
 from .errors import ApiError
@@ -21,9 +25,13 @@ from .parsing import (
     list_query,
     submission,
 )
-from .serialize import generator_json, job_json, quote_json
+from .serialize import file_json, generator_json, job_json, quote_json
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+# How long a browser may reuse a finished job's file without asking again.
+FILE_MAX_AGE = 3600
+FILE_POLICY = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'"
 
 
 @bp.before_request
@@ -46,6 +54,19 @@ def list_generators() -> Response:
     """The generators this server runs, with the JSON Schema of their params."""
     generators = sorted(service().generators, key=lambda generator: generator.name)
     return jsonify(generators=[generator_json(generator) for generator in generators])
+
+
+@bp.get("/me")
+def who_am_i() -> Response:
+    """The caller as the API sees it: owner, tier, the priorities it may ask for."""
+    principal = current_principal()
+    allowed = [p.label for p in Priority if p >= principal.tier.ceiling]
+    return jsonify(
+        owner=principal.owner,
+        tier=principal.tier.value if principal.key_id else None,
+        priorities=allowed,
+        default_priority=principal.priority_for(None).label,
+    )
 
 
 @bp.post("/jobs")
@@ -121,6 +142,70 @@ def get_result(job_id: str) -> Response:
     )
     response.content_length = job.result_bytes  # streamed stores cannot tell send_file
     return response
+
+
+@bp.get("/jobs/<job_id>/files")
+def list_files(job_id: str) -> Response:
+    """The job's files so far, while it runs too, each with a signed url."""
+    job = _unexpired(service().get(job_id, owner=owner()))
+    files = service().results.files.list(job.id, job.lease_epoch)
+    return jsonify(job_id=job.id, status=job.status.value, files=[file_json(job, f) for f in files])
+
+
+@bp.get("/jobs/<job_id>/files/<path:name>")
+def get_file(job_id: str, name: str) -> Response:
+    """One file of the job, as soon as it has landed."""
+    job = _unexpired(service().get(job_id, owner=owner()))
+    if not safe_name(name):
+        raise _no_file(job_id, name)
+    try:
+        landed, stream = service().results.files.open(job.id, job.lease_epoch, name)
+    except FileNotFoundError:
+        raise _no_file(job_id, name) from None
+    # A finished job's files never change; a running one's may, if its run starts again.
+    max_age = FILE_MAX_AGE if job.status.is_terminal else 0
+    return _serve(landed, stream, name.rsplit("/", 1)[-1], max_age)
+
+
+@bp.get("/jobs/<job_id>/preview")
+def get_preview(job_id: str) -> Response:
+    """The running job's latest preview image; 404 when it has none (now)."""
+    job = service().get(job_id, owner=owner())
+    try:
+        landed, stream = service().results.files.open_preview(job.id, job.lease_epoch)
+    except FileNotFoundError:
+        raise ApiError(404, "not_found", f"job {job_id} has no preview now") from None
+    response = _serve(landed, stream, "preview", 0)
+    response.cache_control.no_store = True
+    return response
+
+
+def _serve(landed: LandedFile, stream: IO[bytes], download_name: str, max_age: int) -> Response:
+    response = send_file(
+        stream,
+        mimetype=landed.content_type,
+        download_name=download_name,
+        etag=landed.sha256,
+        conditional=True,
+        max_age=max_age,
+    )
+    response.cache_control.public = False
+    response.cache_control.private = True
+    # Generators' files are served from this origin: an SVG or HTML file must not run
+    # scripts with the page's rights, whoever opens it.
+    response.headers["Content-Security-Policy"] = FILE_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _unexpired(job: Job) -> Job:
+    if job.expired_at is not None:
+        raise ApiError(410, "expired", f"the result of job {job.id} expired and was deleted")
+    return job
+
+
+def _no_file(job_id: str, name: str) -> ApiError:
+    return ApiError(404, "not_found", f"job {job_id} has no file {name[:200]!r}")
 
 
 @bp.post("/tokens")

@@ -16,8 +16,11 @@ import logging
 from flask import Flask, Request, current_app, g, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from ..generation.intake.keys import ANONYMOUS_PRINCIPAL, KeyStore, Principal, key_id_of
+from ..generation.intake.keys import ANONYMOUS_PRINCIPAL, KeyStore, Principal, Tier, key_id_of
+from ..wiring import get_service
 from .errors import ApiError
+from .links import is_signed, links, resource_of
+from .parsing import JOB_ID
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,37 @@ def current_principal() -> Principal:
 
 
 def _authenticate_current() -> Principal:
+    current = request._get_current_object()
+    if is_signed(current):
+        principal = _principal_from_link(current)
+        if principal is not None:
+            return principal
     if not _keys_required():  # open mode: no header to look at
         return ANONYMOUS_PRINCIPAL
-    current = request._get_current_object()
     return authenticate(current, allow_token=is_websocket_handshake(current))
+
+
+def _principal_from_link(request: Request) -> Principal | None:
+    """The owner of the job a signed link (links.py) opens, for that one resource; None
+    when the link is bad but the request can authenticate by itself (a key, open mode);
+    ApiError 403 when it cannot."""
+    job_id = (request.view_args or {}).get("job_id", "")
+    job = get_service(current_app).store.get(job_id) if JOB_ID.fullmatch(job_id) else None
+    try:
+        if job is None:
+            raise ApiError(403, "invalid_link", "the link's signature does not match")
+        links().check(
+            job,
+            resource_of(request),
+            request.args.get("expires", ""),
+            request.args.get("signature", ""),
+        )
+    except ApiError:
+        if _bearer(request) is not None or not _keys_required():
+            return None
+        raise
+    # Reads this one resource as the job's owner: the only thing a link can do.
+    return Principal(job.owner, Tier.FREE)
 
 
 def authenticate(request: Request, *, allow_token: bool = False) -> Principal:

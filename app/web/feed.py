@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import url_for
+from flask import request, url_for
 
-from ..generation import GenerationService, Job
+from ..generation import ANONYMOUS, GenerationService, Job
 from ..generation.events.bus import DROPPABLE_EVENTS, Event, EventType, Subscription
+from .links import file_path, links
 from .serialize import job_json
 
 Message = dict[str, Any]
@@ -116,17 +118,26 @@ class Feed:
             if last is None or event.seq <= last:
                 continue  # no longer followed, or already in the snapshot or sent
             self._sent[event.job_id] = event.seq
-            messages.append(event_message(event))
+            messages.append(event_message(event, self._owner or ANONYMOUS))
             if event.is_terminal:
                 self.unfollow(event.job_id)
         return messages
 
 
-def event_message(event: Event) -> Message:
+def event_message(event: Event, owner: str) -> Message:
+    """The protocol message of an event; its urls signed for `owner` (links.py)."""
     message = event.message()
-    if event.type == EventType.SUCCEEDED:
-        url = url_for("api.get_result", job_id=event.job_id)
-        message["result"] = {"url": url, **message.get("result", {})}
+    kind, job_id = event.type, event.job_id
+    if kind == EventType.SUCCEEDED:
+        url = url_for("api.get_result", job_id=job_id)
+        signed = links().sign(url, owner, job_id, "zip", datetime.now(UTC))
+        message["result"] = {"url": signed, **message.get("result", {})}
+    elif kind == EventType.OUTPUT:
+        url = request.root_path + file_path(job_id, message["name"])
+        message["url"] = links().sign(url, owner, job_id, "file:" + message["name"])
+    elif kind == EventType.PREVIEW:
+        url = url_for("api.get_preview", job_id=job_id)
+        message["url"] = links().sign(url, owner, job_id, "preview") + f"&v={message['version']}"
     return message
 
 

@@ -23,7 +23,7 @@ MAX_DEPTH = 32
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _LIMIT = re.compile(r"[0-9]{1,3}")
-_JOB_ID = re.compile(r"[0-9a-f]{32}")
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 # A \\u escape of a UTF-16 surrogate (D800-DFFF); an escaped backslash before a `u` also
 # matches, which only costs the full check.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
@@ -33,7 +33,7 @@ def check_job_id(view_args: dict[str, Any] | None) -> None:
     """A `job_id` path parameter is the 32 hex digits the service generates; anything else
     (NUL bytes, huge strings) is a 404 here, before it can reach the database."""
     job_id = (view_args or {}).get("job_id")
-    if job_id is not None and not _JOB_ID.fullmatch(job_id):
+    if job_id is not None and not JOB_ID.fullmatch(job_id):
         raise JobNotFoundError(job_id[:64])
 
 

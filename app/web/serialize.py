@@ -9,6 +9,8 @@ from flask import request
 
 from ..generation import Job, JobStatus, Quote
 from ..generation.generators import Generator
+from ..generation.results.files import LandedFile
+from .links import file_path, links
 
 # The path of `api.get_job` without its id. Job ids are hex digits, which need no
 # quoting, so a link is this prefix and the id under the app's mount point: what
@@ -18,7 +20,13 @@ JOB_PATH = "/api/v1/jobs/"
 
 def job_json(job: Job) -> dict[str, Any]:
     url = request.root_path + JOB_PATH + job.id
-    links = {"self": url, "events": url + "/events", "result": url + "/result"}
+    links = {
+        "self": url,
+        "events": url + "/events",
+        "result": url + "/result",
+        "files": url + "/files",
+        "preview": url + "/preview",
+    }
     return {
         "id": job.id,
         "status": job.status.value,
@@ -65,11 +73,17 @@ def quote_json(quote: Quote) -> dict[str, Any]:
     }
 
 
+def file_json(job: Job, landed: LandedFile) -> dict[str, Any]:
+    """One file of a job, with a link that opens it without a key (links.py)."""
+    url = request.root_path + file_path(job.id, landed.name)
+    return landed.event_data() | {"url": links().sign_for(url, job, "file:" + landed.name)}
+
+
 def _result(job: Job, url: str) -> dict[str, Any] | None:
     if job.status is not JobStatus.SUCCEEDED or job.expired_at is not None:
         return None
     return {
-        "url": url,
+        "url": links().sign_for(url, job, "zip"),
         "bytes": job.result_bytes,
         "files": [entry["name"] for entry in job.result_files or []],
     }

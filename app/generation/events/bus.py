@@ -46,13 +46,15 @@ class EventType(StrEnum):
     QUEUED = "queued"  # position and ETA, or `requeued`: back in line
     STARTED = "started"
     PROGRESS = "progress"
+    OUTPUT = "output"  # a file landed: it can be fetched before the job ends
+    PREVIEW = "preview"  # the run's preview image was replaced
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
 TERMINAL_EVENTS = frozenset({EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED})
-DROPPABLE_EVENTS = frozenset({EventType.PROGRESS, EventType.QUEUED})
+DROPPABLE_EVENTS = frozenset({EventType.PROGRESS, EventType.QUEUED, EventType.PREVIEW})
 LIFECYCLE_EVENTS = TERMINAL_EVENTS | {EventType.STARTED}
 
 

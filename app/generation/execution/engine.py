@@ -33,7 +33,8 @@ from .deadline import runner_thread_scope
 from .leases import LeaseKeeper
 from .processes import WorkerProcess
 from .relay import EventRelay
-from .runner import CancelToken, JobRunner
+from .run_context import CancelToken
+from .runner import JobRunner
 from .ticker import Ticker
 from .timeouts import SHUTDOWN_GRACE_SECONDS
 from .workers import WorkerPool, WorkerScaler

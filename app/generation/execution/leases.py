@@ -31,7 +31,7 @@ from ..queue.contract import JobQueue
 from ..scheduling.policy import QueueEntry
 from ..store.jobs import JobStore
 from .relay import event_from_row
-from .runner import CancelToken
+from .run_context import CancelToken
 
 log = logging.getLogger(__name__)
 

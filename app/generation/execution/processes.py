@@ -11,6 +11,8 @@ The messages on the pipe:
 
     parent -> child   (generator, params)        run a job; None: exit
     child  -> parent  ("progress", Progress)     whenever the generator reports progress
+                      ("preview", data, type)    whenever it offers a preview (throttled
+                                                 by the parent's context)
                       ("file", OutputFile)       each output file, in order
                       ("done",) | ("cancelled",) | ("error", message, traceback | None)
 
@@ -137,6 +139,8 @@ class WorkerProcess:
                         step=progress.step,
                         total=progress.total,
                     )
+                elif message[0] == "preview":
+                    context.preview(message[1], message[2])
                 elif message[0] == "file":
                     yield message[1]
                 else:
@@ -196,7 +200,7 @@ class WorkerProcess:
             try:
                 if not self._conn.poll(POLL_SECONDS):
                     continue
-                if self._conn.recv()[0] not in ("progress", "file"):
+                if self._conn.recv()[0] not in ("progress", "preview", "file"):
                     return  # the job's final message: the child is free again
             except (EOFError, OSError):
                 break
@@ -277,6 +281,9 @@ class ChildContext:
         total: int | None = None,
     ) -> None:
         self._conn.send(("progress", Progress(percent, stage, message, step, total)))
+
+    def preview(self, data: bytes, content_type: str = "image/png") -> None:
+        self._conn.send(("preview", data, content_type))
 
     def check_cancelled(self) -> None:
         if self._cancel.is_set():

@@ -28,89 +28,18 @@ from ..errors import GeneratorError, JobCancelled
 from ..events.bus import EventBus, EventType
 from ..events.observers import JobObserver
 from ..generators import GeneratorRegistry
-from ..job import Job, JobStatus, Progress
+from ..job import Job, JobStatus
 from ..results.storage import ResultStore, StagedResult
 from ..store.jobs import JobStore
 from .deadline import DeadlineExceeded, call_with_deadline, deadline_timer
 from .outcomes import OutcomeWriter
 from .processes import WorkerProcess
+from .run_context import CancelToken, RunContext
 
 log = logging.getLogger(__name__)
 
-PROGRESS_WRITE_INTERVAL = 0.5
 # How long a timed-out job may take to notice its cancellation before it is abandoned.
 STOP_GRACE_SECONDS = 5.0
-
-
-class CancelToken:
-    """Set once, by a cancel request or a shutdown; `reason` says which."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.reason = ""
-
-    def cancel(self, reason: str) -> None:
-        if not self._event.is_set():
-            self.reason = reason
-            self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-
-class RunContext:
-    """The `GeneratorContext` of one run: progress goes to the bus at once and to the
-    row at most every PROGRESS_WRITE_INTERVAL seconds (stage changes and 100 % always)."""
-
-    def __init__(self, job: Job, store: JobStore, bus: EventBus, token: CancelToken) -> None:
-        self._job = job
-        self._store = store
-        self._bus = bus
-        self._token = token
-        self._percent = 0.0
-        self._stage: str | None = None
-        self._written_at = 0.0
-
-    def progress(
-        self,
-        stage: str,
-        percent: float,
-        message: str = "",
-        *,
-        step: int | None = None,
-        total: int | None = None,
-    ) -> None:
-        if self._token.is_set():  # a run told to stop reports nothing more
-            return
-        self._percent = max(self._percent, min(100.0, max(0.0, float(percent))))
-        progress = Progress(
-            round(self._percent, 2), str(stage)[:64], str(message)[:500], step, total
-        )
-        self._bus.publish(self._job.id, EventType.PROGRESS, **progress.event_data())
-        now = time.monotonic()
-        if (
-            stage != self._stage
-            or self._percent >= 100
-            or now - self._written_at >= PROGRESS_WRITE_INTERVAL
-        ):
-            self._stage = stage
-            self._written_at = now
-            self._write(progress)
-
-    def check_cancelled(self) -> None:
-        if self._token.is_set():
-            raise JobCancelled(self._token.reason)
-
-    def _write(self, progress: Progress) -> None:
-        try:
-            row = self._store.record_progress(self._job, progress)
-        except SQLAlchemyError as error:
-            log.warning("could not store progress of job %s: %s", self._job.id, error)
-            return
-        if row is None:
-            self._token.cancel("lease_lost")
-        elif row.cancel_requested:
-            self._token.cancel("cancelled")
 
 
 class JobRunner:
@@ -147,18 +76,21 @@ class JobRunner:
         """Run a claimed job to its outcome; returns the final row (None if the claim was lost).
         A cpu_bound generator runs in `process` when one is given."""
         self._bus.publish(job.id, EventType.STARTED, attempt=job.attempts, worker=job.worker)
+        context = RunContext(job, self._store, self._bus, token, self._results.files)
         with self._observer.running(job):
             started = time.monotonic()
-            final = self._outcome(job, token, process, started)
+            try:
+                final = self._outcome(job, context, process)
+            finally:
+                context.end()
             outcome = final.status.value if final is not None else "lost"
             self._observer.finished(final or job, outcome, time.monotonic() - started)
         return final
 
-    def _outcome(
-        self, job: Job, token: CancelToken, process: WorkerProcess | None, started: float
-    ) -> Job | None:
+    def _outcome(self, job: Job, context: RunContext, process: WorkerProcess | None) -> Job | None:
+        token = context.token
         try:
-            staged = self._generate_in_time(job, token, process)
+            staged = self._generate_in_time(job, context, process)
         except JobCancelled:
             return self._stop(job, token)
         except GeneratorError as exc:
@@ -193,18 +125,20 @@ class JobRunner:
         self._bus.publish(job.id, EventType.SUCCEEDED, result=result_summary(final))
         return final
 
-    def _generate_in_time(self, job: Job, token: CancelToken, process: WorkerProcess | None) -> Any:
+    def _generate_in_time(
+        self, job: Job, context: RunContext, process: WorkerProcess | None
+    ) -> Any:
         """`_generate`, failing the job once it runs past the timeout."""
         if self._timeout is None:
-            return self._generate(job, token, process)
-        expire = functools.partial(token.cancel, "timeout")
+            return self._generate(job, context, process)
+        expire = functools.partial(context.token.cancel, "timeout")
         generator = self._generators.get(job.generator)
         if generator is not None and generator.cpu_bound and process is not None:
             # A worker process can be killed: cancelling is enough, it ends the run.
             with deadline_timer(self._timeout, expire):
-                return self._generate(job, token, process)
+                return self._generate(job, context, process)
         return call_with_deadline(
-            lambda: self._generate(job, token, process),
+            lambda: self._generate(job, context, process),
             seconds=self._timeout,
             grace=min(STOP_GRACE_SECONDS, self._timeout),
             on_expiry=expire,
@@ -223,12 +157,11 @@ class JobRunner:
         log.warning("the abandoned run of job %s has ended", job.id)
 
     def _generate(
-        self, job: Job, token: CancelToken, process: WorkerProcess | None
+        self, job: Job, context: RunContext, process: WorkerProcess | None
     ) -> StagedResult:
         generator = self._generators.get(job.generator)
         if generator is None:
             raise LookupError(f"generator {job.generator!r} is not installed on this server")
-        context = RunContext(job, self._store, self._bus, token)
         if generator.cpu_bound and process is not None:
             files = process.run(generator, job.params, context)
         else:
@@ -236,7 +169,7 @@ class JobRunner:
         manifest = {"job_id": job.id, "generator": job.generator, "params": job.params}
         manifest |= generator.manifest_extra(job.params)
         # Saved now, or (results in the database) stored by the outcome's transaction.
-        staged = self._results.stage(job.id, job.lease_epoch, files, manifest)
+        staged = self._results.stage(job.id, job.lease_epoch, context.land(files), manifest)
         try:
             context.check_cancelled()
         except JobCancelled:
@@ -283,9 +216,11 @@ class JobRunner:
         return final
 
     def _discard(self, job: Job) -> None:
-        """Remove a run's result, if any; a failure here must not hide the outcome."""
+        """Remove a run's result and files, if any; a failure here must not hide the
+        outcome."""
         try:
             self._results.delete(job.id, job.lease_epoch)
+            self._results.files.delete(job.id, job.lease_epoch)
         except (OSError, SQLAlchemyError):
             log.exception("could not delete the result of job %s", job.id)
 

@@ -48,6 +48,11 @@ class GeneratorContext(Protocol):
     ) -> None:
         """Report how far the job is (0..100, never going back); cheap to call often."""
 
+    def preview(self, data: bytes, content_type: str = "image/png") -> None:
+        """Offer an image of the work in progress (PNG, JPEG, WebP or GIF, at most
+        2 MiB). The latest replaces the one before; watchers see a few a second however
+        often it is called; it is deleted when the job ends and never joins the result."""
+
     def check_cancelled(self) -> None:
         """Raise `JobCancelled` if the job should stop; call between steps."""
 

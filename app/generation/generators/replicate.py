@@ -140,6 +140,7 @@ class ReplicateGenerator(Generator):
     ) -> dict[str, Any]:
         """Poll until the prediction ends; return it if it succeeded, else raise. Whatever
         stops the polling early (our cancellation included) cancels it at the provider."""
+        previewed = 0
         try:
             while prediction["status"] not in ENDED:
                 if prediction["status"] not in RUNNING:
@@ -148,6 +149,7 @@ class ReplicateGenerator(Generator):
                     )
                 stage, percent, message, steps = progress_of(prediction)
                 context.progress(stage, percent, message, step=steps[0], total=steps[1])
+                previewed = preview_streamed(client, prediction, context, previewed)
                 if self._clock() - started > self._max_seconds:
                     raise ReplicateError(
                         f"prediction {prediction['id']} did not finish within "
@@ -194,6 +196,26 @@ class ReplicateGenerator(Generator):
                 self._sleep(min(left, SLEEP_SLICE))
 
         return sleep
+
+
+def preview_streamed(
+    client: ReplicateClient, prediction: dict[str, Any], context: GeneratorContext, seen: int
+) -> int:
+    """A streaming model lists outputs before it finishes: the newest one, if it is an
+    image, becomes the job's preview. Returns how many outputs have been looked at; one
+    that cannot be fetched is skipped (the final outputs are fetched again anyway)."""
+    urls = output_urls(prediction.get("output"))
+    if len(urls) <= seen:
+        return seen
+    try:
+        data, suffix = fetch(client, urls[-1])
+    except ReplicateError as error:
+        log.info("no preview from prediction %s: %s", prediction.get("id"), error)
+        return len(urls)
+    kind = mimetypes.guess_type(f"output{suffix}")[0] or ""
+    if kind.startswith("image/"):
+        context.preview(data, kind)
+    return len(urls)
 
 
 def cancel_quietly(client: ReplicateClient, prediction: dict[str, Any]) -> None:

@@ -61,11 +61,13 @@ class Principal:
     owner: str
     tier: Tier
     key_id: str | None = None  # None for the anonymous caller of AUTH_MODE=open
+    default: Priority | None = None  # asked for nothing: this (None: the tier's ceiling)
 
     def priority_for(self, requested: Priority | None) -> Priority:
-        """The priority a job gets: the tier's ceiling unless a lower one is asked for."""
+        """The priority a job gets: the default (the tier's ceiling unless said otherwise)
+        unless another one no higher than the ceiling is asked for."""
         if requested is None:
-            return self.tier.ceiling
+            return self.default or self.tier.ceiling
         if requested < self.tier.ceiling:  # a smaller value runs sooner
             raise PriorityNotAllowedError(requested.label, self.tier.value, self.tier.ceiling.label)
         return requested
@@ -80,7 +82,9 @@ class Principal:
         return self.priority_for(requested), max_queued_per_key if self.key_id else None
 
 
-ANONYMOUS_PRINCIPAL = Principal(ANONYMOUS, Tier.STANDARD)
+# Open mode has one owner on a trusted network: all three priorities are theirs to use
+# (the product is about them), NORMAL unless they ask.
+ANONYMOUS_PRINCIPAL = Principal(ANONYMOUS, Tier.PREMIUM, default=Priority.NORMAL)
 
 
 @dataclass(frozen=True)

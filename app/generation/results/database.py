@@ -23,6 +23,7 @@ from ..generators.base import OutputFile
 from ..store import driver_statements as hot
 from ..store.job_writes import skip_flush
 from ..store.tables import ResultChunkRow
+from .files_database import DatabaseFileStore
 from .storage import ResultInfo, ResultStore, StagedResult, write_zip
 
 CHUNK_BYTES = 1024 * 1024
@@ -45,6 +46,7 @@ class DatabaseResultStore(ResultStore):
         self._engine = engine
         self._chunk_bytes = chunk_bytes
         self._statements = hot.Statements(engine)
+        self.files = DatabaseFileStore(engine)
 
     def stage(
         self, job_id: str, epoch: int, files: Iterable[OutputFile], manifest: dict[str, Any]

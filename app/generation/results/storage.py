@@ -18,12 +18,13 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from ..generators.base import OutputFile
+from .files import FileStore, FilesystemFileStore
 
 MANIFEST_NAME = "manifest.json"
 # A ZIP up to this size is built in memory and written with one call: zipfile seeks back
@@ -53,7 +54,10 @@ class StagedResult:
 
 
 class ResultStore(abc.ABC):
-    """Where result ZIPs live. Implementations: filesystem (default), database."""
+    """Where result ZIPs live. Implementations: filesystem (default), database. Each
+    keeps the files of running jobs beside its ZIPs, in `files` (files.py)."""
+
+    files: FileStore
 
     @abc.abstractmethod
     def save(
@@ -86,6 +90,7 @@ class FilesystemResultStore(ResultStore):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._prefix = os.path.join(self.root, "")  # a str: pathlib costs µs per call
+        self.files = FilesystemFileStore(self.root / "files")
 
     def save(
         self, job_id: str, epoch: int, files: Iterable[OutputFile], manifest: dict[str, Any]
@@ -173,11 +178,17 @@ class SpillFile:
         self._memory = None
 
 
-def _write_entry(archive: zipfile.ZipFile, item: object) -> dict[str, Any]:
+def check_output(item: object, taken: Container[str] = ()) -> OutputFile:
+    """`item` if it is a file a result may hold; GeneratorOutputError naming what is wrong."""
     if not isinstance(item, OutputFile) or not isinstance(item.data, bytes):
         raise GeneratorOutputError(f"expected OutputFile with bytes, got {type(item).__name__}")
-    if item.name in archive.NameToInfo or item.name == MANIFEST_NAME or not _safe_name(item.name):
+    if item.name in taken or item.name == MANIFEST_NAME or not safe_name(item.name):
         raise GeneratorOutputError(f"bad or duplicate output file name {item.name!r}")
+    return item
+
+
+def _write_entry(archive: zipfile.ZipFile, item: object) -> dict[str, Any]:
+    item = check_output(item, archive.NameToInfo)
     archive.writestr(item.name, item.data, zipfile.ZIP_STORED)
     return {
         "name": item.name,
@@ -186,7 +197,7 @@ def _write_entry(archive: zipfile.ZipFile, item: object) -> dict[str, Any]:
     }
 
 
-def _safe_name(name: str) -> bool:
+def safe_name(name: str) -> bool:
     parts = name.split("/")
     return (
         bool(name)

@@ -1,4 +1,4 @@
-"""The tables: jobs, API keys, queue counts and result chunks.
+"""The tables: jobs, API keys, queue counts, result chunks and result files.
 
 The job table (`JobRow`) is the source of truth; the in-memory queue is only an index
 over queued rows. Code outside the store works with `job.Job`, an immutable snapshot of
@@ -167,6 +167,23 @@ class QueueCountRow(Base):
 
     name: Mapped[str] = mapped_column(String(8), primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+
+
+class ResultFileRow(Base):
+    """One file of a run, stored as it landed (results/files_database.py); the run's
+    live preview is the row whose `name` is empty (no file may have that name)."""
+
+    __tablename__ = "result_files"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    epoch: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # Landing order; for the preview, its version (each replacement counts one up).
+    position: Mapped[int]
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column("bytes")
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class ResultChunkRow(Base):

@@ -7,16 +7,17 @@
 // The server. Every HTTP request and the socket are made here, and only here: this is
 // where the API key goes (a Bearer header; for the socket, whose handshake a browser
 // cannot give headers, a one-minute token from POST /api/v1/tokens).
+// The key lives as long as the tab (sessionStorage): a shared computer keeps no key.
 const KEY_STORAGE = "generation-service-api-key";
 
 const api = {
   base: "/api/v1",
-  key: localStorage.getItem(KEY_STORAGE) || "",
+  key: sessionStorage.getItem(KEY_STORAGE) || "",
   onUnauthorized: () => {},
 
   useKey(key) {
     this.key = key;
-    localStorage.setItem(KEY_STORAGE, key);
+    sessionStorage.setItem(KEY_STORAGE, key);
   },
   headers(extra = {}) {
     return this.key ? { ...extra, Authorization: `Bearer ${this.key}` } : extra;
@@ -33,18 +34,14 @@ const api = {
     return { ok: response.ok, status: response.status, headers: response.headers, data };
   },
   submit(body) { return this.request("POST", "/jobs", body); },
-  recent(limit) { return this.request("GET", `/jobs?limit=${limit}`); },
-  cancel(id) { return this.request("POST", `/jobs/${encodeURIComponent(id)}/cancel`); },
-  resultUrl(job) { return job.result.url; },
-  async download(job) {
-    // With a key the result needs the header too, so fetch it rather than follow a link.
-    const response = await fetch(this.resultUrl(job), { headers: this.headers() });
-    if (!response.ok) throw new Error(`download failed: ${response.status}`);
-    const link = el("a", { href: URL.createObjectURL(await response.blob()) });
-    link.download = `${job.id}.zip`;
-    link.click();
-    setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+  me() { return this.request("GET", "/me"); },
+  recent(limit, cursor) {
+    return this.request("GET", `/jobs?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
   },
+  files(id) { return this.request("GET", `/jobs/${encodeURIComponent(id)}/files`); },
+  cancel(id) { return this.request("POST", `/jobs/${encodeURIComponent(id)}/cancel`); },
+  // Result and file urls are signed (they open without the key), so plain links work.
+  resultUrl(job) { return job.result.url; },
   async eventsSocket() {
     let query = "";
     if (this.key) {
@@ -154,6 +151,8 @@ const submitButton = document.getElementById("submit-button");
 const connection = document.getElementById("connection");
 const keyForm = document.getElementById("key-form");
 const keyMessage = document.getElementById("key-message");
+const moreButton = document.getElementById("more");
+const statusRegion = document.getElementById("announcer");
 const live = new LiveConnection(handleMessage, showConnection);
 
 const EVENT_EFFECTS = {
@@ -171,17 +170,42 @@ const EVENT_EFFECTS = {
     job.status = "running";
     job.progress = { percent: m.percent, stage: m.stage, message: m.message };
   },
+  output(job, m) {
+    addFile(job, { name: m.name, url: m.url, bytes: m.bytes, content_type: m.content_type });
+    job.preview = null; // that was the work the preview showed: wait for the next one
+  },
+  preview(job, m) { job.preview = m.url; },
   succeeded(job, m) {
     job.status = "succeeded";
     job.result = m.result;
+    job.preview = null;
     job.progress = { ...job.progress, percent: 100 };
   },
   failed(job, m) {
     job.status = "failed";
     job.error = m.error;
+    job.preview = null;
   },
-  cancelled(job) { job.status = "cancelled"; },
+  cancelled(job) {
+    job.status = "cancelled";
+    job.preview = null;
+  },
 };
+
+function addFile(job, file) {
+  job.files = job.files || [];
+  if (!job.files.some((known) => known.name === file.name)) job.files.push(file);
+}
+
+/** The files a job has so far, for one seen first by a snapshot or the list. */
+async function loadFiles(job) {
+  if (job.status === "queued" || job.filesLoaded) return;
+  job.filesLoaded = true;
+  const response = await api.files(job.id).catch(() => null);
+  if (!response?.ok) return;
+  for (const file of response.data.files) addFile(job, file);
+  show(job);
+}
 
 function handleMessage(message) {
   if (message.type === "server_restarting") return showConnection("restarting");
@@ -190,7 +214,9 @@ function handleMessage(message) {
   const isSnapshot = message.type === "snapshot";
   if (!jobs.has(id) || !live.accept(id, message.seq, isSnapshot)) return;
   if (isSnapshot) {
-    jobs.set(id, message.job);
+    const known = jobs.get(id);
+    jobs.set(id, Object.assign(message.job, { files: known.files, filesLoaded: false }));
+    loadFiles(message.job);
   } else if (EVENT_EFFECTS[message.type]) {
     EVENT_EFFECTS[message.type](jobs.get(id), message);
   }
@@ -206,18 +232,29 @@ function handleSocketError(message) {
   }
 }
 
-function show(job) {
+function show(job, { older = false } = {}) {
+  const known = jobs.get(job.id);
+  if (known && known !== job) Object.assign(job, { files: job.files || known.files, filesLoaded: known.filesLoaded });
   jobs.set(job.id, job);
   let view = views.get(job.id);
   if (!view) {
     view = new JobView(job.id);
     views.set(job.id, view);
-    list.prepend(view.root);
+    if (older) list.append(view.root);
+    else list.prepend(view.root);
     emptyNote.hidden = true;
   }
+  const before = view.status;
   view.update(job);
+  if (before && before !== job.status) announce(job);
   if (TERMINAL.has(job.status) || job.status === "gone") live.forget(job.id);
   else live.follow(job.id);
+}
+
+// One polite live region says when a job changes state (not every progress step).
+function announce(job) {
+  const what = job.params?.prompt || job.generator;
+  statusRegion.textContent = `"${what}": ${job.status === "gone" ? "no longer available" : job.status}`;
 }
 
 function showConnection(state, seconds) {
@@ -250,24 +287,48 @@ class JobView {
     this.cancel.addEventListener("click", () => cancelJob(id));
     this.download = el("a", { className: "button download", textContent: "Download ZIP" });
     this.download.setAttribute("download", "");
-    this.download.addEventListener("click", (event) => {
-      if (!api.key) return; // without keys, the plain link downloads
-      event.preventDefault();
-      api.download(jobs.get(id)).catch(() => showConnection("reconnecting", 1));
-    });
+
     const head = el("div", { className: "job-head" }, [this.prompt, this.badge]);
     const actions = el("div", { className: "actions" }, [this.cancel, this.download]);
     const foot = el("div", { className: "job-foot" }, [this.detail, actions]);
-    this.root.append(head, this.meta, this.bar, foot);
+    // Thumbnails appear one by one as files land; the live preview fills the next tile.
+    this.gallery = el("ul", { className: "gallery" });
+    this.gallery.setAttribute("aria-label", "Images");
+    this.tiles = new Map(); // file name -> its tile
+    this.previewImage = el("img", { alt: "Preview of the image being rendered" });
+    this.previewTile = el("li", { className: "tile preview" }, [this.previewImage]);
+    this.root.append(head, this.meta, this.bar, this.gallery, foot);
+  }
+
+  showFiles(job) {
+    const files = job.files || [];
+    files.forEach((file, index) => {
+      if (this.tiles.has(file.name)) return;
+      const isImage = (file.content_type || "").startsWith("image/");
+      const label = `${file.name} (image ${index + 1} of ${job.params?.count ?? files.length})`;
+      const thumb = isImage
+        ? el("img", { src: file.url, alt: `${job.params?.prompt || job.generator}: ${label}`, loading: "lazy" })
+        : el("span", { className: "file-name", textContent: file.name });
+      const link = el("a", { href: file.url, target: "_blank", rel: "noopener", title: `Open ${file.name}` }, [thumb]);
+      const tile = el("li", { className: "tile" }, [link]);
+      this.tiles.set(file.name, tile);
+      this.gallery.insertBefore(tile, this.previewTile.parentNode ? this.previewTile : null);
+    });
+    const previewing = job.status === "running" && Boolean(job.preview);
+    if (previewing && this.previewImage.getAttribute("src") !== job.preview) this.previewImage.src = job.preview;
+    if (previewing && !this.previewTile.parentNode) this.gallery.append(this.previewTile);
+    if (!previewing) this.previewTile.remove();
+    this.gallery.hidden = this.gallery.children.length === 0;
   }
 
   update(job) {
-    const percent = Math.round(job.progress?.percent ?? 0);
+    const percent = job.status === "succeeded" ? 100 : Math.round(job.progress?.percent ?? 0);
+    this.status = job.status;
     this.root.dataset.status = job.status;
     this.prompt.textContent = job.params?.prompt || job.generator;
     this.badge.textContent = job.status === "gone" ? "unavailable" : job.status;
     this.meta.textContent = describeParams(job);
-    this.fill.style.width = `${job.status === "succeeded" ? 100 : percent}%`;
+    this.fill.style.width = `${percent}%`;
     this.bar.setAttribute("aria-valuenow", String(percent));
     this.bar.setAttribute("aria-label", `${percent} percent`);
     this.detail.textContent = describeState(job);
@@ -276,6 +337,7 @@ class JobView {
     this.cancel.hidden = !active || job.cancel_requested;
     this.download.hidden = job.status !== "succeeded";
     if (job.status === "succeeded") this.download.href = api.resultUrl(job);
+    this.showFiles(job);
   }
 }
 
@@ -375,14 +437,38 @@ async function cancelJob(id) {
   }
 }
 
-async function loadRecent() {
+// The owner's jobs, newest first, a page at a time ("Show older jobs").
+const PAGE = 10;
+let nextCursor = null;
+
+async function loadRecent(cursor = null) {
   try {
-    const response = await api.recent(20);
+    const response = await api.recent(PAGE, cursor);
     if (!response.ok) return;
-    for (const job of response.data.jobs.reverse()) show(job);
+    const page = response.data.jobs;
+    if (cursor) for (const job of page) show(job, { older: true });
+    else for (const job of [...page].reverse()) show(job);
+    for (const job of page) loadFiles(jobs.get(job.id));
+    nextCursor = response.data.next_cursor;
+    moreButton.hidden = !nextCursor;
   } catch {
     emptyNote.textContent = "Could not load your jobs; they will appear once the server answers.";
   }
+}
+
+moreButton.addEventListener("click", () => loadRecent(nextCursor));
+
+// Priorities the caller may not ask for are shown, but disabled, with the reason.
+async function loadPriorities() {
+  const response = await api.me().catch(() => null);
+  if (!response?.ok) return;
+  const { priorities, default_priority: fallback, tier } = response.data;
+  const select = form.elements.priority;
+  for (const option of select.options) {
+    option.disabled = !priorities.includes(option.value);
+    option.textContent = capitalize(option.value) + (option.disabled ? ` (not for a ${tier} key)` : "");
+  }
+  select.value = fallback;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -426,6 +512,7 @@ keyForm.addEventListener("submit", (event) => {
 });
 
 function start() {
+  loadPriorities();
   loadRecent().finally(() => live.reconnectNow());
 }
 

@@ -1,0 +1,157 @@
+"""What one run tells the world while it goes: its progress, its files as they land
+and its live preview (`RunContext`, the generator's `GeneratorContext`), and the token
+that tells the run to stop (`CancelToken`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import JobCancelled
+from ..events.bus import EventBus, EventType
+from ..generators.base import OutputFile
+from ..job import Job, Progress
+from ..results.files import MAX_PREVIEW_BYTES, PREVIEW_TYPES, FileStore
+from ..results.storage import check_output
+from ..store.jobs import JobStore
+
+log = logging.getLogger(__name__)
+
+PROGRESS_WRITE_INTERVAL = 0.5
+PREVIEW_INTERVAL = 0.2
+
+
+class CancelToken:
+    """Set once, by a cancel request or a shutdown; `reason` says which."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+class RunContext:
+    """The `GeneratorContext` of one run: what the run tells the world.
+
+    Progress goes to the bus at once and to the row at most every
+    PROGRESS_WRITE_INTERVAL seconds (stage changes and 100 % always). Each file the
+    generator yields is stored (results/files.py) and announced (`output`) before the
+    ZIP takes it. A preview replaces the run's one preview and is announced (`preview`),
+    at most every PREVIEW_INTERVAL seconds: a generator may offer them as fast as it
+    likes, sockets and the database see a few a second."""
+
+    def __init__(
+        self, job: Job, store: JobStore, bus: EventBus, token: CancelToken, files: FileStore
+    ) -> None:
+        self._job = job
+        self._store = store
+        self._bus = bus
+        self.token = token
+        self._files = files
+        self._percent = 0.0
+        self._stage: str | None = None
+        self._written_at = 0.0
+        self._previewed_at = float("-inf")  # monotonic; -inf: never, so nothing to delete
+        self._refused_preview = False
+
+    def progress(
+        self,
+        stage: str,
+        percent: float,
+        message: str = "",
+        *,
+        step: int | None = None,
+        total: int | None = None,
+    ) -> None:
+        if self.token.is_set():  # a run told to stop reports nothing more
+            return
+        self._percent = max(self._percent, min(100.0, max(0.0, float(percent))))
+        progress = Progress(
+            round(self._percent, 2), str(stage)[:64], str(message)[:500], step, total
+        )
+        self._bus.publish(self._job.id, EventType.PROGRESS, **progress.event_data())
+        now = time.monotonic()
+        if (
+            stage != self._stage
+            or self._percent >= 100
+            or now - self._written_at >= PROGRESS_WRITE_INTERVAL
+        ):
+            self._stage = stage
+            self._written_at = now
+            self._write(progress)
+
+    def preview(self, data: bytes, content_type: str = "image/png") -> None:
+        if self.token.is_set():
+            return
+        now = time.monotonic()
+        if now - self._previewed_at < PREVIEW_INTERVAL:
+            return
+        if not self._previewable(data, content_type):
+            return
+        self._previewed_at = now
+        job = self._job
+        try:
+            stored = self._files.put_preview(job.id, job.lease_epoch, bytes(data), content_type)
+        except (OSError, SQLAlchemyError) as error:
+            log.warning("could not store a preview of job %s: %s", job.id, error)
+            return
+        data_fields = stored.event_data() | {"version": stored.position}
+        del data_fields["name"]
+        self._bus.publish(job.id, EventType.PREVIEW, **data_fields)
+
+    def land(self, files: Iterable[object]) -> Iterator[OutputFile]:
+        """`files`, each checked, stored and announced before it is passed on."""
+        job, names = self._job, set()
+        for position, item in enumerate(files):
+            self.check_cancelled()  # a run told to stop (or abandoned) lands nothing more
+            output = check_output(item, names)
+            names.add(output.name)
+            stored = self._files.put(job.id, job.lease_epoch, position, output)
+            self._bus.publish(job.id, EventType.OUTPUT, **stored.event_data())
+            yield output
+
+    def end(self) -> None:
+        """The run is over: its preview goes (its files stay, with the result)."""
+        if self._previewed_at == float("-inf"):
+            return  # the usual case: no preview, nothing to delete
+        try:
+            self._files.delete_preview(self._job.id, self._job.lease_epoch)
+        except (OSError, SQLAlchemyError) as error:
+            log.warning("could not delete the preview of job %s: %s", self._job.id, error)
+
+    def _previewable(self, data: bytes, content_type: str) -> bool:
+        problem = None
+        if content_type not in PREVIEW_TYPES:
+            problem = f"type {content_type!r} is not one of {sorted(PREVIEW_TYPES)}"
+        elif not isinstance(data, (bytes, bytearray)) or len(data) > MAX_PREVIEW_BYTES:
+            problem = f"a preview is bytes, at most {MAX_PREVIEW_BYTES} of them"
+        if problem and not self._refused_preview:  # said once a run, not per frame
+            self._refused_preview = True
+            log.warning("job %s: preview refused: %s", self._job.id, problem)
+        return problem is None
+
+    def check_cancelled(self) -> None:
+        if self.token.is_set():
+            raise JobCancelled(self.token.reason)
+
+    def _write(self, progress: Progress) -> None:
+        try:
+            row = self._store.record_progress(self._job, progress)
+        except SQLAlchemyError as error:
+            log.warning("could not store progress of job %s: %s", self._job.id, error)
+            return
+        if row is None:
+            self.token.cancel("lease_lost")
+        elif row.cancel_requested:
+            self.token.cancel("cancelled")

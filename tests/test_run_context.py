@@ -1,0 +1,93 @@
+"""What a run tells the world (execution/run_context.py): previews are throttled, sized,
+kept out of memory, and go when the run ends; files are stored before they are passed on."""
+
+from __future__ import annotations
+
+import tracemalloc
+from datetime import UTC, datetime
+
+import pytest
+
+from app.generation.events.bus import EventBus, EventType
+from app.generation.execution.run_context import CancelToken, RunContext
+from app.generation.generators import OutputFile
+from app.generation.job import Job, JobStatus, Priority
+from app.generation.results.files import MAX_PREVIEW_BYTES, FilesystemFileStore
+from app.generation.results.storage import GeneratorOutputError
+
+
+def running(job_id: str) -> Job:
+    now = datetime.now(UTC)
+    return Job(0, job_id, "alice", "images", {}, Priority.NORMAL, JobStatus.RUNNING, now)
+
+
+@pytest.fixture
+def files(tmp_path):
+    return FilesystemFileStore(tmp_path / "files")
+
+
+def context_for(job_id, bus, files, service):
+    return RunContext(running(job_id), service.store, bus, CancelToken(), files)
+
+
+def kinds(bus, job_id):
+    return [event.type for event in bus.history(job_id)]
+
+
+def test_a_fast_generator_cannot_flood_watchers_with_previews(service, files):
+    bus = EventBus()
+    context = context_for("j1", bus, files, service)
+    for frame in range(50):
+        context.preview(bytes([frame]) * 100)
+    assert kinds(bus, "j1") == [EventType.PREVIEW]  # one per PREVIEW_INTERVAL
+    landed, stream = files.open_preview("j1", 0)
+    assert stream.read() == bytes([0]) * 100
+
+
+def test_an_oversized_or_odd_preview_is_refused(service, files, caplog):
+    bus = EventBus()
+    context = context_for("j1", bus, files, service)
+    context.preview(b"x" * (MAX_PREVIEW_BYTES + 1))
+    context.preview(b"<html>", "text/html")
+    assert kinds(bus, "j1") == []
+    assert "preview refused" in caplog.text
+    with pytest.raises(FileNotFoundError):
+        files.open_preview("j1", 0)
+
+
+def test_a_hundred_jobs_previewing_at_once_hold_no_previews_in_memory(service, files):
+    bus = EventBus()
+    contexts = [context_for(f"job{n}", bus, files, service) for n in range(100)]
+    frame = b"\x89PNG" + bytes(200_000)  # 100 such previews would be 20 MB
+    tracemalloc.start()
+    try:
+        for context in contexts:
+            context.preview(frame)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert sum(kinds(bus, f"job{n}") == [EventType.PREVIEW] for n in range(100)) == 100
+    assert held < 2_000_000
+    for context in contexts:
+        context.end()
+    assert list((files.root).glob("*/preview")) == []
+
+
+def test_each_file_is_stored_and_announced_before_it_is_passed_on(service, files):
+    bus = EventBus()
+    context = context_for("j1", bus, files, service)
+    passed = []
+    for item in context.land([OutputFile("a.png", b"1"), OutputFile("b.png", b"22")]):
+        assert [f.name for f in files.list("j1", 0)][-1] == item.name
+        assert bus.history("j1")[-1].data["name"] == item.name
+        passed.append(item.name)
+    assert passed == ["a.png", "b.png"]
+
+
+def test_a_bad_or_repeated_file_name_fails_before_it_is_stored(service, files):
+    context = context_for("j1", EventBus(), files, service)
+    with pytest.raises(GeneratorOutputError):
+        list(context.land([OutputFile("a.png", b"1"), OutputFile("a.png", b"2")]))
+    with pytest.raises(GeneratorOutputError):
+        list(context.land([OutputFile("../x", b"1")]))
+    assert [f.name for f in files.list("j1", 0)] == ["a.png"]
