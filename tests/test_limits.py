@@ -12,7 +12,7 @@ from app import create_app
 from app.generation import TooManyJobsError
 from app.generation.intake.keys import Tier
 
-from .conftest import TEST_SECRET_KEY
+from .conftest import TEST_SECRET_KEY, wait_for
 from .test_observers import Journal
 from .test_service import hold_worker
 
@@ -132,3 +132,23 @@ def test_open_endpoints_and_open_mode_are_not_rate_limited(config, service, clie
     keyed = app.test_client()
     assert {keyed.get("/health").status_code for _ in range(5)} == {200}
     assert {client.get("/api/v1/jobs").status_code for _ in range(5)} == {200}
+
+
+def test_images_opened_through_signed_links_do_not_count_against_the_rate_limit(
+    config, service, paced
+):
+    app = limited_app(config, service, rate_limit="30/minute")
+    client = app.test_client()
+    alice = headers_for(app, "alice")
+    answer = client.post(
+        "/api/v1/jobs", json={"generator": "paced", "params": {"count": 1}}, headers=alice
+    )
+    job_id = answer.json["id"]
+    wait_for(service, job_id)
+    [file] = client.get(f"/api/v1/jobs/{job_id}/files", headers=alice).json["files"]
+    for _ in range(10):  # a page's thumbnails, reloaded
+        with client.get(file["url"]) as image:
+            assert image.status_code == 200
+    # The same file asked with the key is the first counted request of its route.
+    with client.get(file["url"].split("?")[0], headers=alice) as keyed:
+        assert (keyed.status_code, keyed.headers["X-RateLimit-Remaining"]) == (200, "29")

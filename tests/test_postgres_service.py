@@ -174,7 +174,10 @@ def test_subscribers_of_one_service_see_a_job_running_on_another(make_node, gate
     relayed = [kind for kind in kinds if kind != "queued"]
     assert relayed[0] == "started" and relayed[-1] == "succeeded"
     assert "progress" in relayed
+    assert relayed[-2] == "output"  # each file, announced as it landed, on every machine
     assert a.results.open(job.id, 1).read(2) == b"PK"  # and its result is readable here
+    [landed] = a.files.list(a.get(job.id))  # so are its files, one by one
+    assert a.files.open(a.get(job.id), landed.name)[1].read() == b"seen"
 
 
 def test_cancel_asked_on_one_service_stops_the_run_on_another(make_node, gate):

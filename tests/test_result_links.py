@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import time
 import zipfile
@@ -10,11 +9,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app import create_app
 from app.generation.events.bus import EventType
-from app.generation.intake.keys import Tier
 
-from .conftest import TEST_SECRET_KEY, wait_for
+from .conftest import wait_for
+from .test_limits import headers_for, limited_app
 
 
 def next_event(subscription, kind, timeout=10.0):
@@ -107,15 +105,7 @@ def test_the_preview_follows_the_run_and_goes_when_it_ends(client, service, pace
 
 @pytest.fixture
 def keyed(config, service):
-    keyed = dataclasses.replace(config, auth_mode="keys", secret_key=TEST_SECRET_KEY)
-    app = create_app(keyed, service=service)
-    app.config["TESTING"] = True
-    return app
-
-
-def key_headers(app, name):
-    _, key = app.extensions["keys"].create(name, Tier.STANDARD)
-    return {"Authorization": f"Bearer {key}"}
+    return limited_app(config, service)
 
 
 def finished_job(app, service, paced, headers):
@@ -126,7 +116,7 @@ def finished_job(app, service, paced, headers):
 
 
 def test_a_signed_link_opens_a_file_and_the_zip_without_a_key(keyed, service, paced):
-    alice = key_headers(keyed, "alice")
+    alice = headers_for(keyed, "alice")
     client, job = finished_job(keyed, service, paced, alice)
     files = client.get(job["links"]["files"], headers=alice).json["files"]
     assert fetch(client, files[0]["url"]).status_code == 200
@@ -143,7 +133,7 @@ def tampered(url, **changes):
 
 
 def test_an_expired_or_altered_link_is_refused_with_403(keyed, service, paced):
-    alice = key_headers(keyed, "alice")
+    alice = headers_for(keyed, "alice")
     client, job = finished_job(keyed, service, paced, alice)
     url = client.get(job["links"]["files"], headers=alice).json["files"][0]["url"]
     signature = parse_qs(urlsplit(url).query)["signature"][0]
@@ -159,7 +149,7 @@ def test_an_expired_or_altered_link_is_refused_with_403(keyed, service, paced):
 
 
 def test_a_link_opens_only_the_resource_it_was_signed_for(keyed, service, paced):
-    alice = key_headers(keyed, "alice")
+    alice = headers_for(keyed, "alice")
     client, job = finished_job(keyed, service, paced, alice)
     _, other = finished_job(keyed, service, paced, alice)
     url = client.get(job["links"]["files"], headers=alice).json["files"][0]["url"]
@@ -170,7 +160,7 @@ def test_a_link_opens_only_the_resource_it_was_signed_for(keyed, service, paced)
 
 
 def test_an_expired_link_is_refused(keyed, service, paced, monkeypatch):
-    alice = key_headers(keyed, "alice")
+    alice = headers_for(keyed, "alice")
     client, job = finished_job(keyed, service, paced, alice)
     url = job["result"]["url"]
     later = time.time() + 2 * 3600
@@ -181,7 +171,7 @@ def test_an_expired_link_is_refused(keyed, service, paced, monkeypatch):
 
 
 def test_a_link_never_outlives_the_results_retention(keyed, service, paced):
-    alice = key_headers(keyed, "alice")
+    alice = headers_for(keyed, "alice")
     _, job = finished_job(keyed, service, paced, alice)
     signer = keyed.extensions["links"]
     finished = service.get(job["id"]).finished_at

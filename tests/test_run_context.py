@@ -73,7 +73,12 @@ def test_a_hundred_jobs_previewing_at_once_hold_no_previews_in_memory(service, f
     assert list((files.root).glob("*/preview")) == []
 
 
-def test_each_file_is_stored_and_announced_before_it_is_passed_on(service, files):
+@pytest.fixture
+def live_at_once(monkeypatch):
+    monkeypatch.setattr("app.generation.execution.run_context.LIVE_AFTER_SECONDS", 0.0)
+
+
+def test_each_file_is_stored_and_announced_before_it_is_passed_on(service, files, live_at_once):
     bus = EventBus()
     context = context_for("j1", bus, files, service)
     passed = []
@@ -84,7 +89,32 @@ def test_each_file_is_stored_and_announced_before_it_is_passed_on(service, files
     assert passed == ["a.png", "b.png"]
 
 
-def test_a_bad_or_repeated_file_name_fails_before_it_is_stored(service, files):
+def test_a_short_runs_files_are_announced_with_its_result_not_stored(service, files):
+    bus = EventBus()
+    context = context_for("j1", bus, files, service)
+    assert [f.name for f in context.land([OutputFile("a.png", b"1")])] == ["a.png"]
+    assert files.list("j1", 0) == [] and kinds(bus, "j1") == []
+    context.announce_result([{"name": "a.png", "bytes": 1, "sha256": "ab" * 32}])
+    [event] = bus.history("j1")
+    assert (event.type, event.data["name"], event.data["content_type"]) == (
+        EventType.OUTPUT,
+        "a.png",
+        "image/png",
+    )
+
+
+def test_a_held_file_is_stored_once_the_run_checks_in_after_a_while(service, files, monkeypatch):
+    context = context_for("j1", EventBus(), files, service)
+    landing = context.land([OutputFile("a.png", b"1"), OutputFile("b.png", b"2")])
+    next(landing)
+    context.check_cancelled()
+    assert files.list("j1", 0) == []  # too soon: the run may end any moment
+    monkeypatch.setattr("app.generation.execution.run_context.LIVE_AFTER_SECONDS", 0.0)
+    context.check_cancelled()  # the generator checks in while it works on the next file
+    assert [f.name for f in files.list("j1", 0)] == ["a.png"]
+
+
+def test_a_bad_or_repeated_file_name_fails_before_it_is_stored(service, files, live_at_once):
     context = context_for("j1", EventBus(), files, service)
     with pytest.raises(GeneratorOutputError):
         list(context.land([OutputFile("a.png", b"1"), OutputFile("a.png", b"2")]))

@@ -39,6 +39,7 @@ from .job import Job, JobStatus, Priority
 from .ops.stats import service_stats
 from .queue.contract import JobQueue
 from .queue.memory import MemoryQueue
+from .results.job_files import JobFiles
 from .results.retention import ResultSweeper
 from .results.storage import ResultStore
 from .settings import ServiceSettings
@@ -72,6 +73,7 @@ class GenerationService:
         self.settings = settings = settings or ServiceSettings()
         self.store = store
         self.results = results
+        self.files = JobFiles(results)  # a job's files: stored as they land, then its ZIP's
         self.generators = generators
         self.bus = bus or EventBus()
         self.observers = ObserverSet()

@@ -148,7 +148,7 @@ def get_result(job_id: str) -> Response:
 def list_files(job_id: str) -> Response:
     """The job's files so far, while it runs too, each with a signed url."""
     job = _unexpired(service().get(job_id, owner=owner()))
-    files = service().results.files.list(job.id, job.lease_epoch)
+    files = service().files.list(job)
     return jsonify(job_id=job.id, status=job.status.value, files=[file_json(job, f) for f in files])
 
 
@@ -159,9 +159,14 @@ def get_file(job_id: str, name: str) -> Response:
     if not safe_name(name):
         raise _no_file(job_id, name)
     try:
-        landed, stream = service().results.files.open(job.id, job.lease_epoch, name)
+        landed, stream = service().files.open(job, name)
     except FileNotFoundError:
-        raise _no_file(job_id, name) from None
+        # It may have finished meanwhile: its files moved into its ZIP.
+        job = service().get(job_id, owner=owner())
+        try:
+            landed, stream = service().files.open(job, name)
+        except FileNotFoundError:
+            raise _no_file(job_id, name) from None
     # A finished job's files never change; a running one's may, if its run starts again.
     max_age = FILE_MAX_AGE if job.status.is_terminal else 0
     return _serve(landed, stream, name.rsplit("/", 1)[-1], max_age)

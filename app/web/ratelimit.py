@@ -3,15 +3,17 @@
 The window is counted per owner (a key's name, so a rotated key does not double the
 allowance) in this process's memory. With several processes or machines each keeps its
 own window, so the effective limit is RATE_LIMIT times the number of processes
-(docs/security.md). Open mode has no keys and no limit: it is for local use.
+(docs/security.md). Open mode has no keys and no limit: it is for local use. Requests
+through signed links (a page's thumbnails) are not counted.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, request
 from flask_limiter import Limiter
 
 from .auth import current_principal
+from .links import is_signed
 
 LIMITER_EXTENSION = "rate_limiter"
 
@@ -30,5 +32,7 @@ def init_rate_limit(app: Flask, api: Blueprint) -> None:
         key_prefix="api",
     )
     limiter.init_app(app)
-    limiter.limit(config.rate_limit)(api)
+    # A page shows a job's images through signed links (links.py), a dozen at once:
+    # reads of stored bytes that browsers cache, not API calls to ration.
+    limiter.limit(config.rate_limit, exempt_when=lambda: is_signed(request))(api)
     app.extensions[LIMITER_EXTENSION] = limiter

@@ -15,7 +15,7 @@ from ..errors import JobCancelled
 from ..events.bus import EventBus, EventType
 from ..generators.base import OutputFile
 from ..job import Job, Progress
-from ..results.files import MAX_PREVIEW_BYTES, PREVIEW_TYPES, FileStore
+from ..results.files import MAX_PREVIEW_BYTES, PREVIEW_TYPES, FileStore, content_type_of
 from ..results.storage import check_output
 from ..store.jobs import JobStore
 
@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 PROGRESS_WRITE_INTERVAL = 0.5
 PREVIEW_INTERVAL = 0.2
+# A run's files are stored as they land once it has run this long: a client may be
+# watching. A run that ends sooner hands all of them over with its outcome instead.
+LIVE_AFTER_SECONDS = 0.25
 
 
 class CancelToken:
@@ -64,6 +67,9 @@ class RunContext:
         self._written_at = 0.0
         self._previewed_at = float("-inf")  # monotonic; -inf: never, so nothing to delete
         self._refused_preview = False
+        self._started = time.monotonic()
+        self._announced: set[str] = set()  # files stored (and announced) while running
+        self._held: list[tuple[int, OutputFile]] = []  # landed, not stored yet
 
     def progress(
         self,
@@ -76,6 +82,7 @@ class RunContext:
     ) -> None:
         if self.token.is_set():  # a run told to stop reports nothing more
             return
+        self._store_if_due()
         self._percent = max(self._percent, min(100.0, max(0.0, float(percent))))
         progress = Progress(
             round(self._percent, 2), str(stage)[:64], str(message)[:500], step, total
@@ -111,24 +118,55 @@ class RunContext:
         self._bus.publish(job.id, EventType.PREVIEW, **data_fields)
 
     def land(self, files: Iterable[object]) -> Iterator[OutputFile]:
-        """`files`, each checked, stored and announced before it is passed on."""
-        job, names = self._job, set()
+        """`files`, each checked and passed on; once the run has gone on for
+        LIVE_AFTER_SECONDS, each is first stored and announced (`output`), so clients see
+        it before the job ends. Files of a run that ends sooner are announced with its
+        outcome (`announce_result`) and served from its ZIP, like every finished job's:
+        storing them one by one would cost a short job a write it does not need."""
+        names: set[str] = set()
         for position, item in enumerate(files):
             self.check_cancelled()  # a run told to stop (or abandoned) lands nothing more
             output = check_output(item, names)
             names.add(output.name)
-            stored = self._files.put(job.id, job.lease_epoch, position, output)
-            self._bus.publish(job.id, EventType.OUTPUT, **stored.event_data())
+            self._held.append((position, output))
+            self._store_if_due()
             yield output
 
+    def announce_result(self, files: list[dict[str, object]]) -> None:
+        """The run succeeded with `files` (the ZIP's entries): announce those not announced
+        yet; all are served from the ZIP from now on."""
+        for entry in files:
+            name = str(entry["name"])
+            if name not in self._announced:
+                data = {"name": name, "bytes": entry["bytes"], "sha256": entry["sha256"]}
+                self._bus.publish(
+                    self._job.id, EventType.OUTPUT, **data, content_type=content_type_of(name)
+                )
+
     def end(self) -> None:
-        """The run is over: its preview goes (its files stay, with the result)."""
-        if self._previewed_at == float("-inf"):
-            return  # the usual case: no preview, nothing to delete
+        """The run is over: its preview and the files stored while it ran go (a finished
+        job's files are served from its ZIP; a failed one has none)."""
+        job = self._job
         try:
-            self._files.delete_preview(self._job.id, self._job.lease_epoch)
+            if self._announced:
+                self._files.delete(job.id, job.lease_epoch)
+            elif self._previewed_at != float("-inf"):
+                self._files.delete_preview(job.id, job.lease_epoch)
         except (OSError, SQLAlchemyError) as error:
-            log.warning("could not delete the preview of job %s: %s", self._job.id, error)
+            log.warning("could not delete the live files of job %s: %s", job.id, error)
+
+    def _store_if_due(self) -> None:
+        """Store the files held so far once the run has gone on for LIVE_AFTER_SECONDS.
+        Called with each file and whenever the generator reports or checks in, so a file
+        waits no longer than that for a generator that checks in between its files."""
+        if not self._held or time.monotonic() - self._started < LIVE_AFTER_SECONDS:
+            return
+        job = self._job
+        for position, output in self._held:
+            stored = self._files.put(job.id, job.lease_epoch, position, output)
+            self._announced.add(output.name)
+            self._bus.publish(job.id, EventType.OUTPUT, **stored.event_data())
+        self._held.clear()
 
     def _previewable(self, data: bytes, content_type: str) -> bool:
         problem = None
@@ -144,6 +182,7 @@ class RunContext:
     def check_cancelled(self) -> None:
         if self.token.is_set():
             raise JobCancelled(self.token.reason)
+        self._store_if_due()
 
     def _write(self, progress: Progress) -> None:
         try:

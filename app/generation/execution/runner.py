@@ -122,6 +122,7 @@ class JobRunner:
             self._discard(job)
             log.warning("job %s lost its claim before finishing; result discarded", job.id)
             return None
+        context.announce_result(final.result_files or [])
         self._bus.publish(job.id, EventType.SUCCEEDED, result=result_summary(final))
         return final
 

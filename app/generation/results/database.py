@@ -93,9 +93,9 @@ class DatabaseResultStore(ResultStore):
         return ResultInfo(bytes=size, files=entries)
 
     def open(self, job_id: str, epoch: int) -> IO[bytes]:
-        reader = _ChunkReader(self._engine, job_id, epoch)
-        if not reader.fetch_next():
-            raise FileNotFoundError(f"no stored result for job {job_id} (epoch {epoch})")
+        """A seekable stream (a file of the ZIP is read from its place in it)."""
+        size = self.size(job_id, epoch)
+        reader = _ChunkReader(self._engine, job_id, epoch, self._chunk_bytes, size)
         return io.BufferedReader(reader, buffer_size=64 * 1024)
 
     def size(self, job_id: str, epoch: int) -> int:
@@ -118,34 +118,51 @@ class DatabaseResultStore(ResultStore):
 
 
 class _ChunkReader(io.RawIOBase):
-    """Reads a stored ZIP one chunk row at a time."""
+    """Reads a stored ZIP one chunk row at a time, from any position: every chunk but the
+    last holds `chunk_bytes` (how `stage` and `save` write them)."""
 
-    def __init__(self, engine: Engine, job_id: str, epoch: int) -> None:
+    def __init__(self, engine: Engine, job_id: str, epoch: int, chunk_bytes: int, size: int):
         self._engine = engine
         self._key = _key(job_id, epoch)
-        self._next = 0
-        self._chunk = memoryview(b"")
+        self._chunk_bytes = chunk_bytes
+        self._size = size
+        self._position = 0
+        self._number = -1  # the chunk held in `_chunk`
+        self._chunk = b""
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
     def readinto(self, buffer: Any) -> int:
-        if not self._chunk and not self.fetch_next():
+        if self._position >= self._size:
             return 0
-        count = min(len(buffer), len(self._chunk))
-        buffer[:count] = self._chunk[:count]
-        self._chunk = self._chunk[count:]
+        number, start = divmod(self._position, self._chunk_bytes)
+        if number != self._number:
+            self._chunk = self._fetch(number)
+            self._number = number
+        count = min(len(buffer), len(self._chunk) - start)
+        buffer[:count] = self._chunk[start : start + count]
+        self._position += count
         return count
 
-    def fetch_next(self) -> bool:
-        query = select(_columns.data).where(*self._key, _columns.number == self._next)
+    def _fetch(self, number: int) -> bytes:
+        query = select(_columns.data).where(*self._key, _columns.number == number)
         with self._engine.connect() as connection:
             data = connection.execute(query).scalar_one_or_none()
         if data is None:
-            return False
-        self._chunk = memoryview(bytes(data))
-        self._next += 1
-        return True
+            raise FileNotFoundError("the stored result was deleted while it was read")
+        return bytes(data)
 
 
 def _key(job_id: str, epoch: int) -> tuple[Any, Any]:

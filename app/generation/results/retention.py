@@ -58,7 +58,6 @@ class ResultSweeper:
         while not self._stopped.is_set() and (batch := self._store.expirable(cutoff, SWEEP_BATCH)):
             for job in batch:
                 self._results.delete(job.id, job.lease_epoch)
-                self._results.files.delete(job.id, job.lease_epoch)
                 if self._store.mark_expired(job.id, now) is not None:
                     expired += 1
                     self._observer.expired(job)

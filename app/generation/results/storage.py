@@ -76,6 +76,21 @@ class ResultStore(abc.ABC):
     def open(self, job_id: str, epoch: int) -> IO[bytes]:
         """Open a saved ZIP for reading; FileNotFoundError if there is none."""
 
+    def open_file(self, job_id: str, epoch: int, name: str) -> IO[bytes]:
+        """One file of a saved ZIP, streamed from its place in it (files are stored, not
+        compressed); FileNotFoundError if the ZIP or the file is missing."""
+        stream = self.open(job_id, epoch)
+        try:
+            archive = zipfile.ZipFile(stream)
+            entry = archive.open(name)
+        except KeyError:
+            stream.close()
+            raise FileNotFoundError(f"the result of job {job_id} has no {name!r}") from None
+        except BaseException:
+            stream.close()
+            raise
+        return io.BufferedReader(_EntryReader(entry, archive, stream))
+
     @abc.abstractmethod
     def size(self, job_id: str, epoch: int) -> int:
         """Bytes of a saved ZIP; FileNotFoundError if there is none."""
@@ -134,6 +149,28 @@ def write_zip(
         document = json.dumps(manifest | {"files": entries}, separators=(", ", ": "))
         archive.writestr(MANIFEST_NAME, document + "\n", zipfile.ZIP_DEFLATED)
     return entries
+
+
+class _EntryReader(io.RawIOBase):
+    """A ZIP entry being read; closing it closes the archive and the stream under it."""
+
+    def __init__(self, entry: IO[bytes], archive: zipfile.ZipFile, stream: IO[bytes]) -> None:
+        self._entry, self._archive, self._stream = entry, archive, stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._entry.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._entry.close()
+            self._archive.close()
+            self._stream.close()
+        super().close()
 
 
 class SpillFile:
