@@ -192,3 +192,16 @@ def test_bad_tokens_are_refused(keyed_app, keyed_client, issue_key, monkeypatch,
         with pytest.raises(auth.ApiError) as refused:
             auth.current_principal()
     assert refused.value.status == 401
+
+
+def test_me_tells_a_page_which_priorities_the_caller_may_ask_for(call, keyed_client, issue_key):
+    opened = call("GET", "/api/v1/me").get_json()
+    assert opened == {
+        "owner": "anonymous",
+        "tier": None,
+        "priorities": ["high", "normal", "low"],
+        "default_priority": "normal",
+    }
+    free = keyed_client.get("/api/v1/me", headers=issue_key("kim", "free")).get_json()
+    assert (free["owner"], free["tier"], free["priorities"]) == ("kim", "free", ["low"])
+    assert keyed_client.get("/api/v1/me").status_code == 401

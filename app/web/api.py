@@ -194,6 +194,8 @@ def _serve(landed: LandedFile, stream: IO[bytes], download_name: str, max_age: i
         conditional=True,
         max_age=max_age,
     )
+    if response.status_code == 200:  # a file read from a ZIP has no size of its own
+        response.content_length = landed.bytes
     response.cache_control.public = False
     response.cache_control.private = True
     # Generators' files are served from this origin: an SVG or HTML file must not run

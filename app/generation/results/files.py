@@ -1,16 +1,16 @@
 """A run's files as they land, and its live preview, readable while the job still runs.
 
 The result ZIP (storage.py) exists only once a run has succeeded. So that a client can
-look at each file as soon as the generator yields it, the runner also puts every file
-here at once, keyed like the ZIP by job id and lease epoch (a zombie's files are never
-served), and announces it with an `output` event. A generator may also publish a
-*preview* of work in progress: one per run, the latest replacing the one before,
-deleted when the run ends, never part of the ZIP.
+look at each file before that, a run that goes on for more than a moment also puts each
+file here as it lands (execution/run_context.py), keyed like the ZIP by job id and lease
+epoch (a zombie's files are never served), and announces it with an `output` event. A
+generator may also publish a *preview* of work in progress: one per run, the latest
+replacing the one before, never part of the ZIP.
 
-Files stay as long as the ZIP (the retention sweep deletes both); they cost the disk or
-database space of the ZIP a second time. Backends: `FilesystemFileStore` (here, beside
+All of it is deleted when the run ends: a finished job's files are read from its ZIP
+(job_files.py), so nothing is kept twice. Backends: `FilesystemFileStore` (here, beside
 the filesystem result store) and `DatabaseFileStore` (files_database.py: one row per
-file, so every machine serves every file).
+file, so every machine serves every file of a running job).
 """
 
 from __future__ import annotations
