@@ -255,3 +255,15 @@ def test_open_mode_offers_all_three_priorities(page):
     for option in options.all():
         assert option.is_enabled()
     expect(page.locator("select[name=priority]")).to_have_value("normal")
+
+
+def test_older_jobs_page_in_on_request(page, service):
+    for _ in range(12):  # one at a time: the test service's queue holds 10
+        wait_for(service, service.submit("noop", {"ms": 0}).id)
+    page.reload()
+    cards = page.locator(".job")
+    expect(cards).to_have_count(10)
+    more = page.get_by_role("button", name="Show older jobs")
+    more.click()
+    expect(cards).to_have_count(12)
+    expect(more).to_be_hidden()

@@ -49,10 +49,11 @@ class RunContext:
 
     Progress goes to the bus at once and to the row at most every
     PROGRESS_WRITE_INTERVAL seconds (stage changes and 100 % always). Each file the
-    generator yields is stored (results/files.py) and announced (`output`) before the
-    ZIP takes it. A preview replaces the run's one preview and is announced (`preview`),
-    at most every PREVIEW_INTERVAL seconds: a generator may offer them as fast as it
-    likes, sockets and the database see a few a second."""
+    generator yields is checked before the ZIP takes it and, once the run has gone on
+    for LIVE_AFTER_SECONDS, stored (results/files.py) and announced (`output`). A
+    preview replaces the run's one preview and is announced (`preview`), at most every
+    PREVIEW_INTERVAL seconds: a generator may offer them as fast as it likes, sockets
+    and the database see a few a second. What was stored goes when the run ends."""
 
     def __init__(
         self, job: Job, store: JobStore, bus: EventBus, token: CancelToken, files: FileStore
