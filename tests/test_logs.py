@@ -134,3 +134,14 @@ def test_flys_request_id_comes_first_and_a_bad_one_is_replaced_not_skipped(clien
     assert client.get("/health", headers={"X-Request-Id": "mine-1"}).headers["X-Request-Id"] == (
         "mine-1"
     )
+
+
+def test_the_access_log_keeps_no_signed_links_signature():
+    response = SimpleNamespace(status="200 OK", headers=[], sent=10)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/v1/jobs/x/files/a.png",
+        "QUERY_STRING": "expires=1796417396&signature=BrYn9TQsWiS6N1r7QJI",
+    }
+    fields = access_fields(response, environ, timedelta(0))
+    assert fields["query"] == "expires=1796417396&signature=[redacted]"
