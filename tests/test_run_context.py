@@ -44,6 +44,21 @@ def test_a_fast_generator_cannot_flood_watchers_with_previews(service, files):
     assert stream.read() == bytes([0]) * 100
 
 
+def test_the_latest_preview_offered_too_soon_is_shown_when_the_run_checks_in(
+    service, files, monkeypatch
+):
+    bus = EventBus()
+    context = context_for("j1", bus, files, service)
+    for frame in range(3):
+        context.preview(bytes([frame]) * 10)
+    monkeypatch.setattr("app.generation.execution.run_context.PREVIEW_INTERVAL", 0.0)
+    context.progress("working", 50)  # the generator checks in: the latest frame shows
+    assert kinds(bus, "j1") == [EventType.PREVIEW, EventType.PREVIEW, EventType.PROGRESS]
+    assert files.open_preview("j1", 0)[1].read() == bytes([2]) * 10
+    context.progress("working", 60)
+    assert kinds(bus, "j1")[-1] == EventType.PROGRESS  # frame 1 was replaced, not queued
+
+
 def test_an_oversized_or_odd_preview_is_refused(service, files, caplog):
     bus = EventBus()
     context = context_for("j1", bus, files, service)

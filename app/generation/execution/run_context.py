@@ -68,6 +68,9 @@ class RunContext:
         self._written_at = 0.0
         self._previewed_at = float("-inf")  # monotonic; -inf: never, so nothing to delete
         self._refused_preview = False
+        # A preview offered within PREVIEW_INTERVAL of the last one shown: at most one per
+        # run (a few MB at most per worker thread), dropped if a newer one comes first.
+        self._waiting_preview: tuple[bytes, str] | None = None
         self._started = time.monotonic()
         self._announced: set[str] = set()  # files stored (and announced) while running
         self._held: list[tuple[int, OutputFile]] = []  # landed, not stored yet
@@ -84,6 +87,7 @@ class RunContext:
         if self.token.is_set():  # a run told to stop reports nothing more
             return
         self._store_if_due()
+        self._show_preview_if_due()
         self._percent = max(self._percent, min(100.0, max(0.0, float(percent))))
         progress = Progress(
             round(self._percent, 2), str(stage)[:64], str(message)[:500], step, total
@@ -100,17 +104,23 @@ class RunContext:
             self._write(progress)
 
     def preview(self, data: bytes, content_type: str = "image/png") -> None:
-        if self.token.is_set():
+        if self.token.is_set() or not self._previewable(data, content_type):
             return
+        # The latest wins: one offered too soon waits (replacing any that waited) and is
+        # shown once the interval has passed and the generator checks in again.
+        self._waiting_preview = (bytes(data), content_type)
+        self._show_preview_if_due()
+
+    def _show_preview_if_due(self) -> None:
         now = time.monotonic()
-        if now - self._previewed_at < PREVIEW_INTERVAL:
+        if self._waiting_preview is None or now - self._previewed_at < PREVIEW_INTERVAL:
             return
-        if not self._previewable(data, content_type):
-            return
+        data, content_type = self._waiting_preview
+        self._waiting_preview = None
         self._previewed_at = now
         job = self._job
         try:
-            stored = self._files.put_preview(job.id, job.lease_epoch, bytes(data), content_type)
+            stored = self._files.put_preview(job.id, job.lease_epoch, data, content_type)
         except (OSError, SQLAlchemyError) as error:
             log.warning("could not store a preview of job %s: %s", job.id, error)
             return
@@ -130,6 +140,7 @@ class RunContext:
             output = check_output(item, names)
             names.add(output.name)
             self._held.append((position, output))
+            self._waiting_preview = None  # it showed work that has now landed
             self._store_if_due()
             yield output
 
@@ -184,6 +195,7 @@ class RunContext:
         if self.token.is_set():
             raise JobCancelled(self.token.reason)
         self._store_if_due()
+        self._show_preview_if_due()
 
     def _write(self, progress: Progress) -> None:
         try:
