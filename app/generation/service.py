@@ -33,7 +33,7 @@ from .forecast.outlook import Outlook, Quote
 from .forecast.run_times import JobCosts, job_costs
 from .generators import GeneratorRegistry
 from .intake.admission import Admission
-from .intake.keys import ANONYMOUS, Principal
+from .intake.keys import ANONYMOUS, Principal, limits_for
 from .intake.submission import Intake
 from .job import Job, JobStatus, Priority
 from .ops.stats import service_stats
@@ -197,7 +197,8 @@ class GenerationService:
         the job the first one created (marked `replayed`), even after a restart; another
         request under the same key raises IdempotencyKeyReusedError.
         """
-        priority, owner, max_queued = self._limits(principal, priority, owner, max_queued)
+        quota = self.settings.max_queued_per_key
+        priority, owner, max_queued = limits_for(principal, priority, owner, max_queued, quota)
         job = self._intake.submit(
             generator, params, priority, owner, idempotency_key, max_queued, self.accepting
         )
@@ -214,7 +215,8 @@ class GenerationService:
         max_queued: int | None = None,
     ) -> Quote:
         """What `submit` would answer now, without queueing anything; raises as it would."""
-        priority, owner, max_queued = self._limits(principal, priority, owner, max_queued)
+        quota = self.settings.max_queued_per_key
+        priority, owner, max_queued = limits_for(principal, priority, owner, max_queued, quota)
         return self._intake.quote(generator, params, priority, owner, max_queued, self.accepting)
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job:
@@ -320,20 +322,6 @@ class GenerationService:
         from .queue.postgres import PostgresQueue
 
         return PostgresQueue(self.store, capacity, listener, **options)
-
-    def _limits(
-        self,
-        principal: Principal | None,
-        priority: Priority | None,
-        owner: str,
-        max_queued: int | None,
-    ) -> tuple[Priority, str, int | None]:
-        """The priority, owner and quota of a submission: a principal's by the admission
-        policy (keys.py), a trusted caller's as it asks."""
-        if principal is None:
-            return priority or Priority.NORMAL, owner, max_queued
-        priority, quota = principal.limits(priority, self.settings.max_queued_per_key)
-        return priority, principal.owner, quota
 
     def _left_queue(self, job_id: str) -> None:
         """The job is no longer queued (cancelled, or started elsewhere): stop

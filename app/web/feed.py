@@ -21,8 +21,8 @@ from flask import request, url_for
 
 from ..generation import ANONYMOUS, GenerationService, Job
 from ..generation.events.bus import DROPPABLE_EVENTS, Event, EventType, Subscription
-from .links import file_path, links
-from .serialize import job_json
+from .links import links
+from .serialize import file_path, job_json
 
 Message = dict[str, Any]
 

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
-from urllib.parse import quote
 
 from flask import Flask, Request, current_app
 from itsdangerous import Signer
@@ -95,11 +94,6 @@ def resource_of(request: Request) -> str:
     kind = SIGNED_ENDPOINTS[str(request.endpoint)]
     name = (request.view_args or {}).get("name", "")
     return f"file:{name}" if kind == "file" else kind
-
-
-def file_path(job_id: str, name: str) -> str:
-    """The path of one file of a job, under the app's mount point."""
-    return f"/api/v1/jobs/{job_id}/files/{quote(name)}"
 
 
 def _message(owner: str, job_id: str, resource: str, expires: int) -> bytes:

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from flask import request
 
 from ..generation import Job, JobStatus, Quote
 from ..generation.generators import Generator
 from ..generation.results.files import LandedFile
-from .links import file_path, links
+from .links import links
 
 # The path of `api.get_job` without its id. Job ids are hex digits, which need no
 # quoting, so a link is this prefix and the id under the app's mount point: what
 # url_for builds (tests/test_job_links.py checks), without its cost (~15 µs a call).
 JOB_PATH = "/api/v1/jobs/"
+
+
+def file_path(job_id: str, name: str) -> str:
+    """The path of one file of a job (`api.get_file`), under the app's mount point."""
+    return f"{JOB_PATH}{job_id}/files/{quote(name)}"
 
 
 def job_json(job: Job) -> dict[str, Any]:

@@ -82,6 +82,21 @@ class Principal:
         return self.priority_for(requested), max_queued_per_key if self.key_id else None
 
 
+def limits_for(
+    principal: Principal | None,
+    requested: Priority | None,
+    owner: str,
+    max_queued: int | None,
+    max_queued_per_key: int | None,
+) -> tuple[Priority, str, int | None]:
+    """The priority, owner and queued-jobs cap of a submission: a principal's by the
+    admission policy (`Principal.limits`), a trusted caller's (no principal) as it asks."""
+    if principal is None:
+        return requested or Priority.NORMAL, owner, max_queued
+    priority, quota = principal.limits(requested, max_queued_per_key)
+    return priority, principal.owner, quota
+
+
 # Open mode has one owner on a trusted network: all three priorities are theirs to use
 # (the product is about them), NORMAL unless they ask.
 ANONYMOUS_PRINCIPAL = Principal(ANONYMOUS, Tier.PREMIUM, default=Priority.NORMAL)
