@@ -7,12 +7,16 @@ without starting it, so no worker thread runs here.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import click
 from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import Engine
 
 from .generation.intake.keys import ApiKey, KeyStore, Tier
+from .generation.notify.signing import new_secret
+from .generation.notify.targets import UnsafeTarget, check_target
 from .generation.store import schema
 from .generation.store.engine import create_database_engine
 from .wiring import get_service
@@ -75,15 +79,91 @@ def _store() -> KeyStore:
     show_default=True,
     help="premium may ask for high priority, standard for normal, free for low.",
 )
-def create_key(name: str, tier: str) -> None:
-    """Create a key for NAME (the owner of the jobs it submits); print it once."""
+@click.option(
+    "--webhook",
+    "webhook_url",
+    default=None,
+    help="A default webhook target for this key's jobs (https URL).",
+)
+def create_key(name: str, tier: str, webhook_url: str | None) -> None:
+    """Create a key for NAME (the owner of the jobs it submits); print it once, with
+    the secret that signs its jobs' webhooks."""
+    if webhook_url is not None:
+        _check_webhook(webhook_url)
+    keys = _store()
     try:
-        record, key = _store().create(name, Tier(tier))
+        record, key = keys.create(name, Tier(tier), webhook_url=webhook_url)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="NAME") from None
     click.echo(f"Created key {record.key_id} for {record.name} ({record.tier}).", err=True)
     click.echo("Store it now: it is not stored anywhere and cannot be shown again.", err=True)
+    # The key stays stdout's last line (scripts take it from there); the secret that
+    # signs its webhooks goes with the other messages, to stderr.
+    secret = keys.webhook_secrets(record.key_id)[0]
+    click.echo(f"Its webhook signing secret (receivers verify with it): {secret}", err=True)
     click.echo(key)
+
+
+@keys_cli.command("rotate-webhook-secret")
+@click.argument("key_id")
+@click.option(
+    "--overlap-hours",
+    type=click.FloatRange(0, 24 * 30),
+    default=24.0,
+    show_default=True,
+    help="How long the old secret keeps signing too, while receivers switch.",
+)
+def rotate_webhook_secret(key_id: str, overlap_hours: float) -> None:
+    """Give KEY_ID a new webhook signing secret and print it; both sign for a while."""
+    secret = _store().rotate_webhook_secret(
+        key_id.removeprefix("gsk_"), timedelta(hours=overlap_hours)
+    )
+    if secret is None:
+        raise click.ClickException(f"no key with id {key_id!r} (see `keys list --all`)")
+    click.echo(f"New secret; the old one signs too for {overlap_hours:g} hours.", err=True)
+    click.echo(secret)
+
+
+@keys_cli.command("set-webhook")
+@click.argument("key_id")
+@click.argument("url", required=False)
+def set_webhook(key_id: str, url: str | None) -> None:
+    """Set KEY_ID's default webhook target to URL (none given: clear it)."""
+    if url is not None:
+        _check_webhook(url)
+    record = _store().set_webhook_url(key_id.removeprefix("gsk_"), url)
+    if record is None:
+        raise click.ClickException(f"no key with id {key_id!r} (see `keys list --all`)")
+    click.echo(f"Key {record.key_id}: default webhook {url or 'cleared'}.")
+
+
+webhooks_cli = AppGroup("webhooks", help="Webhook signing secrets.")
+
+
+@webhooks_cli.command("new-secret")
+def new_webhook_secret() -> None:
+    """Print a new whsec_ secret, for WEBHOOK_SECRET (open mode's signing secret)."""
+    click.echo(new_secret())
+
+
+@webhooks_cli.command("secret")
+def open_mode_secret() -> None:
+    """Print the secret that signs open mode's webhooks (from WEBHOOK_SECRET or
+    SECRET_KEY); receivers verify deliveries with it."""
+    secrets = get_service(current_app).settings.webhooks.open_secrets
+    if not secrets:
+        raise click.ClickException(
+            "no signing secret: set WEBHOOK_SECRET (`flask --app wsgi webhooks new-secret`)"
+        )
+    click.echo(secrets[0])
+
+
+def _check_webhook(url: str) -> None:
+    settings = get_service(current_app).settings.webhooks
+    try:
+        check_target(url, allow_http=settings.allow_http, allow_private=settings.allow_private)
+    except UnsafeTarget as refused:
+        raise click.BadParameter(str(refused), param_hint="--webhook / URL") from None
 
 
 @keys_cli.command("list")

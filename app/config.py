@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 from dotenv import load_dotenv
 from limits import parse_many
 
+from .generation.notify.signing import is_secret
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REPLICATE_DEFAULT_BASE = "https://api.replicate.com/v1"
 DEFAULT_INSTANCE_DIR = PROJECT_ROOT / "instance"
@@ -81,6 +83,21 @@ class Config:
     secret_key: str = field(default="", repr=False)
     max_queued_per_key: int = 20
     rate_limit: str = "10/second;300/minute"
+    # Where clients reach this service (links in webhook bodies); on Fly, the app's
+    # fly.dev address unless set. Empty: links are paths.
+    public_url: str = ""
+    # Webhooks (docs/webhooks.md): targets must be public https URLs unless these allow
+    # more; open mode's signing secret (keys mode: each key's own) and the one it
+    # replaced, which signs too during a rotation.
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    webhook_secret: str = field(default="", repr=False)
+    webhook_previous_secret: str = field(default="", repr=False)
+    webhook_concurrency: int = 8
+    webhook_per_host: int = 2
+    webhook_timeout_seconds: int = 10
+    # Seconds between attempts (empty: the default schedule, about a day).
+    webhook_retry_delays: tuple[float, ...] = ()
 
     @property
     def result_ttl(self) -> timedelta | None:
@@ -189,6 +206,19 @@ class Config:
             ws_update_interval_ms=reader.integer(
                 "WS_UPDATE_INTERVAL_MS", cls.ws_update_interval_ms, 0, 10_000
             ),
+            public_url=_public_url(reader),
+            webhook_allow_http=reader.flag("WEBHOOK_ALLOW_HTTP", False),
+            webhook_allow_private=reader.flag("WEBHOOK_ALLOW_PRIVATE", False),
+            webhook_secret=reader.webhook_secret("WEBHOOK_SECRET"),
+            webhook_previous_secret=reader.webhook_secret("WEBHOOK_PREVIOUS_SECRET"),
+            webhook_concurrency=reader.integer(
+                "WEBHOOK_CONCURRENCY", cls.webhook_concurrency, 1, 256
+            ),
+            webhook_per_host=reader.integer("WEBHOOK_PER_HOST", cls.webhook_per_host, 1, 256),
+            webhook_timeout_seconds=reader.integer(
+                "WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout_seconds, 1, 60
+            ),
+            webhook_retry_delays=reader.delays("WEBHOOK_RETRY_DELAYS"),
         )
         config.check()
         return config
@@ -277,6 +307,36 @@ class _Reader:
                 return option
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._environ.get(name, "").strip().lower()
+        if not value:
+            return default
+        if value not in ("true", "1", "yes", "false", "0", "no"):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value in ("true", "1", "yes")
+
+    def webhook_secret(self, name: str) -> str:
+        value = self._environ.get(name, "").strip()
+        if value and not is_secret(value):
+            raise ConfigError(
+                f"{name} must be a whsec_ secret (whsec_ and at least 16 bytes in base64); "
+                "`flask --app wsgi webhooks new-secret` prints one"
+            )
+        return value
+
+    def delays(self, name: str) -> tuple[float, ...]:
+        """Comma-separated seconds, each from 0 to a week ("5,300,1800")."""
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return ()
+        try:
+            delays = tuple(float(part) for part in raw.split(","))
+        except ValueError:
+            delays = ()
+        if not delays or any(not 0 <= delay <= 7 * 86_400 for delay in delays):
+            raise ConfigError(f'{name} must be comma-separated seconds like "5,300,1800"')
+        return delays
+
     def rate_limit(self, name: str, default: str) -> str:
         """A limit in the `limits` notation: "10/second;300/minute"."""
         value = self.text(name, default)
@@ -287,6 +347,14 @@ class _Reader:
         if not limits or any(limit.amount < 1 for limit in limits):
             raise ConfigError(f'{name} must look like "10/second;300/minute", got {value!r}')
         return value
+
+
+def _public_url(reader: _Reader) -> str:
+    url = reader.optional("PUBLIC_URL")
+    if url:
+        return http_base_url(url, "PUBLIC_URL")
+    app = reader.optional("FLY_APP_NAME")
+    return f"https://{app}.fly.dev" if app else ""
 
 
 def http_base_url(url: str, name: str) -> str:

@@ -63,6 +63,13 @@ class Metrics:
         self.results_expired = Counter(
             "generation_results_expired", "Results deleted by retention.", registry=r
         )
+        self.webhook_attempts = Counter(
+            "generation_webhook_attempts",
+            "Webhook attempts, by event and outcome (delivered, retrying = failed with "
+            "attempts left, failed = the last attempt failed: dead-lettered).",
+            ["event", "outcome"],
+            registry=r,
+        )
         self.websockets_open = Gauge(
             "generation_websockets_open", "WebSocket connections open now.", registry=r
         )
@@ -146,6 +153,22 @@ class ServiceCollector(Collector):
             value=int(service.accepting),
         )
         yield from _stored_results(service)
+        yield from _webhook_deliveries(service)
+
+
+def _webhook_deliveries(service: GenerationService) -> Iterator[Metric]:
+    try:
+        counts = service.deliveries.count_by_status()
+    except SQLAlchemyError:
+        return
+    family = GaugeMetricFamily(
+        "generation_webhook_deliveries",
+        "Webhook deliveries in the outbox, by status (the whole cluster's).",
+        labels=["status"],
+    )
+    for status, count in counts.items():
+        family.add_metric([status], count)
+    yield family
 
 
 def _stored_results(service: GenerationService) -> Iterator[Metric]:

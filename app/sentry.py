@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import sentry_sdk
 from sentry_sdk.integrations.flask import FlaskIntegration
@@ -23,6 +24,8 @@ from sentry_sdk.tracing import Span, TransactionSource
 from .config import Config
 from .generation import GenerationService, Job
 from .generation.events.observers import JobObserver
+from .generation.notify.sender import Answer
+from .generation.store.deliveries import Delivery
 
 SAFE_HEADERS = [
     "content-type",
@@ -75,7 +78,32 @@ def init_sentry(config: Config, service: GenerationService) -> bool:
         integrations=[FlaskIntegration(transaction_style="url")],
     )
     service.observers.add(SentryJobObserver())
+    service.webhooks.listeners.append(webhook_attempted)
     return True
+
+
+def webhook_attempted(delivery: Delivery, answer: Answer, outcome: str) -> None:
+    """A breadcrumb for each failed webhook attempt; an event when a delivery is
+    dead-lettered (its last attempt failed), carrying the attempts' breadcrumbs."""
+    if outcome == "delivered":
+        return
+    # On the global scope: attempts run on a pool of sender threads, each with its own
+    # scope, and the trail must reach the event that reports the last one.
+    sentry_sdk.get_global_scope().add_breadcrumb(
+        category="webhook",
+        level="warning",
+        message=f"webhook {delivery.id} ({delivery.event} of job {delivery.job_id}) "
+        f"attempt {delivery.attempts + 1}: {answer.error}",
+        data={"status": answer.status, "host": urlsplit(delivery.url).hostname},
+    )
+    if outcome == "failed":
+        with sentry_sdk.new_scope() as scope:
+            scope.set_tag("job.id", delivery.job_id)
+            scope.set_tag("webhook.id", delivery.id)
+            sentry_sdk.capture_message(
+                f"webhook delivery failed after {delivery.attempts + 1} attempts: {answer.error}",
+                level="warning",
+            )
 
 
 def traces_sampler(rate: float) -> Callable[[dict[str, Any]], float]:

@@ -17,9 +17,10 @@ from sqlalchemy import Engine
 from .config import Config
 from .generation import GenerationService
 from .generation.generators import GeneratorRegistry, default_registry
+from .generation.notify.signing import derived_secret
 from .generation.results.database import DatabaseResultStore
 from .generation.results.storage import FilesystemResultStore, ResultStore
-from .generation.settings import ServiceSettings
+from .generation.settings import DEFAULT_RETRY_DELAYS, ServiceSettings, WebhookSettings
 from .generation.store.engine import create_database_engine
 from .generation.store.jobs import JobStore
 from .generation.store.listener import Listener
@@ -78,8 +79,31 @@ SETTINGS_FROM_CONFIG = {
 def service_settings(config: Config) -> ServiceSettings:
     """The generation service's share of the configuration."""
     return ServiceSettings(
-        **{name: getattr(config, key) for name, key in SETTINGS_FROM_CONFIG.items()}
+        **{name: getattr(config, key) for name, key in SETTINGS_FROM_CONFIG.items()},
+        webhooks=webhook_settings(config),
     )
+
+
+def webhook_settings(config: Config) -> WebhookSettings:
+    return WebhookSettings(
+        allow_http=config.webhook_allow_http,
+        allow_private=config.webhook_allow_private,
+        concurrency=config.webhook_concurrency,
+        per_host=config.webhook_per_host,
+        retry_delays=config.webhook_retry_delays or DEFAULT_RETRY_DELAYS,
+        read_timeout=float(config.webhook_timeout_seconds),
+        open_secrets=open_mode_secrets(config),
+    )
+
+
+def open_mode_secrets(config: Config) -> tuple[str, ...]:
+    """Open mode's webhook signing secrets: WEBHOOK_SECRET (and WEBHOOK_PREVIOUS_SECRET
+    during a rotation), else one derived from SECRET_KEY, so that every process and
+    machine signs alike. Without either, none: deliveries wait, failing with a message
+    that says so (docs/webhooks.md)."""
+    if config.webhook_secret:
+        return tuple(filter(None, (config.webhook_secret, config.webhook_previous_secret)))
+    return (derived_secret(config.secret_key),) if config.secret_key else ()
 
 
 def postgres_listener(engine: Engine) -> Listener:

@@ -15,14 +15,13 @@ import sys
 import threading
 from pathlib import Path
 
-from werkzeug.serving import make_server
-
 from app import create_app
 from app.config import Config
 from app.generation.generators import GeneratorRegistry
 from app.generation.generators.images import ImagesGenerator
 from app.wiring import build_service
 from tests.generators import CountingGenerator, GateGenerator, RecordingGenerator
+from tests.servers import wsgi_server
 
 
 def main(name: str) -> None:
@@ -33,7 +32,7 @@ def main(name: str) -> None:
     generators = [ImagesGenerator(), RecordingGenerator(), GateGenerator()]
     registry = GeneratorRegistry([*generators, CountingGenerator(executions, name)])
     service = build_service(config, registry, name=name)
-    server = make_server("127.0.0.1", 0, create_app(config, service=service), threaded=True)
+    server = wsgi_server(create_app(config, service=service))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     service.start()

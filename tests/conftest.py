@@ -23,7 +23,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
-from werkzeug.serving import make_server
 
 from app import create_app
 from app.config import Config
@@ -37,6 +36,7 @@ from app.generation.settings import ServiceSettings
 from app.generation.store import schema
 from app.generation.store.engine import create_database_engine
 from app.generation.store.jobs import JobStore
+from tests.servers import wsgi_server
 
 from .generators import (
     ChattyGenerator,
@@ -220,7 +220,7 @@ def issue_key(keyed_app: Flask) -> Callable[..., dict[str, str]]:
 @contextmanager
 def serving(app: Flask) -> Iterator[str]:
     """`app` on a real, threaded HTTP server (WebSockets need one): its `host:port`."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = wsgi_server(app)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="live-server", daemon=True
     )
@@ -282,7 +282,10 @@ def pg_engine(postgres_url: str) -> Iterator[Engine]:
     engine = create_database_engine(postgres_url)
     with engine.begin() as connection:
         connection.execute(
-            text("TRUNCATE jobs, result_chunks, result_files, api_keys RESTART IDENTITY")
+            text(
+                "TRUNCATE jobs, result_chunks, result_files, api_keys, webhook_deliveries "
+                "RESTART IDENTITY"
+            )
         )
         # TRUNCATE fires no row triggers: the queue's counts start again by hand.
         connection.execute(text("UPDATE queue_counts SET n = 0"))

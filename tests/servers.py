@@ -1,4 +1,5 @@
-"""Real servers for tests: gunicorn subprocesses with the deployment's configuration."""
+"""Real servers for tests: gunicorn subprocesses with the deployment's configuration, and
+an in-process threaded server for tests that need a real socket but not gunicorn."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import requests
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +25,44 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+_RESPONSE = "tests.response"
+
+
+class _ClosingRequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler, closing the response when the client drops the connection.
+
+    Werkzeug's development server closes the response in a `finally` that first drains the
+    request socket; on a reset connection that read raises, `close()` is skipped, and the file
+    behind a served result is left to the garbage collector (a ResourceWarning, an error in
+    this suite, wherever it surfaces). gunicorn closes it; so does the server the tests use.
+    """
+
+    def connection_dropped(self, error: BaseException, environ: dict | None = None) -> None:
+        response = (environ or {}).get(_RESPONSE)
+        if response is not None and hasattr(response, "close"):
+            response.close()
+
+
+def _remembering_response(app: WSGIApplication) -> WSGIApplication:
+    def remembering(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        response = app(environ, start_response)
+        environ[_RESPONSE] = response
+        return response
+
+    return remembering
+
+
+def wsgi_server(app: WSGIApplication) -> BaseWSGIServer:
+    """A threaded HTTP server for `app` on a free loopback port (not yet serving)."""
+    return make_server(
+        "127.0.0.1",
+        0,
+        _remembering_response(app),
+        threaded=True,
+        request_handler=_ClosingRequestHandler,
+    )
 
 
 @dataclass

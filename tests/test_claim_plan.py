@@ -107,6 +107,9 @@ def new_row() -> dict[str, Any]:
         "cancel_requested": False,
         "idempotency_key": None,
         "request_hash": None,
+        "webhook_url": None,
+        "webhook_events": None,
+        "webhook_key_id": None,
     }
 
 

@@ -21,9 +21,9 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from app.config import Config, ConfigError
+from tests.servers import wsgi_server
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -127,7 +127,7 @@ def test_healthcheck_uses_python_against_health(app):
     (healthcheck,) = instruction("HEALTHCHECK")
     command = json.loads(healthcheck.split("CMD", 1)[1])
     assert command[0] == "python" and "/health" in command[-1]
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = wsgi_server(app)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -153,7 +153,11 @@ def send(client, method: str, path: str, headers: dict[str, str], body: bytes) -
 
 def send_any(client, request) -> int:
     (method, template), (job_id, name), query, headers, body = request
-    path = template.format(job_id=quote(job_id, safe=""), name=quote(name, safe="/"))
+    path = template.format(
+        job_id=quote(job_id, safe=""),
+        name=quote(name, safe="/"),
+        delivery_id=quote(job_id, safe=""),  # ids of other kinds are aimed at too
+    )
     return send(client, method, f"{path}?{query}", headers, body)
 
 

@@ -31,6 +31,7 @@ LAYERS: list[set[str]] = [
     {"forecast"},  # positions and ETAs over the queue
     {"results"},  # what a successful run leaves
     {"settings"},  # how the service runs (read by the steps above)
+    {"notify"},  # telling other systems what happened (webhooks)
     {"intake", "execution"},  # a submission taken in; a claimed job run
     {"ops"},  # what operators read
     {"service", "__init__"},  # the front door

@@ -1,6 +1,7 @@
 """Sentry: envelopes from requests and from failing jobs reach a loopback ingest."""
 
 import dataclasses
+import time
 
 import pytest
 import sentry_sdk
@@ -108,3 +109,34 @@ def test_jobs_do_not_share_tags(sentry_app, service, sink):
     wait_for(service, second.id)
     events = flushed(sink).items("event")
     assert sorted(event["tags"]["job.id"] for event in events) == sorted([first.id, second.id])
+
+
+def test_failed_webhook_attempts_leave_breadcrumbs_on_the_dead_letter_event(
+    sentry_app, service, sink
+):
+    from app.generation.notify.signing import new_secret
+    from app.generation.settings import WebhookSettings
+
+    from .webhook_receiver import receiving
+
+    service.webhooks.settings = WebhookSettings(
+        allow_http=True,
+        allow_private=True,
+        open_secrets=(new_secret(),),
+        retry_delays=(0.1,),
+        poll_interval=0.1,
+    )
+    with receiving() as receiver:
+        receiver.answer = lambda message: 503
+        job = service.submit("noop", {}, webhook=receiver.url)
+        receiver.wait_for(2)
+        for _ in range(100):
+            if flushed(sink).items("event"):
+                break
+            time.sleep(0.05)
+    (event,) = sink.items("event")
+    assert event["level"] == "warning" and event["tags"]["job.id"] == job.id
+    assert "failed after 2 attempts" in event["message"]
+    crumbs = [c for c in event["breadcrumbs"]["values"] if c["category"] == "webhook"]
+    assert [c["message"].split(": ", 1)[1] for c in crumbs] == ["HTTP 503: ok"] * 2
+    assert all("whsec_" not in body.decode(errors="replace") for body in sink.raw)

@@ -71,6 +71,37 @@ class Progress:
         }
 
 
+# What a webhook can report, in the order they happen (a job's `webhook_events`).
+WEBHOOK_EVENTS = ("started", "output", "completed")
+DEFAULT_WEBHOOK_EVENTS = ("completed",)
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """Where a job's events are POSTed, which ones, and whose secret signs them (a key's
+    id; None: open mode's secret)."""
+
+    url: str
+    events: tuple[str, ...] = DEFAULT_WEBHOOK_EVENTS
+    key_id: str | None = None
+
+    def wants(self, event: str) -> bool:
+        return event in self.events
+
+    @property
+    def events_column(self) -> str:
+        """`events` as the jobs table keeps them (and its trigger reads them)."""
+        return ",".join(self.events)
+
+    @classmethod
+    def from_columns(
+        cls, url: str | None, events: str | None, key_id: str | None
+    ) -> Webhook | None:
+        if url is None:
+            return None
+        return cls(url, tuple(filter(None, (events or "").split(","))), key_id)
+
+
 @dataclass(frozen=True)
 class Job:
     """An immutable snapshot of one job row."""
@@ -98,6 +129,7 @@ class Job:
     expired_at: datetime | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    webhook: Webhook | None = None
     # Filled in by the service when it describes a job; not stored.
     position: int | None = None
     eta_seconds: float | None = None
@@ -130,4 +162,5 @@ class Job:
             expired_at=row.expired_at,
             idempotency_key=row.idempotency_key,
             request_hash=row.request_hash,
+            webhook=Webhook.from_columns(row.webhook_url, row.webhook_events, row.webhook_key_id),
         )

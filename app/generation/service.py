@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import JobFinishedError, JobNotFoundError
+from .errors import InvalidParamsError, JobFinishedError, JobNotFoundError
 from .events.bus import EventBus, EventType
 from .events.observers import ObserverSet
 from .execution.engine import Execution
@@ -33,9 +33,12 @@ from .forecast.outlook import Outlook, Quote
 from .forecast.run_times import JobCosts, job_costs
 from .generators import GeneratorRegistry
 from .intake.admission import Admission
-from .intake.keys import ANONYMOUS, Principal, limits_for
+from .intake.keys import ANONYMOUS, KeyStore, Principal, limits_for
 from .intake.submission import Intake
-from .job import Job, JobStatus, Priority
+from .job import Job, JobStatus, Priority, Webhook
+from .notify.dispatcher import WebhookDispatcher
+from .notify.payload import basic_job_data, envelope
+from .notify.subscription import webhook_for
 from .ops.stats import service_stats
 from .queue.contract import JobQueue
 from .queue.memory import MemoryQueue
@@ -44,10 +47,16 @@ from .results.retention import ResultSweeper
 from .results.storage import ResultStore
 from .settings import ServiceSettings
 from .store import schema
+from .store.deliveries import Delivery, DeliveryStore
 from .store.jobs import JobStore
 from .store.listener import Listener
 
 log = logging.getLogger(__name__)
+
+NO_OPEN_SECRET = (
+    "this server has no webhook signing secret: its operator must set WEBHOOK_SECRET "
+    "(`flask --app wsgi webhooks new-secret` prints one) or SECRET_KEY"
+)
 
 
 def utcnow() -> datetime:
@@ -81,6 +90,16 @@ class GenerationService:
         self._clock = clock
         cost = job_costs(generators)
         self._queue = self._make_queue(listener, cost)
+        self.deliveries = DeliveryStore(store.engine, store.writing)
+        self.keys = KeyStore(store.engine, clock)
+        self.webhooks = WebhookDispatcher(
+            self.deliveries,
+            settings.webhooks,
+            secrets_for=self._signing_secrets,
+            payload=self._basic_payload,
+            clock=clock,
+        )
+        self.observers.add(self.webhooks)
         self.sweeper = None
         if settings.result_ttl:
             self.sweeper = ResultSweeper(
@@ -90,6 +109,7 @@ class GenerationService:
                 clock,
                 self.observers,
                 interval=settings.sweep_interval,
+                also=self.deliveries.prune,
             )
         self.outlook = Outlook(
             self._queue, cost, self.bus, lambda: self._execution.pool.count, self._now
@@ -135,6 +155,7 @@ class GenerationService:
                 raise RuntimeError(f"cannot start a service that is {self._state}")
             self._state = "running"
         self._execution.start()
+        self.webhooks.start()
         if self.sweeper is not None:
             self.sweeper.start()
 
@@ -164,6 +185,7 @@ class GenerationService:
         if self.sweeper is not None:
             self.sweeper.stop()
         self._execution.stop(wait, timeout)
+        self.webhooks.stop()
         self.store.engine.dispose()  # close pooled connections now, not at garbage collection
         with self._lock:
             self._state = "stopped"
@@ -184,6 +206,8 @@ class GenerationService:
         owner: str = ANONYMOUS,
         idempotency_key: str | None = None,
         max_queued: int | None = None,
+        webhook: str | None = None,
+        webhook_events: Any = None,
     ) -> Job:
         """Validate, write the row, then index it. The returned job is durable.
 
@@ -196,11 +220,23 @@ class GenerationService:
         With an `idempotency_key`, a repeat of the same request by the same owner returns
         the job the first one created (marked `replayed`), even after a restart; another
         request under the same key raises IdempotencyKeyReusedError.
+
+        `webhook` (an https URL; a key's default target if not given) is told of the
+        `webhook_events` the job goes through (default: `completed`); InvalidParamsError
+        if the target is not one the service may call (notify/targets.py).
         """
         quota = self.settings.max_queued_per_key
         priority, owner, max_queued = limits_for(principal, priority, owner, max_queued, quota)
+        subscription = self._webhook(webhook, webhook_events, principal)
         job = self._intake.submit(
-            generator, params, priority, owner, idempotency_key, max_queued, self.accepting
+            generator,
+            params,
+            priority,
+            owner,
+            idempotency_key,
+            max_queued,
+            self.accepting,
+            subscription,
         )
         return self.describe(job) if job.replayed else job
 
@@ -213,10 +249,13 @@ class GenerationService:
         principal: Principal | None = None,
         owner: str = ANONYMOUS,
         max_queued: int | None = None,
+        webhook: str | None = None,
+        webhook_events: Any = None,
     ) -> Quote:
         """What `submit` would answer now, without queueing anything; raises as it would."""
         quota = self.settings.max_queued_per_key
         priority, owner, max_queued = limits_for(principal, priority, owner, max_queued, quota)
+        self._webhook(webhook, webhook_events, principal)
         return self._intake.quote(generator, params, priority, owner, max_queued, self.accepting)
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job:
@@ -257,6 +296,19 @@ class GenerationService:
             job = self.get(job_id)  # it finished meanwhile
         raise JobFinishedError(job_id, job.status.value)
 
+    def deliveries_of(self, job_id: str, *, owner: str | None = None) -> list[Delivery]:
+        """The webhook deliveries of a job (JobNotFoundError as `get`)."""
+        self.get(job_id, owner=owner)
+        return self.deliveries.for_job(job_id)
+
+    def redrive(self, delivery_id: str, *, owner: str | None = None) -> Delivery | None:
+        """Send a failed delivery again, with a fresh schedule of attempts; None if there
+        is no failed delivery with that id (of that owner)."""
+        delivery = self.deliveries.redrive(delivery_id, owner, self._clock())
+        if delivery is not None:
+            self.webhooks.wake()
+        return delivery
+
     def describe(self, job: Job) -> Job:
         """The job with its current queue position and ETA (seconds to finish) filled in."""
         return self.outlook.describe(job)
@@ -278,6 +330,7 @@ class GenerationService:
             eta_accuracy=self.outlook.summary(),
         )
         stats["abandoned_runs"] = self._execution.runner.abandoned_runs
+        stats["webhooks"] = self.deliveries.count_by_status()
         return stats
 
     def queued_by_priority(self) -> dict[Priority, int]:
@@ -322,6 +375,31 @@ class GenerationService:
         from .queue.postgres import PostgresQueue
 
         return PostgresQueue(self.store, capacity, listener, **options)
+
+    def _webhook(self, url: Any, events: Any, principal: Principal | None) -> Webhook | None:
+        key_id = principal.key_id if principal else None
+        try:
+            webhook = webhook_for(
+                url,
+                events,
+                key_id=key_id,
+                key_default=principal.webhook_url if principal else None,
+                settings=self.webhooks.settings,
+            )
+            if webhook is not None and key_id is None and not self.webhooks.settings.open_secrets:
+                raise InvalidParamsError({"webhook": NO_OPEN_SECRET})
+        except InvalidParamsError:
+            self.observers.rejected("invalid_params")
+            raise
+        return webhook
+
+    def _signing_secrets(self, key_id: str | None) -> list[str]:
+        """The secrets that sign a delivery: its key's, or open mode's."""
+        secrets = self.keys.webhook_secrets(key_id) if key_id else []
+        return secrets or list(self.webhooks.settings.open_secrets)
+
+    def _basic_payload(self, delivery: Delivery) -> dict[str, Any]:
+        return envelope(delivery, basic_job_data(self.get(delivery.job_id)), self._clock())
 
     def _left_queue(self, job_id: str) -> None:
         """The job is no longer queued (cancelled, or started elsewhere): stop

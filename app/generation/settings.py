@@ -8,7 +8,7 @@ it names (tests/test_layout.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from .scheduling.policy import DEFAULT_AGING_SECONDS
@@ -16,6 +16,42 @@ from .scheduling.policy import DEFAULT_AGING_SECONDS
 CPU_ISOLATION_MODES = ("process", "thread")
 # How long a generation child process may sit idle before it exits (0: never).
 DEFAULT_IDLE_SECONDS = 300.0
+
+
+# Seconds after each failed webhook attempt before the next (each drawn within ±20%):
+# 8 attempts over about 27 hours, the schedule of Svix (Standard Webhooks' authors).
+DEFAULT_RETRY_DELAYS = (5.0, 300.0, 1800.0, 7200.0, 18_000.0, 36_000.0, 36_000.0)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """How webhooks are checked and sent (notify/; WEBHOOK_* in docs/webhooks.md)."""
+
+    # Targets: https only, public addresses only, unless these say otherwise.
+    allow_http: bool = False
+    allow_private: bool = False
+    # Attempts in flight per process, and at most this many to one host.
+    concurrency: int = 8
+    per_host: int = 2
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    # How often a process looks for due deliveries it was not told about (another
+    # machine's, or retries); its own jobs' events wake it at once.
+    poll_interval: float = 2.0
+    # Open mode's signing secrets (`whsec_`): the first signs; a second one, during a
+    # rotation, signs too. Keys mode signs with each key's own secrets.
+    open_secrets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.per_host < 1:
+            raise ValueError("webhook concurrency and per_host must be at least 1")
+        if any(delay < 0 for delay in self.retry_delays):
+            raise ValueError("webhook retry delays must not be negative")
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_delays) + 1
 
 
 @dataclass(frozen=True)
@@ -44,6 +80,7 @@ class ServiceSettings:
     # Results older than this are deleted by a sweep every `sweep_interval` seconds.
     result_ttl: timedelta | None = None
     sweep_interval: float = 60.0
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     def __post_init__(self) -> None:
         if self.cpu_isolation not in CPU_ISOLATION_MODES:

@@ -25,7 +25,7 @@ from .parsing import (
     list_query,
     submission,
 )
-from .serialize import file_json, generator_json, job_json, quote_json
+from .serialize import delivery_json, file_json, generator_json, job_json, quote_json
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -77,9 +77,16 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
     would get, and nothing queued."""
     # The request and app themselves, not their proxies: each use of a proxy costs ~2 µs.
     current, app = request._get_current_object(), current_app._get_current_object()
-    generator, params, priority = submission(json_object(current))
-    # The service applies the principal's limits (its tier's ceiling, its key's quota).
-    limits = {"priority": priority, "principal": current_principal()}
+    body = json_object(current)
+    generator, params, priority = submission(body)
+    # The service applies the principal's limits (its tier's ceiling, its key's quota)
+    # and checks the webhook's target.
+    limits = {
+        "priority": priority,
+        "principal": current_principal(),
+        "webhook": body.get("webhook"),
+        "webhook_events": body.get("webhook_events"),
+    }
     generation: GenerationService = get_service(app)
     if dry_run(current):
         return jsonify(quote_json(generation.quote(generator, params, **limits))), 200, {}
@@ -95,8 +102,13 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    """One job."""
-    return jsonify(job_json(service().get(job_id, owner=owner())))
+    """One job; with a webhook, its deliveries so far (attempts and last answer)."""
+    job = service().get(job_id, owner=owner())
+    body = job_json(job)
+    if body["webhook"] is not None:
+        deliveries = service().deliveries.for_job(job.id)
+        body["webhook"]["deliveries"] = [delivery_json(d) for d in deliveries]
+    return jsonify(body)
 
 
 @bp.get("/jobs")

@@ -16,7 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..generation import JobNotFoundError, JobStatus, Priority
 from .errors import ApiError
 
-SUBMIT_FIELDS = {"generator", "params", "priority"}
+SUBMIT_FIELDS = {"generator", "params", "priority", "webhook", "webhook_events"}
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
 MAX_DEPTH = 32
@@ -108,13 +108,7 @@ def list_query(args: Any) -> tuple[list[JobStatus], int, int | None]:
             statuses.append(JobStatus(name.strip()))
         except ValueError:
             fields["status"] = "comma-separated statuses: " + ", ".join(s.value for s in JobStatus)
-    limit = DEFAULT_LIMIT
-    raw_limit = args.get("limit", "")
-    if raw_limit:
-        if _LIMIT.fullmatch(raw_limit) and 1 <= int(raw_limit) <= MAX_LIMIT:
-            limit = int(raw_limit)
-        else:
-            fields["limit"] = f"an integer from 1 to {MAX_LIMIT}"
+    limit = page_limit(args, fields)
     before = None
     if args.get("cursor"):
         before = decode_cursor(args["cursor"])
@@ -123,6 +117,17 @@ def list_query(args: Any) -> tuple[list[JobStatus], int, int | None]:
     if fields:
         raise ApiError(400, "invalid_query", "the query string has invalid values", fields=fields)
     return statuses, limit, before
+
+
+def page_limit(args: Any, fields: dict[str, str]) -> int:
+    """`?limit=` (1..MAX_LIMIT, DEFAULT_LIMIT if absent); an error in `fields` if not."""
+    raw_limit = args.get("limit", "")
+    if not raw_limit:
+        return DEFAULT_LIMIT
+    if _LIMIT.fullmatch(raw_limit) and 1 <= int(raw_limit) <= MAX_LIMIT:
+        return int(raw_limit)
+    fields["limit"] = f"an integer from 1 to {MAX_LIMIT}"
+    return DEFAULT_LIMIT
 
 
 def idempotency_key(headers: Headers) -> str | None:

@@ -11,6 +11,7 @@ from flask import request
 from ..generation import Job, JobStatus, Quote
 from ..generation.generators import Generator
 from ..generation.results.files import LandedFile
+from ..generation.store.deliveries import Delivery
 from .links import links
 
 # The path of `api.get_job` without its id. Job ids are hex digits, which need no
@@ -49,12 +50,29 @@ def job_json(job: Job) -> dict[str, Any]:
         "error": job.error,
         "attempts": job.attempts,
         "cancel_requested": job.cancel_requested,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "expired_at": _iso(job.expired_at),
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "expired_at": iso(job.expired_at),
         "result": _result(job, links["result"]),
+        "webhook": _webhook(job),
         "links": links,
+    }
+
+
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "job_id": delivery.job_id,
+        "event": delivery.event,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "next_attempt_at": iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
+        "last_attempt_at": iso(delivery.last_attempt_at),
+        "last_status": delivery.last_status,
+        "last_error": delivery.last_error,
+        "created_at": iso(delivery.created_at),
+        "finished_at": iso(delivery.finished_at),
     }
 
 
@@ -85,6 +103,13 @@ def file_json(job: Job, landed: LandedFile) -> dict[str, Any]:
     return landed.event_data() | {"url": links().sign_for(url, job, "file:" + landed.name)}
 
 
+def _webhook(job: Job) -> dict[str, Any] | None:
+    """Where the job's events go (never the key's secret)."""
+    if job.webhook is None:
+        return None
+    return {"url": job.webhook.url, "events": list(job.webhook.events)}
+
+
 def _result(job: Job, url: str) -> dict[str, Any] | None:
     if job.status is not JobStatus.SUCCEEDED or job.expired_at is not None:
         return None
@@ -95,5 +120,6 @@ def _result(job: Job, url: str) -> dict[str, Any] | None:
     }
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso(moment: datetime | None) -> str | None:
+    """A moment as the API writes it: ISO 8601 in UTC, with `Z`."""
     return moment.isoformat().replace("+00:00", "Z") if moment else None

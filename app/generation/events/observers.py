@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # at run time, hooks only pass jobs along
     from ..job import Job
@@ -39,6 +39,9 @@ class JobObserver:
         """Wraps one run of a claimed job on its worker thread, up to its recorded outcome;
         `failed` and `finished` are called inside it."""
         yield
+
+    def landed(self, job: Job, file: dict[str, Any]) -> None:
+        """A file of the job was announced (`output`): name, bytes, sha256, content_type."""
 
     def failed(self, job: Job, error: BaseException) -> None:
         """The generator raised `error`; the job is about to be recorded as failed."""
@@ -86,6 +89,9 @@ class ObserverSet(JobObserver):
                     continue
                 stack.callback(_leave, observer, manager)
             yield
+
+    def landed(self, job: Job, file: dict[str, Any]) -> None:
+        self._each("landed", job, file)
 
     def failed(self, job: Job, error: BaseException) -> None:
         self._each("failed", job, error)

@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import JobCancelled
 from ..events.bus import EventBus, EventType
+from ..events.observers import JobObserver
 from ..generators.base import OutputFile
 from ..job import Job, Progress
 from ..results.files import MAX_PREVIEW_BYTES, PREVIEW_TYPES, FileStore, content_type_of
@@ -56,9 +57,16 @@ class RunContext:
     and the database see a few a second. What was stored goes when the run ends."""
 
     def __init__(
-        self, job: Job, store: JobStore, bus: EventBus, token: CancelToken, files: FileStore
+        self,
+        job: Job,
+        store: JobStore,
+        bus: EventBus,
+        token: CancelToken,
+        files: FileStore,
+        observer: JobObserver | None = None,
     ) -> None:
         self._job = job
+        self._observer = observer or JobObserver()
         self._store = store
         self._bus = bus
         self.token = token
@@ -150,10 +158,14 @@ class RunContext:
         for entry in files:
             name = str(entry["name"])
             if name not in self._announced:
-                data = {"name": name, "bytes": entry["bytes"], "sha256": entry["sha256"]}
-                self._bus.publish(
-                    self._job.id, EventType.OUTPUT, **data, content_type=content_type_of(name)
-                )
+                data = {
+                    "name": name,
+                    "bytes": entry["bytes"],
+                    "sha256": entry["sha256"],
+                    "content_type": content_type_of(name),
+                }
+                self._bus.publish(self._job.id, EventType.OUTPUT, **data)
+                self._observer.landed(self._job, data)
 
     def end(self) -> None:
         """The run is over: its preview and the files stored while it ran go (a finished
@@ -178,6 +190,7 @@ class RunContext:
             stored = self._files.put(job.id, job.lease_epoch, position, output)
             self._announced.add(output.name)
             self._bus.publish(job.id, EventType.OUTPUT, **stored.event_data())
+            self._observer.landed(job, stored.event_data())
         self._held.clear()
 
     def _previewable(self, data: bytes, content_type: str) -> bool:

@@ -76,7 +76,9 @@ class JobRunner:
         """Run a claimed job to its outcome; returns the final row (None if the claim was lost).
         A cpu_bound generator runs in `process` when one is given."""
         self._bus.publish(job.id, EventType.STARTED, attempt=job.attempts, worker=job.worker)
-        context = RunContext(job, self._store, self._bus, token, self._results.files)
+        context = RunContext(
+            job, self._store, self._bus, token, self._results.files, self._observer
+        )
         with self._observer.running(job):
             started = time.monotonic()
             try:

@@ -33,16 +33,21 @@ from ..errors import (
     TooManyJobsError,
 )
 from ..generators import GeneratorRegistry
-from ..job import Job, JobStatus, Priority
+from ..job import Job, JobStatus, Priority, Webhook
 from ..queue.contract import JobQueue
 from ..store.jobs import JobStore
 
 
-def fingerprint(generator: str, params: Mapping[str, Any], priority: Priority) -> str:
-    """A digest of a submission as the client sent it (before defaults are filled in)."""
-    canonical = json.dumps(
-        [generator, params, priority.label], sort_keys=True, separators=(",", ":"), default=repr
-    )
+def fingerprint(
+    generator: str, params: Mapping[str, Any], priority: Priority, webhook: Webhook | None = None
+) -> str:
+    """A digest of a submission as the client sent it (before defaults are filled in).
+    A webhook counts only when there is one, so digests of requests without one stay
+    those of the requests made before webhooks existed."""
+    parts: list[Any] = [generator, params, priority.label]
+    if webhook is not None:
+        parts.append([webhook.url, list(webhook.events)])
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -72,12 +77,13 @@ class Admission:
         owner: str,
         idempotency_key: str | None,
         max_queued: int | None,
+        webhook: Webhook | None = None,
     ) -> Job:
         """The new row, its queue slot taken but not yet indexed; or, for a repeated
         idempotency key, the job the first request created (marked `replayed`)."""
         request_hash = None
         if idempotency_key is not None:
-            request_hash = fingerprint(generator, params, priority)
+            request_hash = fingerprint(generator, params, priority, webhook)
             earlier = self.earlier(owner, idempotency_key, request_hash)
             if earlier is not None:
                 return earlier
@@ -92,6 +98,7 @@ class Admission:
             created_at=self._clock(),
             idempotency_key=idempotency_key,
             request_hash=request_hash,
+            webhook=webhook,
         )
         return self.admit(new, max_queued)
 

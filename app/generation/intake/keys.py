@@ -18,7 +18,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import PriorityNotAllowedError
 from ..job import Priority
+from ..notify.signing import new_secret
 from ..store.tables import ApiKeyRow
 
 ANONYMOUS = "anonymous"
@@ -62,6 +63,7 @@ class Principal:
     tier: Tier
     key_id: str | None = None  # None for the anonymous caller of AUTH_MODE=open
     default: Priority | None = None  # asked for nothing: this (None: the tier's ceiling)
+    webhook_url: str | None = None  # the key's default webhook target
 
     def priority_for(self, requested: Priority | None) -> Priority:
         """The priority a job gets: the default (the tier's ceiling unless said otherwise)
@@ -111,10 +113,11 @@ class ApiKey:
     tier: Tier
     created_at: datetime
     revoked_at: datetime | None
+    webhook_url: str | None = None
 
     @property
     def principal(self) -> Principal:
-        return Principal(self.name, self.tier, self.key_id)
+        return Principal(self.name, self.tier, self.key_id, webhook_url=self.webhook_url)
 
 
 def hash_key(key: str) -> str:
@@ -143,8 +146,12 @@ class KeyStore:
         self._engine = engine
         self._clock = clock or (lambda: datetime.now(UTC))
 
-    def create(self, name: str, tier: Tier) -> tuple[ApiKey, str]:
-        """Store a new key; returns its record and the key itself (never stored)."""
+    def create(
+        self, name: str, tier: Tier, *, webhook_url: str | None = None
+    ) -> tuple[ApiKey, str]:
+        """Store a new key, with a webhook signing secret of its own (`webhook_secrets`)
+        and optionally a default webhook target; returns its record and the key itself
+        (never stored)."""
         check_name(name)
         for _ in range(_CREATE_ATTEMPTS):
             key_id = secrets.token_hex(4)
@@ -156,6 +163,8 @@ class KeyStore:
                 "tier": tier.value,
                 "created_at": self._clock(),
                 "revoked_at": None,
+                "webhook_url": webhook_url,
+                "webhook_secret": new_secret(),
             }
             try:
                 with self._engine.begin() as connection:
@@ -188,6 +197,61 @@ class KeyStore:
         with self._engine.connect() as connection:
             return [_record(row._mapping) for row in connection.execute(query)]
 
+    def webhook_secrets(self, key_id: str) -> list[str]:
+        """The secrets that sign the key's webhooks: its own, then the one it replaced
+        while the rotation's overlap lasts. A key made before webhooks gets its secret
+        here, on first use (`rotate_webhook_secret` shows it). [] for an unknown key."""
+        with self._engine.connect() as connection:
+            row = connection.execute(select(_table).where(_columns.key_id == key_id)).first()
+        if row is None:
+            return []
+        if row.webhook_secret is None:
+            self._set_secret_if_missing(key_id)
+            return self.webhook_secrets(key_id)
+        secrets_now = [row.webhook_secret]
+        until = row.webhook_previous_until
+        if row.webhook_previous_secret and until is not None and until > self._clock():
+            secrets_now.append(row.webhook_previous_secret)
+        return secrets_now
+
+    def rotate_webhook_secret(self, key_id: str, overlap: timedelta) -> str | None:
+        """Give the key a new webhook signing secret and return it (shown once); the old
+        one keeps signing too for `overlap`. None if there is no such key."""
+        secret = new_secret()
+        statement = (
+            update(_table)
+            .where(_columns.key_id == key_id)
+            .values(
+                webhook_previous_secret=_columns.webhook_secret,
+                webhook_previous_until=self._clock() + overlap,
+                webhook_secret=secret,
+            )
+        )
+        with self._engine.begin() as connection:
+            changed = connection.execute(statement).rowcount
+        return secret if changed else None
+
+    def set_webhook_url(self, key_id: str, url: str | None) -> ApiKey | None:
+        """Set (or with None, clear) the key's default webhook target."""
+        statement = (
+            update(_table)
+            .where(_columns.key_id == key_id)
+            .values(webhook_url=url)
+            .returning(*_table.c)
+        )
+        with self._engine.begin() as connection:
+            row = connection.execute(statement).first()
+        return _record(row._mapping) if row else None
+
+    def _set_secret_if_missing(self, key_id: str) -> None:
+        statement = (
+            update(_table)
+            .where(_columns.key_id == key_id, _columns.webhook_secret.is_(None))
+            .values(webhook_secret=new_secret())
+        )
+        with self._engine.begin() as connection:
+            connection.execute(statement)
+
     def revoke(self, key_id: str) -> ApiKey | None:
         """Revoke a live key at once; None if there is no live key with that id."""
         statement = (
@@ -208,4 +272,5 @@ def _record(values: Mapping[str, Any]) -> ApiKey:
         tier=Tier(values["tier"]),
         created_at=values["created_at"],
         revoked_at=values["revoked_at"],
+        webhook_url=values["webhook_url"],
     )

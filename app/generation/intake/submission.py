@@ -18,7 +18,7 @@ from ..errors import (
 from ..events.bus import EventBus, EventType
 from ..events.observers import ObserverSet
 from ..forecast.outlook import Outlook, Quote
-from ..job import Job, Priority
+from ..job import Job, Priority, Webhook
 from ..queue.contract import JobQueue
 from .admission import Admission
 
@@ -59,13 +59,14 @@ class Intake:
         idempotency_key: str | None,
         max_queued: int | None,
         accepting: bool,
+        webhook: Webhook | None = None,
     ) -> Job:
         """The new job, written and queued, with its position and ETA; or the earlier
         job of a repeated idempotency key (marked `replayed`, not described)."""
         try:
             _check(accepting)
             job = self._admission.accept(
-                generator, params, priority, owner, idempotency_key, max_queued
+                generator, params, priority, owner, idempotency_key, max_queued, webhook
             )
         except _REFUSALS as refused:
             self._observers.rejected(REJECTION_REASONS[type(refused)])

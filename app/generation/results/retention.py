@@ -36,7 +36,10 @@ class ResultSweeper:
         observer: JobObserver,
         *,
         interval: float = 60.0,
+        also: Callable[[datetime], int] | None = None,
     ) -> None:
+        """`also(cutoff)` deletes other records that end with a job's result (the
+        webhook deliveries that ended before the cutoff) on every sweep."""
         if ttl <= timedelta(0):
             raise ValueError(f"ttl must be positive, got {ttl}")
         self.ttl = ttl
@@ -45,6 +48,7 @@ class ResultSweeper:
         self._results = results
         self._clock = clock
         self._observer = observer
+        self._also = also
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -63,6 +67,8 @@ class ResultSweeper:
                     self._observer.expired(job)
         if expired:
             log.info("retention: deleted %d results older than %s", expired, self.ttl)
+        if self._also is not None and not self._stopped.is_set():
+            self._also(cutoff)
         return expired
 
     def start(self) -> None:

@@ -56,6 +56,9 @@ NEW_ROW_COLUMNS = (
     "created_at",
     "idempotency_key",
     "request_hash",
+    "webhook_url",
+    "webhook_events",
+    "webhook_key_id",
     *NEW_ROW_DEFAULTS,
 )
 
@@ -72,6 +75,9 @@ def new_row(job: Job) -> dict[str, Any]:
         "created_at": job.created_at,
         "idempotency_key": job.idempotency_key,
         "request_hash": job.request_hash,
+        "webhook_url": job.webhook.url if job.webhook else None,
+        "webhook_events": job.webhook.events_column if job.webhook else None,
+        "webhook_key_id": job.webhook.key_id if job.webhook else None,
     } | NEW_ROW_DEFAULTS
 
 

@@ -260,6 +260,11 @@ class JobStore(JobQueries):
         params |= {"job_id": job_id, "epoch": epoch}
         return self.write_row(statement, params, then=then)
 
+    def writing(self) -> AbstractContextManager[Connection]:
+        """A write transaction of this process's writers (see `_writing`), for other
+        tables' repositories sharing this database (store/deliveries.py)."""
+        return self._writing()
+
     def write_row(
         self,
         statement: Update,

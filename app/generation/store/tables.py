@@ -1,4 +1,5 @@
-"""The tables: jobs, API keys, queue counts, result chunks and result files.
+"""The tables: jobs, API keys, queue counts, result chunks, result files and the webhook
+outbox.
 
 The job table (`JobRow`) is the source of truth; the in-memory queue is only an index
 over queued rows. Code outside the store works with `job.Job`, an immutable snapshot of
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     DateTime,
@@ -21,11 +23,14 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    event,
     text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from .outbox_triggers import SQLITE_TRIGGER
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -106,6 +111,13 @@ class JobRow(Base):
     # repeat with the same key finds this row instead of creating a second job.
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # Where to POST what happens to the job (notify/), which events ("started,completed"),
+    # and the key whose signing secret signs them (None: open mode's secret). A trigger
+    # writes each `started` and `completed` delivery in the transaction that moves
+    # `status` (store/outbox_triggers.py).
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_events: Mapped[str | None] = mapped_column(String(40))
+    webhook_key_id: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         # The claim's order over queued rows only: a claim reads the first entry. The
@@ -154,6 +166,13 @@ class ApiKeyRow(Base):
     tier: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    # Webhooks of this key's jobs: a default target, and the secret that signs them (a
+    # `whsec_` secret, kept in the clear because signing needs it). After a rotation the
+    # previous secret signs too until `webhook_previous_until`, so receivers can switch.
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_secret: Mapped[str | None] = mapped_column(String(64))
+    webhook_previous_secret: Mapped[str | None] = mapped_column(String(64))
+    webhook_previous_until: Mapped[datetime | None]
 
 
 class QueueCountRow(Base):
@@ -195,3 +214,51 @@ class ResultChunkRow(Base):
     epoch: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[int] = mapped_column(primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class WebhookDeliveryRow(Base):
+    """One webhook message to send: the outbox (notify/dispatcher.py sends it).
+
+    `id` is the message's `webhook-id`, the same on every attempt, so receivers can drop
+    repeats. A `pending` row is due at `next_attempt_at`; claiming it pushes that moment
+    past the attempt's longest duration, so a process that dies mid-attempt leaves it due
+    again for another (at least once). `delivered` and `failed` (the dead-letter, after
+    the last attempt) are final until an owner redrives a failed one."""
+
+    __tablename__ = "webhook_deliveries"
+
+    pk: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    job_id: Mapped[str] = mapped_column(String(32))
+    owner: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    event: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(Text)
+    # What the event is about beyond the job: the file of an `output` event.
+    detail: Mapped[dict[str, Any] | None]
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    last_attempt_at: Mapped[datetime | None]
+    # The receiver's last HTTP status (None: no answer) and what went wrong, shortened.
+    last_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_job_id", "job_id"),
+        Index("ix_webhook_deliveries_owner_status_pk", "owner", "status", "pk"),
+    )
+
+
+# A SQLite database built from the models (store/schema.py) gets the outbox trigger too,
+# once both tables exist; PostgreSQL's comes from migration 0005.
+event.listen(
+    WebhookDeliveryRow.__table__,
+    "after_create",
+    DDL(SQLITE_TRIGGER).execute_if(dialect="sqlite"),
+)

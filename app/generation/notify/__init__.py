@@ -1,0 +1,3 @@
+"""Telling other systems what happened to a job: signed webhooks delivered from a durable
+outbox.
+"""

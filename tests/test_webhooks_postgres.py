@@ -1,0 +1,145 @@
+"""Webhooks on both engines and across processes: the outbox row and the status change
+it reports commit together or not at all; on PostgreSQL, services on one database share
+the outbox and never send one delivery twice at once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+
+from app.config import Config
+from app.generation import GenerationService, Job, JobStatus, Priority
+from app.generation.generators import GeneratorRegistry
+from app.generation.job import Progress, Webhook
+from app.generation.notify.signing import new_secret
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
+from app.generation.store.jobs import JobStore
+from app.generation.store.tables import WebhookDeliveryRow
+from app.wiring import build_service
+
+from .conftest import wait_for
+from .webhook_receiver import receiving
+
+SECRET = new_secret()
+_deliveries = WebhookDeliveryRow.__table__
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "postgresql":
+        yield request.getfixturevalue("pg_engine")
+        return
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    schema.prepare(engine)  # built from the models: the trigger must come with them
+    yield engine
+    engine.dispose()
+
+
+def queued_job(store: JobStore, events: tuple[str, ...] = ("started", "completed")) -> Job:
+    job = Job(
+        pk=0,
+        id=uuid.uuid4().hex,
+        owner="alice",
+        generator="noop",
+        params={},
+        priority=Priority.NORMAL,
+        status=JobStatus.QUEUED,
+        created_at=datetime.now(UTC),
+        webhook=Webhook("https://example.com/hooks", events, "k1"),
+    )
+    inserted = store.insert(job)
+    assert inserted is not None
+    return inserted
+
+
+def outbox(engine: Engine) -> list[tuple[str, str, str | None]]:
+    query = select(_deliveries.c.job_id, _deliveries.c.event, _deliveries.c.key_id)
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(query.order_by(_deliveries.c.pk))]
+
+
+def test_the_delivery_commits_or_rolls_back_with_the_status_change(engine):
+    store = JobStore(engine)
+    job = queued_job(store)
+    finish = text("UPDATE jobs SET status = 'succeeded', finished_at = :now WHERE id = :id")
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        connection.execute(finish, {"now": datetime.now(UTC), "id": job.id})
+        inside = connection.execute(select(func.count()).select_from(_deliveries)).scalar()
+        transaction.rollback()  # a crash before the commit: neither happened
+    assert inside == 1 and outbox(engine) == []
+    assert store.get(job.id).status is JobStatus.QUEUED
+    with engine.begin() as connection:
+        connection.execute(finish, {"now": datetime.now(UTC), "id": job.id})
+    assert outbox(engine) == [(job.id, "completed", "k1")]
+
+
+def test_claims_and_outcomes_write_only_the_events_asked_for(engine):
+    store = JobStore(engine)
+    both, completed_only = queued_job(store), queued_job(store, ("completed",))
+    now = datetime.now(UTC)
+    for job in (both, completed_only):
+        claimed = store.claim(job.id, "w", now)
+        assert claimed is not None
+        # Progress does not set status: no trigger fires for it.
+        store.record_progress(claimed, Progress(50.0, "half"))
+        store.finish(claimed, JobStatus.FAILED, now, error="boom")
+    assert outbox(engine) == [
+        (both.id, "started", "k1"),
+        (both.id, "completed", "k1"),
+        (completed_only.id, "completed", "k1"),
+    ]
+
+
+@pytest.fixture
+def make_node(
+    postgres_url: str, pg_engine, tmp_path: Path, registry: GeneratorRegistry
+) -> Iterator[Callable[..., GenerationService]]:
+    built: list[GenerationService] = []
+
+    def make(name: str) -> GenerationService:
+        config = Config(
+            database_url=postgres_url,
+            results_dir=tmp_path / name,
+            results_store="database",
+            generation_workers=2,
+            webhook_allow_http=True,
+            webhook_allow_private=True,
+            webhook_secret=SECRET,
+            webhook_concurrency=4,
+            webhook_per_host=4,
+            webhook_retry_delays=(0.2,),
+        )
+        service = build_service(config, registry, name=name)
+        built.append(service)
+        service.start()
+        return service
+
+    yield make
+    for service in built:
+        service.shutdown(wait=True, timeout=1)
+
+
+def test_services_sharing_a_database_send_each_delivery_once(make_node):
+    first, second = make_node("one"), make_node("two")
+    with receiving() as receiver:
+        # Slow answers keep attempts in flight while both services claim.
+        receiver.answer = lambda message: (time.sleep(0.05), 204)[1]
+        jobs = [
+            (first if n % 2 else second).submit("noop", {}, webhook=receiver.url) for n in range(24)
+        ]
+        for job in jobs:
+            wait_for(first, job.id)
+        messages = receiver.wait_for(24, timeout=20)
+        time.sleep(0.5)  # anything sent twice would arrive by now
+    assert len(receiver.messages) == 24
+    assert len({message.id for message in messages}) == 24
+    assert all(message.verified(SECRET)["type"] == "job.completed" for message in messages)
+    assert first.deliveries.count_by_status() == {"pending": 0, "delivered": 24, "failed": 0}
