@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from app.config import Config, ConfigError, normalize_database_url
-from app.generation.settings import ServiceSettings
+from app.generation.notify.signing import new_secret
+from app.generation.settings import DEFAULT_RETRY_DELAYS, ServiceSettings
 from app.wiring import SETTINGS_FROM_CONFIG, service_settings
 
 
@@ -166,3 +167,49 @@ def test_every_setting_of_the_service_comes_from_the_configuration():
     config = Config.from_env({"GENERATION_WORKERS": "3", "MAX_QUEUED_PER_KEY": "7"})
     settings = service_settings(config)
     assert (settings.workers, settings.max_queued_per_key) == (3, 7)
+
+
+def test_webhook_settings_come_from_the_environment():
+    secret = new_secret()
+    config = Config.from_env(
+        {
+            "WEBHOOK_ALLOW_HTTP": "true",
+            "WEBHOOK_ALLOW_PRIVATE": "1",
+            "WEBHOOK_SECRET": secret,
+            "WEBHOOK_CONCURRENCY": "3",
+            "WEBHOOK_PER_HOST": "1",
+            "WEBHOOK_TIMEOUT_SECONDS": "4",
+            "WEBHOOK_RETRY_DELAYS": "1,2.5,60",
+            "FLY_APP_NAME": "gen-demo",
+        },
+        dotenv=False,
+    )
+    webhooks = service_settings(config).webhooks
+    assert (webhooks.allow_http, webhooks.allow_private) == (True, True)
+    assert (webhooks.concurrency, webhooks.per_host, webhooks.read_timeout) == (3, 1, 4.0)
+    assert webhooks.retry_delays == (1.0, 2.5, 60.0) and webhooks.max_attempts == 4
+    assert webhooks.open_secrets == (secret,)
+    assert config.public_url == "https://gen-demo.fly.dev"
+    assert "whsec" not in repr(config)
+    defaults = service_settings(Config.from_env({}, dotenv=False)).webhooks
+    assert (defaults.allow_http, defaults.allow_private, defaults.open_secrets) == (
+        False,
+        False,
+        (),
+    )
+    assert defaults.retry_delays == DEFAULT_RETRY_DELAYS
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("WEBHOOK_ALLOW_PRIVATE", "maybe", "true or false"),
+        ("WEBHOOK_SECRET", "hunter2", "whsec_"),
+        ("WEBHOOK_RETRY_DELAYS", "5,soon", "comma-separated"),
+        ("WEBHOOK_RETRY_DELAYS", "-1", "comma-separated"),
+        ("PUBLIC_URL", "gen.example.com", "PUBLIC_URL"),
+    ],
+)
+def test_bad_webhook_settings_are_refused_by_name(name, value, says):
+    with pytest.raises(ConfigError, match=says):
+        Config.from_env({name: value}, dotenv=False)

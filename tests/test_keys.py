@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import subprocess
@@ -15,6 +16,7 @@ from sqlalchemy import select
 from app import create_app
 from app.generation import Priority, PriorityNotAllowedError
 from app.generation.intake.keys import ANONYMOUS_PRINCIPAL, KeyStore, Principal, Tier
+from app.generation.notify.signing import derived_secret, new_secret
 from app.generation.store.tables import ApiKeyRow
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -163,3 +165,40 @@ def test_the_real_flask_command_creates_a_usable_key(tmp_path):
     assert key.startswith("gsk_") and created.stdout.count(key) == 1
     listed = flask("list")
     assert "alice" in listed.stdout and "free" in listed.stdout and key not in listed.stdout
+
+
+def test_cli_webhook_secrets_are_shown_once_rotated_and_printed(cli_app):
+    runner = cli_app.test_cli_runner()
+    created = runner.invoke(
+        args=["keys", "create", "dora", "--webhook", "https://93.184.216.34/hooks"]
+    )
+    assert created.exit_code == 0, created.output
+    keys = cli_app.extensions["keys"]
+    (record,) = keys.all()
+    (secret,) = keys.webhook_secrets(record.key_id)
+    assert created.output.count(secret) == 1 and created.output.splitlines()[-1].startswith("gsk_")
+    assert record.webhook_url == "https://93.184.216.34/hooks"
+    rotated = runner.invoke(args=["keys", "rotate-webhook-secret", record.key_id])
+    assert rotated.exit_code == 0, rotated.output
+    new = rotated.output.splitlines()[-1]
+    assert new.startswith("whsec_") and keys.webhook_secrets(record.key_id) == [new, secret]
+    assert runner.invoke(args=["keys", "set-webhook", record.key_id]).exit_code == 0
+    assert keys.get(record.key_id).webhook_url is None
+    unsafe = runner.invoke(args=["keys", "set-webhook", record.key_id, "https://10.0.0.1/h"])
+    assert unsafe.exit_code == 2 and "private" in unsafe.output
+    missing = runner.invoke(args=["keys", "rotate-webhook-secret", "00000000"])
+    assert missing.exit_code == 1 and "no key" in missing.output
+    assert runner.invoke(args=["webhooks", "new-secret"]).output.startswith("whsec_")
+
+
+def test_open_mode_secret_comes_from_webhook_secret_else_secret_key(config):
+    configured = new_secret()
+    for settings, expected in (
+        ({"webhook_secret": configured}, configured),
+        ({"secret_key": "k" * 40}, derived_secret("k" * 40)),
+    ):
+        app = create_app(dataclasses.replace(config, **settings))
+        shown = app.test_cli_runner().invoke(args=["webhooks", "secret"])
+        assert shown.output.strip() == expected
+    none = create_app(config).test_cli_runner().invoke(args=["webhooks", "secret"])
+    assert none.exit_code == 1 and "WEBHOOK_SECRET" in none.output

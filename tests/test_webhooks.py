@@ -346,3 +346,22 @@ def test_a_key_signs_with_its_own_secret_and_both_sign_during_a_rotation(
         during.verified(SECRET)
     clock.advance(hours=2)
     assert service.keys.webhook_secrets(key_id) == [new]
+
+
+def test_ended_deliveries_go_with_result_retention_and_pending_ones_stay(
+    make_service, config, clock, receiver
+):
+    settings = dataclasses.replace(LOOPBACK, retry_delays=(3600.0,))
+    service = make_service(webhooks=settings, clock=clock, result_ttl=timedelta(hours=1))
+    service.start()
+    delivered = service.submit("noop", {}, webhook=receiver.url)
+    waiting = service.submit("noop", {}, webhook=f"http://127.0.0.1:{free_port()}/down")
+    settle(service, delivered.id, DELIVERED)
+    deadline = time.monotonic() + 10
+    while not (found := deliveries(service, waiting.id)) or found[0].attempts < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    clock.advance(hours=2)
+    service.sweeper.sweep()
+    assert deliveries(service, delivered.id) == []
+    assert [d.status for d in deliveries(service, waiting.id)] == [PENDING]

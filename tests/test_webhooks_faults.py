@@ -1,15 +1,16 @@
-"""A server killed with deliveries due loses none: after a restart they are sent, each
-with the id it had (at least once: a receiver drops repeats by `webhook-id`)."""
+"""A server killed (or stopped) with deliveries due loses none: after a restart they are
+sent, each with the id it had (at least once: a receiver drops repeats by `webhook-id`)."""
 
 from __future__ import annotations
 
 import time
 
+import pytest
 import requests
 
 from app.generation.notify.signing import new_secret
 
-from .servers import free_port, gunicorn, kill_hard
+from .servers import free_port, gunicorn, kill_hard, stop
 from .webhook_receiver import receiving
 
 SECRET = new_secret()
@@ -35,7 +36,8 @@ def wait_until(predicate, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def test_kill_9_with_deliveries_due_sends_them_after_restart(tmp_path):
+@pytest.mark.parametrize("end", [kill_hard, stop], ids=["kill -9", "SIGTERM"])
+def test_a_server_ended_with_deliveries_due_sends_them_after_restart(tmp_path, end):
     port = free_port()  # the receiver is down: nothing listens here yet
     body = {"generator": "noop", "params": {}, "webhook": f"http://127.0.0.1:{port}/hooks"}
     with gunicorn(tmp_path, ENV) as first:
@@ -49,7 +51,7 @@ def test_kill_9_with_deliveries_due_sends_them_after_restart(tmp_path):
             )
         )
         due = {deliveries(first.url, job)[0]["id"] for job in jobs}
-        kill_hard(first)
+        end(first)
     with receiving(port=port) as receiver, gunicorn(tmp_path, ENV) as second:
         messages = receiver.wait_for(3)
         assert {message.id for message in messages} == due

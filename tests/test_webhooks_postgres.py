@@ -4,6 +4,7 @@ the outbox and never send one delivery twice at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from app.generation.store.tables import WebhookDeliveryRow
 from app.wiring import build_service
 
 from .conftest import wait_for
+from .servers import free_port
 from .webhook_receiver import receiving
 
 SECRET = new_secret()
@@ -104,7 +106,7 @@ def make_node(
 ) -> Iterator[Callable[..., GenerationService]]:
     built: list[GenerationService] = []
 
-    def make(name: str) -> GenerationService:
+    def make(name: str, **settings: object) -> GenerationService:
         config = Config(
             database_url=postgres_url,
             results_dir=tmp_path / name,
@@ -117,6 +119,7 @@ def make_node(
             webhook_per_host=4,
             webhook_retry_delays=(0.2,),
         )
+        config = dataclasses.replace(config, **settings)
         service = build_service(config, registry, name=name)
         built.append(service)
         service.start()
@@ -143,3 +146,27 @@ def test_services_sharing_a_database_send_each_delivery_once(make_node):
     assert len({message.id for message in messages}) == 24
     assert all(message.verified(SECRET)["type"] == "job.completed" for message in messages)
     assert first.deliveries.count_by_status() == {"pending": 0, "delivered": 24, "failed": 0}
+
+
+def test_deliveries_survive_the_database_dropping_every_connection(make_node, pg_engine):
+    service = make_node("one", webhook_retry_delays=(0.5,) * 40)
+    port = free_port()  # the receiver is down at first
+    jobs = [service.submit("noop", {}, webhook=f"http://127.0.0.1:{port}/h") for _ in range(3)]
+
+    def attempted(job: Job) -> bool:
+        return any(d.attempts for d in service.deliveries.for_job(job.id))
+
+    deadline = time.monotonic() + 10
+    while not all(attempted(job) for job in jobs):
+        assert time.monotonic() < deadline, "no attempt failed yet"
+        time.sleep(0.05)
+    with pg_engine.connect() as connection:  # the outage: every other session is cut
+        connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    with receiving(port=port) as receiver:
+        messages = receiver.wait_for(3, timeout=20)
+    assert {m.verified(SECRET)["data"]["id"] for m in messages} == {job.id for job in jobs}
