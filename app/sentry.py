@@ -12,10 +12,11 @@ only the names and a few harmless values.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import sentry_sdk
 from sentry_sdk.integrations.flask import FlaskIntegration
@@ -78,32 +79,61 @@ def init_sentry(config: Config, service: GenerationService) -> bool:
         integrations=[FlaskIntegration(transaction_style="url")],
     )
     service.observers.add(SentryJobObserver())
-    service.webhooks.listeners.append(webhook_attempted)
+    service.webhooks.listeners.append(WebhookTrail())
     return True
 
 
-def webhook_attempted(delivery: Delivery, answer: Answer, outcome: str) -> None:
-    """A breadcrumb for each failed webhook attempt; an event when a delivery is
-    dead-lettered (its last attempt failed), carrying the attempts' breadcrumbs."""
-    if outcome == "delivered":
-        return
-    # On the global scope: attempts run on a pool of sender threads, each with its own
-    # scope, and the trail must reach the event that reports the last one.
-    sentry_sdk.get_global_scope().add_breadcrumb(
-        category="webhook",
-        level="warning",
-        message=f"webhook {delivery.id} ({delivery.event} of job {delivery.job_id}) "
-        f"attempt {delivery.attempts + 1}: {answer.error}",
-        data={"status": answer.status, "host": urlsplit(delivery.url).hostname},
-    )
-    if outcome == "failed":
-        with sentry_sdk.new_scope() as scope:
-            scope.set_tag("job.id", delivery.job_id)
-            scope.set_tag("webhook.id", delivery.id)
-            sentry_sdk.capture_message(
-                f"webhook delivery failed after {delivery.attempts + 1} attempts: {answer.error}",
-                level="warning",
-            )
+class WebhookTrail:
+    """A breadcrumb for each failed webhook attempt, kept with its delivery; when the
+    delivery is dead-lettered (its last attempt failed), a warning event that carries
+    that delivery's breadcrumbs and no one else's.
+
+    Kept per delivery, not on a scope: attempts run on a pool of sender threads, and a
+    scope shared between them would hand one owner's receiver errors to every later
+    event of the process. At most `limit` deliveries are followed (the oldest go)."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._limit = limit
+        self._crumbs: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, delivery: Delivery, answer: Answer, outcome: str) -> None:
+        if outcome == "delivered":
+            with self._lock:
+                self._crumbs.pop(delivery.id, None)
+            return
+        crumb = {
+            "category": "webhook",
+            "level": "warning",
+            "message": f"attempt {delivery.attempts + 1} of {delivery.event} "
+            f"(job {delivery.job_id}): {answer.error}",
+            "data": {"status": answer.status, "host": delivery.host},
+        }
+        with self._lock:
+            trail = self._crumbs.setdefault(delivery.id, [])
+            trail.append(crumb)
+            self._crumbs.move_to_end(delivery.id)
+            while len(self._crumbs) > self._limit:
+                self._crumbs.popitem(last=False)
+            if outcome == "failed":
+                trail = self._crumbs.pop(delivery.id)
+        if outcome == "failed":
+            _report_dead_letter(delivery, answer, trail)
+
+
+def _report_dead_letter(delivery: Delivery, answer: Answer, trail: list[dict[str, Any]]) -> None:
+    with sentry_sdk.isolation_scope() as isolation, sentry_sdk.new_scope() as scope:
+        isolation.clear_breadcrumbs()
+        scope.clear_breadcrumbs()
+        for crumb in trail:
+            scope.add_breadcrumb(**crumb)
+        scope.set_tag("job.id", delivery.job_id)
+        scope.set_tag("webhook.id", delivery.id)
+        scope.set_tag("webhook.host", delivery.host)
+        sentry_sdk.capture_message(
+            f"webhook delivery failed after {delivery.attempts + 1} attempts: {answer.error}",
+            level="warning",
+        )
 
 
 def traces_sampler(rate: float) -> Callable[[dict[str, Any]], float]:

@@ -108,6 +108,7 @@ def new_row() -> dict[str, Any]:
         "idempotency_key": None,
         "request_hash": None,
         "webhook_url": None,
+        "webhook_host": None,
         "webhook_events": None,
         "webhook_key_id": None,
     }

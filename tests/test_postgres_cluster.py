@@ -20,8 +20,10 @@ import pytest
 import requests
 from sqlalchemy import func, select, text
 
+from app.generation.notify.signing import new_secret
 from app.generation.store.tables import JobRow
 
+from .webhook_receiver import receiving
 from .wsclient import open_socket, receive_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -245,3 +247,32 @@ def test_database_dropping_every_connection_loses_nothing(start_node, pg_engine,
     assert set(accepted) <= {tag for tag, _ in executed(executions)}
     for node in nodes:
         assert requests.get(f"{node.url}/ready", timeout=5).status_code == 200
+
+
+def test_two_processes_send_each_webhook_once(start_node, pg_engine):
+    """Both processes claim from one outbox (SKIP LOCKED): every delivery is sent, and
+    none twice, while slow answers keep attempts in flight on both."""
+    secret = new_secret()
+    settings = {
+        "WEBHOOK_ALLOW_HTTP": "true",
+        "WEBHOOK_ALLOW_PRIVATE": "true",
+        "WEBHOOK_SECRET": secret,
+        "WEBHOOK_RETRY_DELAYS": "0.2",
+    }
+    nodes = [start_node("one", **settings), start_node("two", **settings)]
+    with receiving() as receiver:
+        receiver.answer = lambda message: (time.sleep(0.05), 204)[1]
+        for n in range(30):
+            body = {
+                "generator": "count",
+                "params": {"job": f"hook-{n}"},
+                "webhook": receiver.url,
+                "webhook_events": ["started", "completed"],
+            }
+            response = requests.post(f"{nodes[n % 2].url}/api/v1/jobs", json=body, timeout=10)
+            assert response.status_code == 202, response.text
+        messages = receiver.wait_for(60, timeout=60)
+        time.sleep(1)  # anything sent twice would have arrived by now
+    assert len(receiver.messages) == 60 and len({m.id for m in messages}) == 60
+    types = Counter(m.verified(secret)["type"] for m in messages)
+    assert types == {"job.started": 30, "job.completed": 30}

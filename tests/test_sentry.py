@@ -139,4 +139,5 @@ def test_failed_webhook_attempts_leave_breadcrumbs_on_the_dead_letter_event(
     assert "failed after 2 attempts" in event["message"]
     crumbs = [c for c in event["breadcrumbs"]["values"] if c["category"] == "webhook"]
     assert [c["message"].split(": ", 1)[1] for c in crumbs] == ["HTTP 503: ok"] * 2
+    assert len(event["breadcrumbs"]["values"]) == 2, "no one else's breadcrumbs"
     assert all("whsec_" not in body.decode(errors="replace") for body in sink.raw)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import trustme
 
-from app.generation.notify.sender import SNIPPET_BYTES, post
+from app.generation.notify.sender import SNIPPET_BYTES, attempt_deadline, post
 from app.generation.notify.targets import Target
 
 HOST = "hooks.example"
@@ -96,7 +97,7 @@ def test_tls_reaches_the_checked_address_under_the_host_name(authority):
 def test_a_certificate_for_another_name_is_refused(authority):
     with https_server(authority) as (port, seen):
         answer = send(target("other.example", port))
-    assert answer.status is None and "doesn't match 'hooks.example'" in answer.error
+    assert answer.status is None and "not valid for 'other.example'" in answer.error
     assert seen.hosts == []
 
 
@@ -127,3 +128,35 @@ def test_an_ipv6_address_is_reached_with_the_host_name(authority):
     finally:
         server.__exit__(None, None, None)
     assert answer.delivered and seen.hosts == [f"{HOST}:{port}"]
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_deadline():
+    """Each byte comes within the read timeout, so only the attempt's deadline ends it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                if stop.wait(0.3):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    started = time.monotonic()
+    try:
+        answer = post(
+            target(HOST, port, scheme="http"), b"{}", {}, connect_timeout=0.5, read_timeout=1.0
+        )
+    finally:
+        stop.set()
+        listener.close()
+    assert answer.status is None and "did not answer in time" in answer.error
+    assert time.monotonic() - started < attempt_deadline(0.5, 1.0) + 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 
@@ -59,7 +60,12 @@ LINK_LOCAL = "a link-local address (cloud metadata lives here)"
 def test_an_address_that_is_not_public_is_refused_and_named(url, reason):
     with pytest.raises(UnsafeTarget) as refused:
         check(url)
-    assert f"is {reason}; set WEBHOOK_ALLOW_PRIVATE=true" in str(refused.value)
+    message = str(refused.value)
+    assert f"is {reason}" in message
+    # Link-local (metadata) and multicast stay refused whatever WEBHOOK_ALLOW_PRIVATE says.
+    never = "link-local" in reason or "multicast" in reason
+    assert ("never a webhook target" in message) is never
+    assert ("set WEBHOOK_ALLOW_PRIVATE=true" in message) is not never
 
 
 @pytest.mark.parametrize(
@@ -88,13 +94,36 @@ def test_plain_http_to_loopback_is_refused_even_when_http_is_allowed():
         check("http://127.0.0.1/", allow_http=True)
 
 
-def test_a_name_resolving_to_loopback_is_refused_with_the_address():
+def test_a_name_resolving_to_loopback_is_refused_without_repeating_the_address():
+    """The resolved address is not echoed: errors must not read out private DNS."""
     with pytest.raises(UnsafeTarget) as refused:
         check("https://localhost/", resolve=answers("127.0.0.1"))
     assert str(refused.value) == (
-        "webhook host 'localhost' resolves to 127.0.0.1, a loopback address; "
+        "webhook host 'localhost' resolves to a loopback address; "
         "set WEBHOOK_ALLOW_PRIVATE=true to allow private targets"
     )
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fe80::1", "224.0.0.1"])
+def test_metadata_link_local_and_multicast_stay_refused_with_allow_private(address):
+    with pytest.raises(UnsafeTarget, match="never a webhook target"):
+        check("https://meta.example/", allow_private=True, resolve=answers(address))
+
+
+def test_a_lookup_that_never_ends_is_given_up_on(monkeypatch):
+    """A nameserver that never answers costs a submit RESOLVE_TIMEOUT_SECONDS, no more."""
+    import time
+
+    from app.generation.notify import targets
+
+    never = threading.Event()
+    monkeypatch.setattr(targets.socket, "getaddrinfo", lambda *args, **kwargs: never.wait(10))
+    monkeypatch.setattr(targets, "RESOLVE_TIMEOUT_SECONDS", 0.2)
+    started = time.monotonic()
+    with pytest.raises(UnsafeTarget, match="did not resolve in time"):
+        targets.system_resolver("slow.example", 443)
+    assert time.monotonic() - started < 1
+    never.set()
 
 
 @pytest.mark.parametrize("private", ["10.0.0.7", "::ffff:192.168.1.1", "fd00::7"])

@@ -53,7 +53,8 @@ def test_a_server_ended_with_deliveries_due_sends_them_after_restart(tmp_path, e
         due = {deliveries(first.url, job)[0]["id"] for job in jobs}
         end(first)
     with receiving(port=port) as receiver, gunicorn(tmp_path, ENV) as second:
-        messages = receiver.wait_for(3)
+        # A row caught mid-attempt by the kill waits out its claim (about 16 s here).
+        messages = receiver.wait_for(3, timeout=40)
         assert {message.id for message in messages} == due
         assert all(m.verified(SECRET)["data"]["status"] == "succeeded" for m in messages)
         wait_until(

@@ -8,7 +8,7 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from app.generation.generators import GeneratorRegistry
 from app.generation.job import Progress, Webhook
 from app.generation.notify.signing import new_secret
 from app.generation.store import schema
+from app.generation.store.deliveries import DeliveryStore
 from app.generation.store.engine import create_database_engine
 from app.generation.store.jobs import JobStore
 from app.generation.store.tables import WebhookDeliveryRow
@@ -170,3 +171,39 @@ def test_deliveries_survive_the_database_dropping_every_connection(make_node, pg
     with receiving(port=port) as receiver:
         messages = receiver.wait_for(3, timeout=20)
     assert {m.verified(SECRET)["data"]["id"] for m in messages} == {job.id for job in jobs}
+
+
+def test_a_success_writes_each_files_output_before_its_completed(engine):
+    store = JobStore(engine)
+    job = queued_job(store, ("output", "completed"))
+    claimed = store.claim(job.id, "w", datetime.now(UTC))
+    files = [{"name": f"image-0{n}.png", "bytes": 10 + n, "sha256": "ab" * 32} for n in (1, 2)]
+    # The first file was stored (and its delivery written) while the job ran.
+    deliveries = DeliveryStore(engine)
+    deliveries.add_output(claimed, files[0] | {"content_type": "image/png"}, 0, claimed.started_at)
+    store.finish(claimed, JobStatus.SUCCEEDED, datetime.now(UTC), result_files=files)
+    written = deliveries.for_job(job.id)
+    assert [(d.id, d.event) for d in written] == [
+        (f"msg_{job.id}_1_0", "output"),
+        (f"msg_{job.id}_1_1", "output"),
+        (written[2].id, "completed"),
+    ]
+    assert written[1].detail == files[1] and written[1].host == "example.com"
+
+
+def test_an_attempt_records_only_on_the_claim_it_was_made_under(engine):
+    """A claim whose time ran out is claimed again; the first attempt, finishing late,
+    must not overwrite the second's outcome (nor a redrive's fresh start)."""
+    store, deliveries = JobStore(engine), DeliveryStore(engine)
+    job = queued_job(store, ("completed",))
+    now = datetime.now(UTC)
+    store.finish(store.claim(job.id, "w", now), JobStatus.FAILED, now, error="x")
+    now += timedelta(seconds=1)  # PostgreSQL's trigger dates the row by the server's clock
+    lease = timedelta(seconds=30)
+    (first,) = deliveries.claim_due(now, 10, lease)
+    (second,) = deliveries.claim_due(now + lease * 2, 10, lease)  # the first ran out
+    outcome = {"status": 500, "error": "HTTP 500", "retry_at": None}
+    assert deliveries.record(first, now, delivered=False, **outcome) is None
+    assert deliveries.record(second, now, delivered=True, status=204, error=None, retry_at=None)
+    assert deliveries.get(first.id).status == "delivered"
+    assert deliveries.claim_due(now + lease * 10, 10, lease, busy={"example.com"}) == []

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class Priority(IntEnum):
@@ -87,6 +88,11 @@ class Webhook:
 
     def wants(self, event: str) -> bool:
         return event in self.events
+
+    @property
+    def host(self) -> str:
+        """The target's host name, lower case (the key of its sending slots)."""
+        return (urlsplit(self.url).hostname or "").lower()
 
     @property
     def events_column(self) -> str:

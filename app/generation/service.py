@@ -53,11 +53,6 @@ from .store.listener import Listener
 
 log = logging.getLogger(__name__)
 
-NO_OPEN_SECRET = (
-    "this server has no webhook signing secret: its operator must set WEBHOOK_SECRET "
-    "(`flask --app wsgi webhooks new-secret` prints one) or SECRET_KEY"
-)
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -227,7 +222,11 @@ class GenerationService:
         """
         quota = self.settings.max_queued_per_key
         priority, owner, max_queued = limits_for(principal, priority, owner, max_queued, quota)
-        subscription = self._webhook(webhook, webhook_events, principal)
+        try:
+            subscription = self._webhook(webhook, webhook_events, principal)
+        except InvalidParamsError:
+            self.observers.rejected("invalid_params")
+            raise
         job = self._intake.submit(
             generator,
             params,
@@ -283,6 +282,8 @@ class GenerationService:
         if job.status is JobStatus.QUEUED:
             cancelled = self.store.cancel_queued(job_id, self._clock())
             if cancelled is not None:
+                if cancelled.webhook is not None:
+                    self.webhooks.wake()  # its `completed` was written with the cancel
                 self._left_queue(job_id)
                 self.outlook.accuracy.forget(job_id)
                 self.bus.publish(job_id, EventType.CANCELLED)
@@ -377,26 +378,21 @@ class GenerationService:
         return PostgresQueue(self.store, capacity, listener, **options)
 
     def _webhook(self, url: Any, events: Any, principal: Principal | None) -> Webhook | None:
-        key_id = principal.key_id if principal else None
-        try:
-            webhook = webhook_for(
-                url,
-                events,
-                key_id=key_id,
-                key_default=principal.webhook_url if principal else None,
-                settings=self.webhooks.settings,
-            )
-            if webhook is not None and key_id is None and not self.webhooks.settings.open_secrets:
-                raise InvalidParamsError({"webhook": NO_OPEN_SECRET})
-        except InvalidParamsError:
-            self.observers.rejected("invalid_params")
-            raise
-        return webhook
+        """The submission's webhook, checked (a key's default if it names none);
+        InvalidParamsError if it cannot be one, or could not be signed."""
+        return webhook_for(
+            url,
+            events,
+            key_id=principal.key_id if principal else None,
+            key_default=principal.webhook_url if principal else None,
+            settings=self.webhooks.settings,
+        )
 
     def _signing_secrets(self, key_id: str | None) -> list[str]:
-        """The secrets that sign a delivery: its key's, or open mode's."""
-        secrets = self.keys.webhook_secrets(key_id) if key_id else []
-        return secrets or list(self.webhooks.settings.open_secrets)
+        """The secrets that sign a delivery: its key's (never another's), or open mode's."""
+        if key_id is not None:
+            return self.keys.webhook_secrets(key_id)
+        return list(self.webhooks.settings.open_secrets)
 
     def _basic_payload(self, delivery: Delivery) -> dict[str, Any]:
         return envelope(delivery, basic_job_data(self.get(delivery.job_id)), self._clock())

@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from ..generation import GenerationService
 from ..generation.notify.payload import envelope
 from ..generation.notify.sender import Answer
-from ..generation.results.files import LandedFile
+from ..generation.results.files import LandedFile, content_type_of
 from ..generation.store.deliveries import STATUSES, Delivery
 from ..metrics import Metrics
 from ..wiring import get_service
@@ -93,13 +93,11 @@ def _payload(
 
 
 def _landed(detail: dict[str, Any]) -> LandedFile:
-    return LandedFile(
-        str(detail["name"]),
-        int(detail["bytes"]),
-        str(detail["content_type"]),
-        str(detail["sha256"]),
-        0,
-    )
+    """The file an `output` delivery reports: as stored while its job ran, or its ZIP
+    entry (written by the trigger at success: no content type of its own)."""
+    name = str(detail["name"])
+    content_type = detail.get("content_type") or content_type_of(name)
+    return LandedFile(name, int(detail["bytes"]), str(content_type), str(detail["sha256"]), 0)
 
 
 def _absolute(value: Any, origin: str, links: str) -> Any:

@@ -40,8 +40,10 @@ class JobObserver:
         `failed` and `finished` are called inside it."""
         yield
 
-    def landed(self, job: Job, file: dict[str, Any]) -> None:
-        """A file of the job was announced (`output`): name, bytes, sha256, content_type."""
+    def landed(self, job: Job, file: dict[str, Any], position: int) -> None:
+        """A file of the running job was stored and announced (`output`): name, bytes,
+        sha256, content_type; `position`: the order it landed in, from 0. (Files of a
+        run that ends sooner are announced with its outcome, not here.)"""
 
     def failed(self, job: Job, error: BaseException) -> None:
         """The generator raised `error`; the job is about to be recorded as failed."""
@@ -90,8 +92,8 @@ class ObserverSet(JobObserver):
                 stack.callback(_leave, observer, manager)
             yield
 
-    def landed(self, job: Job, file: dict[str, Any]) -> None:
-        self._each("landed", job, file)
+    def landed(self, job: Job, file: dict[str, Any], position: int) -> None:
+        self._each("landed", job, file, position)
 
     def failed(self, job: Job, error: BaseException) -> None:
         self._each("failed", job, error)

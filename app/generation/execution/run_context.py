@@ -158,14 +158,10 @@ class RunContext:
         for entry in files:
             name = str(entry["name"])
             if name not in self._announced:
-                data = {
-                    "name": name,
-                    "bytes": entry["bytes"],
-                    "sha256": entry["sha256"],
-                    "content_type": content_type_of(name),
-                }
-                self._bus.publish(self._job.id, EventType.OUTPUT, **data)
-                self._observer.landed(self._job, data)
+                data = {"name": name, "bytes": entry["bytes"], "sha256": entry["sha256"]}
+                self._bus.publish(
+                    self._job.id, EventType.OUTPUT, **data, content_type=content_type_of(name)
+                )
 
     def end(self) -> None:
         """The run is over: its preview and the files stored while it ran go (a finished
@@ -190,7 +186,7 @@ class RunContext:
             stored = self._files.put(job.id, job.lease_epoch, position, output)
             self._announced.add(output.name)
             self._bus.publish(job.id, EventType.OUTPUT, **stored.event_data())
-            self._observer.landed(job, stored.event_data())
+            self._observer.landed(job, stored.event_data(), position)
         self._held.clear()
 
     def _previewable(self, data: bytes, content_type: str) -> bool:

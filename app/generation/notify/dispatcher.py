@@ -1,10 +1,11 @@
 """The delivery thread: sends what the outbox holds, in every process.
 
 One thread (`gen-webhooks`) claims due deliveries (store/deliveries.py) and hands each
-to a small pool of sender threads, at most `concurrency` attempts in flight and at most
-`per_host` to one host, so a slow or dead receiver can hold a few sender threads and
-nothing else: not a worker, not a request thread, not another receiver's deliveries.
-A delivery whose host is at its limit goes back to the outbox, due a moment later.
+to a small pool of sender threads (`gen-webhook-send-*`): at most `concurrency` attempts
+in flight, at most `per_host` to one host, each bounded by a deadline (notify/sender.py).
+So a slow or dead receiver holds a few sender threads for a few seconds and nothing
+else: not a worker, not a request thread, not another receiver's deliveries. A claim
+passes over the hosts whose slots are taken; their deliveries wait in the outbox.
 
 Each attempt checks the target again (its DNS answer may have changed since the job was
 submitted), signs the body with every live secret of the job's key, POSTs it, and
@@ -20,28 +21,35 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..events.observers import JobObserver
 from ..job import Job
 from ..settings import WebhookSettings
 from ..store.deliveries import Delivery, DeliveryStore
 from .schedule import retry_at
-from .sender import Answer, post
+from .sender import Answer, attempt_deadline, post
 from .signing import signature_headers
-from .targets import Resolver, UnsafeTarget, check_target, system_resolver
+from .targets import (
+    RESOLVE_TIMEOUT_SECONDS,
+    Resolver,
+    UnsafeTarget,
+    check_target,
+    system_resolver,
+)
 
 log = logging.getLogger(__name__)
 
-# How long after a busy host's delivery is put back it is tried again.
-BUSY_HOST_DELAY = timedelta(seconds=1)
+# What a claim adds to the longest an attempt can take (its lookup and its deadline), for
+# building the body and recording the outcome: past that, the row may be claimed again.
+CLAIM_MARGIN_SECONDS = 10.0
 
 # A delivery's body: given the delivery, the JSON-ready payload (notify/payload.py; the
 # service's renders the job document as GET answers it).
@@ -65,38 +73,70 @@ class WebhookDispatcher(JobObserver):
         self.deliveries = deliveries
         self.settings = settings
         self.payload = payload
+        self.resolve = resolve
         self.listeners: list[AttemptListener] = []
         self._secrets_for = secrets_for
         self._clock = clock
-        self.resolve = resolve
         # Longer than any attempt can take, so a live attempt's row is not claimed again.
-        self._lease = timedelta(seconds=3 * (settings.connect_timeout + settings.read_timeout))
+        longest = attempt_deadline(settings.connect_timeout, settings.read_timeout)
+        self._lease = timedelta(seconds=longest + RESOLVE_TIMEOUT_SECONDS + CLAIM_MARGIN_SECONDS)
         self._lock = threading.Lock()
-        self._in_flight: Counter[str] = Counter()  # attempts running, by host
+        self._in_flight: Counter[str] = Counter()  # claimed and not yet recorded, by host
+        self._work: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._senders: ThreadPoolExecutor | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._senders: list[threading.Thread] = []
 
     # -- life cycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        self._senders = ThreadPoolExecutor(
-            self.settings.concurrency, thread_name_prefix="gen-webhook-send"
-        )
-        self._thread = threading.Thread(target=self._loop, name="gen-webhooks", daemon=True)
-        self._thread.start()
+        """Start the claiming thread; sender threads start with the first delivery, so
+        a process whose jobs never ask for webhooks runs one idle thread for them."""
+        self._loop_thread = threading.Thread(target=self._loop, name="gen-webhooks", daemon=True)
+        self._loop_thread.start()
+
+    def _ensure_senders(self) -> None:
+        # Daemon threads: an attempt still running when the process exits is abandoned
+        # (its row is claimed again once the claim runs out), never waited for.
+        if self._senders:
+            return
+        self._senders = [
+            threading.Thread(target=self._send_loop, name=f"gen-webhook-send-{n}", daemon=True)
+            for n in range(1, self.settings.concurrency + 1)
+        ]
+        for thread in self._senders:
+            thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop claiming; attempts in flight end on their own timeouts (their rows stay
-        pending and are due again once their lease runs out, for this process's
-        successor or another machine)."""
+        """Stop claiming and sending, waiting at most `timeout` seconds for the threads.
+        Deliveries handed out but not started go back to the outbox, due now; an attempt
+        in flight ends by its deadline or is abandoned (its row is claimed again once the
+        claim runs out: this process's successor or another machine sends it)."""
         self._stopped.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self._senders is not None:
-            self._senders.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout)  # the claiming loop: nothing more is handed out
+        unstarted = self._take_unstarted()
+        if unstarted:
+            self.deliveries.put_back(unstarted, self._clock())
+        for _ in self._senders:
+            self._work.put(None)
+        for thread in self._senders:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _take_unstarted(self) -> list[Delivery]:
+        unstarted = []
+        while True:
+            try:
+                item = self._work.get_nowait()
+            except queue.Empty:
+                return unstarted
+            if item is not None:
+                unstarted.append(item)
+                with self._lock:
+                    self._in_flight[item.host] -= 1
 
     def wake(self) -> None:
         self._wake.set()
@@ -109,43 +149,92 @@ class WebhookDispatcher(JobObserver):
             self.wake()
         yield
 
-    def landed(self, job: Job, file: dict[str, Any]) -> None:
+    def landed(self, job: Job, file: dict[str, Any], position: int) -> None:
+        """A file stored while its job runs: its `output` delivery now. (If this write
+        is lost, the job's success writes it: store/outbox_triggers.py.)"""
         if job.webhook is not None and job.webhook.wants("output"):
-            self.deliveries.add_output(job, file, self._clock())
+            self.deliveries.add_output(job, file, position, self._clock())
             self.wake()
 
     def finished(self, job: Job, outcome: str, run_seconds: float) -> None:
         if job.webhook is not None:
             self.wake()
 
-    # -- the loop -----------------------------------------------------------------
+    # -- claiming -------------------------------------------------------------------
 
     def dispatch_due(self) -> int:
-        """Claim what is due and free to send, and start an attempt of each; returns how
-        many started."""
-        with self._lock:
-            free = self.settings.concurrency - sum(self._in_flight.values())
-        if free <= 0:
+        """Claim what is due to hosts with a free slot, and hand each to a sender;
+        returns how many were handed out."""
+        free, busy = self._slots()
+        if free <= 0 or self._stopped.is_set():
             return 0
         now = self._clock()
-        started = 0
-        for delivery in self.deliveries.claim_due(now, free, self._lease):
-            host = urlsplit(delivery.url).hostname or ""
+        over = []  # a claim may bring more of one host than it has slots for
+        handed = 0
+        for delivery in self.deliveries.claim_due(now, free, self._lease, busy):
             with self._lock:
-                busy = self._in_flight[host] >= self.settings.per_host
-                if not busy:
-                    self._in_flight[host] += 1
-            if busy:
-                self.deliveries.put_back(delivery, now + BUSY_HOST_DELAY)
-                continue
-            assert self._senders is not None, "start() first"
-            self._senders.submit(self._attempt_and_release, delivery, host)
-            started += 1
-        return started
+                taken = self._in_flight[delivery.host] < self.settings.per_host
+                if taken:
+                    self._in_flight[delivery.host] += 1
+            if taken:
+                self._ensure_senders()
+                self._work.put(delivery)
+                handed += 1
+            else:
+                over.append(delivery)
+        if over:
+            self.deliveries.put_back(over, now)
+        return handed
+
+    def _slots(self) -> tuple[int, set[str]]:
+        """How many attempts may start now, and the hosts that may take none."""
+        with self._lock:
+            free = self.settings.concurrency - sum(self._in_flight.values())
+            busy = {h for h, n in self._in_flight.items() if n >= self.settings.per_host}
+        return free, busy
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():
+            wait = self.settings.poll_interval
+            try:
+                self.dispatch_due()
+                wait = self._seconds_to_wait(wait)
+            except Exception:  # noqa: BLE001 - a database outage: try again later
+                log.exception("webhook dispatch failed; retrying in %ss", wait)
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _seconds_to_wait(self, longest: float) -> float:
+        """Until the next delivery a free slot could take is due (at most `longest`).
+        With every slot taken, a finished attempt wakes the loop."""
+        free, busy = self._slots()
+        due = self.deliveries.next_due(busy) if free > 0 else None
+        if due is None:
+            return longest
+        return min(longest, max(0.05, (due - self._clock()).total_seconds()))
+
+    # -- sending --------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        while (delivery := self._work.get()) is not None:
+            try:
+                self.attempt(delivery)
+            except Exception:  # noqa: BLE001 - its claim runs out and it is tried again
+                log.exception("webhook %s: recording an attempt failed", delivery.id)
+            finally:
+                with self._lock:
+                    self._in_flight[delivery.host] -= 1
+                    if self._in_flight[delivery.host] <= 0:
+                        del self._in_flight[delivery.host]
+                self.wake()  # a slot is free
 
     def attempt(self, delivery: Delivery) -> Answer:
         """Send one attempt of `delivery` and record its outcome."""
-        answer = self._send(delivery)
+        try:
+            answer = self._send(delivery)
+        except Exception as error:  # noqa: BLE001 - counted as a failed attempt, not looped on
+            log.exception("webhook %s: could not be sent", delivery.id)
+            answer = Answer(None, f"not sent: internal error ({type(error).__name__})")
         now = self._clock()
         again = None if answer.delivered else self._retry_at(delivery, now)
         recorded = self.deliveries.record(
@@ -156,16 +245,17 @@ class WebhookDispatcher(JobObserver):
             error=answer.error,
             retry_at=again,
         )
-        outcome = "delivered" if answer.delivered else ("retrying" if again else "failed")
         if recorded is None:
             log.info("webhook %s: attempt outlived its claim; not recorded", delivery.id)
-        elif not answer.delivered:
+            return answer
+        outcome = "delivered" if answer.delivered else ("retrying" if again else "failed")
+        if not answer.delivered:
             log.warning(
                 "webhook %s (%s of job %s) to %s: attempt %d %s: %s",
                 delivery.id,
                 delivery.event,
                 delivery.job_id,
-                urlsplit(delivery.url).hostname,
+                delivery.host,
                 delivery.attempts + 1,
                 outcome,
                 answer.error,
@@ -176,33 +266,6 @@ class WebhookDispatcher(JobObserver):
             except Exception:  # noqa: BLE001 - watching must not change what happens
                 log.exception("webhook attempt listener failed")
         return answer
-
-    def _loop(self) -> None:
-        while not self._stopped.is_set():
-            wait = self.settings.poll_interval
-            try:
-                self.dispatch_due()
-                wait = self._seconds_to_next_due(wait)
-            except Exception:  # noqa: BLE001 - a database outage: try again later
-                log.exception("webhook dispatch failed; retrying in %ss", wait)
-            self._wake.wait(wait)
-            self._wake.clear()
-
-    def _seconds_to_next_due(self, longest: float) -> float:
-        due = self.deliveries.next_due()
-        if due is None:
-            return longest
-        return min(longest, max(0.05, (due - self._clock()).total_seconds()))
-
-    def _attempt_and_release(self, delivery: Delivery, host: str) -> None:
-        try:
-            self.attempt(delivery)
-        except Exception:  # noqa: BLE001 - its lease runs out and it is tried again
-            log.exception("webhook %s: attempt failed unexpectedly", delivery.id)
-        finally:
-            with self._lock:
-                self._in_flight[host] -= 1
-            self.wake()  # a slot is free
 
     def _send(self, delivery: Delivery) -> Answer:
         settings = self.settings
@@ -217,7 +280,7 @@ class WebhookDispatcher(JobObserver):
             return Answer(None, f"not sent: {refused}")
         secrets = self._secrets_for(delivery.key_id)
         if not secrets:
-            return Answer(None, "not sent: no signing secret is configured (WEBHOOK_SECRET)")
+            return Answer(None, "not sent: no signing secret for it (WEBHOOK_SECRET, or its key's)")
         body = json.dumps(self.payload(delivery), separators=(",", ":")).encode()
         # The wall clock, whatever `clock` says: receivers check it against theirs.
         headers = signature_headers(delivery.id, datetime.now(UTC), body, secrets)

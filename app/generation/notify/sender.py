@@ -2,14 +2,21 @@
 back. Short timeouts, no redirects, no retries here (the outbox schedules them), and only
 the first bytes of the receiver's answer are read and kept.
 
-urllib3 (already installed with requests) is imported on the first attempt: a process
-whose jobs never ask for webhooks does not pay its memory.
+The standard library's `http.client` does the HTTP, connecting to the address the target
+check approved while presenting the host's name (Host header, TLS SNI, the certificate
+check), so a DNS answer cannot change between the check and the connection. Its timeouts
+bound each socket operation, not the exchange: a receiver dripping one byte a second
+would hold an attempt for as long as it liked. So each attempt also has a deadline, after
+which a watchdog shuts its socket down; the outbox's claim outlives that deadline.
 """
 
 from __future__ import annotations
 
+import http.client
+import socket
+import ssl
+import threading
 from dataclasses import dataclass
-from typing import Any
 
 from .targets import Target
 
@@ -31,6 +38,11 @@ class Answer:
         return self.status is not None and 200 <= self.status < 300
 
 
+def attempt_deadline(connect_timeout: float, read_timeout: float) -> float:
+    """The longest one attempt may take, in seconds, from connecting to the last byte."""
+    return connect_timeout + read_timeout
+
+
 def post(
     target: Target,
     body: bytes,
@@ -39,72 +51,87 @@ def post(
     connect_timeout: float,
     read_timeout: float,
 ) -> Answer:
-    """POST `body` to `target.address`, presenting `target.host` (Host header, TLS SNI and
-    certificate check), so that the address checked is the one reached."""
-    import urllib3  # see the module docstring
-
-    pool = _pool(urllib3, target, urllib3.Timeout(connect=connect_timeout, read=read_timeout))
-    host = target.host if ":" not in target.host else f"[{target.host}]"
-    default_port = 443 if target.scheme == "https" else 80
-    sent = headers | {
-        "Host": host if target.port == default_port else f"{host}:{target.port}",
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-    }
+    """POST `body` to `target.address` as `target.host`; never longer than
+    `attempt_deadline(connect_timeout, read_timeout)`."""
+    connection = _connection(target, connect_timeout)
+    watchdog = _Watchdog(connection, attempt_deadline(connect_timeout, read_timeout))
+    sent = headers | {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     try:
-        response = pool.urlopen(
-            "POST",
-            target.path,
-            body=body,
-            headers=sent,
-            redirect=False,
-            retries=False,
-            preload_content=False,
-        )
-        try:
-            snippet = response.read(SNIPPET_BYTES)
-        finally:
-            response.release_conn()
-    except urllib3.exceptions.HTTPError as error:
-        return Answer(None, _describe(error))
+        connection.connect()
+        connection.sock.settimeout(read_timeout)
+        connection.request("POST", target.path, body=body, headers=sent)
+        response = connection.getresponse()
+        snippet = response.read(SNIPPET_BYTES)
+    except (OSError, http.client.HTTPException) as error:
+        return Answer(None, _describe(error, watchdog.fired))
     finally:
-        pool.close()
+        watchdog.cancel()
+        connection.close()
     return _answer(response.status, snippet)
 
 
-def _pool(urllib3: Any, target: Target, timeout: Any) -> Any:
+class _Watchdog:
+    """Shuts the connection's socket down once `seconds` have passed (unless cancelled):
+    whatever the attempt is blocked on then fails at once."""
+
+    def __init__(self, connection: http.client.HTTPConnection, seconds: float) -> None:
+        self.fired = False
+        self._connection = connection
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.name = "gen-webhook-deadline"
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = self._connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed: the attempt ended meanwhile
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _connection(target: Target, connect_timeout: float) -> http.client.HTTPConnection:
+    """A connection to `target.host` whose socket goes to `target.address`."""
     if target.scheme == "https":
-        return urllib3.HTTPSConnectionPool(
-            target.address,
-            target.port,
-            timeout=timeout,
-            maxsize=1,
-            retries=False,
-            server_hostname=target.host,
-            assert_hostname=target.host,
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+            target.host, target.port, timeout=connect_timeout, context=ssl.create_default_context()
         )
-    return urllib3.HTTPConnectionPool(
-        target.address, target.port, timeout=timeout, maxsize=1, retries=False
-    )
+    else:
+        connection = http.client.HTTPConnection(target.host, target.port, timeout=connect_timeout)
+
+    def connect_to_the_checked_address(
+        address: tuple[str, int], timeout: float, source: object = None
+    ) -> socket.socket:
+        return socket.create_connection((target.address, target.port), timeout)
+
+    # http.client opens its socket through this attribute (then, for https, wraps it with
+    # TLS for `host`): the one place to send it to the approved address.
+    connection._create_connection = connect_to_the_checked_address  # type: ignore[attr-defined]
+    return connection
 
 
 def _answer(status: int, snippet: bytes) -> Answer:
     if 200 <= status < 300:
         return Answer(status)
-    text = snippet.decode("utf-8", "replace").strip()
     if 300 <= status < 400:
         # Followed, a redirect could lead anywhere the target check refused.
         return Answer(status, f"HTTP {status}: redirect not followed (webhooks never are)")
+    text = snippet.decode("utf-8", "replace").strip()
     return Answer(status, f"HTTP {status}: {text}" if text else f"HTTP {status}")
 
 
-def _describe(error: Exception) -> str:
+def _describe(error: Exception, timed_out: bool) -> str:
     """An attempt's failure in a line, without the URL (its query may hold a token)."""
     kind = type(error).__name__
-    reason = getattr(error, "reason", None) or error
-    text = str(reason)
-    if "timed out" in text.lower():
+    if timed_out or isinstance(error, TimeoutError | socket.timeout):
         return f"{kind}: the receiver did not answer in time"
-    if "refused" in text.lower():
+    if isinstance(error, ConnectionRefusedError):
         return f"{kind}: connection refused"
-    return f"{kind}: {text.split(': ', 1)[-1][:200]}"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"{kind}: {error.verify_message}"
+    return f"{kind}: {str(error)[:200]}"

@@ -14,6 +14,11 @@ from ..job import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS, Webhook
 from ..settings import WebhookSettings
 from .targets import Resolver, UnsafeTarget, check_target, system_resolver
 
+NO_OPEN_SECRET = (
+    "this server has no webhook signing secret: its operator must set WEBHOOK_SECRET "
+    "(`flask --app wsgi webhooks new-secret` prints one) or SECRET_KEY"
+)
+
 
 def webhook_for(
     url: Any,
@@ -25,7 +30,8 @@ def webhook_for(
     resolve: Resolver = system_resolver,
 ) -> Webhook | None:
     """The webhook a submission asks for (`url`, `events` as the client sent them; None:
-    not given), or its key's default target; InvalidParamsError naming what is wrong."""
+    not given), or its key's default target; InvalidParamsError naming what is wrong
+    (open mode without a signing secret included: its deliveries could not be signed)."""
     if url is None and events is not None and key_default is None:
         raise InvalidParamsError({"webhook_events": "given without a webhook"})
     target = url if url is not None else key_default
@@ -45,6 +51,8 @@ def webhook_for(
             )
         except UnsafeTarget as refused:
             fields["webhook"] = str(refused)
+    if key_id is None and not settings.open_secrets and "webhook" not in fields:
+        fields["webhook"] = NO_OPEN_SECRET
     if fields:
         raise InvalidParamsError(fields)
     return Webhook(target, chosen, key_id)

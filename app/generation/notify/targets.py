@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -62,13 +63,38 @@ class Target:
 Resolver = Callable[[str, int], list[str]]
 
 
+# How long a lookup may take. getaddrinfo has no timeout of its own, and a name whose
+# nameserver never answers would otherwise hold the caller (a request thread at submit)
+# for the resolver's whole retry cycle.
+RESOLVE_TIMEOUT_SECONDS = 2.0
+
+
 def system_resolver(host: str, port: int) -> list[str]:
-    """The host's addresses from the system resolver, unique, in the resolver's order."""
-    try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as error:  # UnicodeError: a label IDNA refuses
-        raise UnsafeTarget(f"webhook host {host!r} does not resolve") from error
+    """The host's addresses from the system resolver, unique, in the resolver's order;
+    UnsafeTarget if it cannot say within RESOLVE_TIMEOUT_SECONDS.
+
+    The lookup runs on a daemon thread of its own, so a lookup that never ends is left
+    behind (and holds nothing but that thread) rather than waited for."""
+    answer: list[object] = []
+    lookup = threading.Thread(
+        target=_look_up, args=(host, port, answer), name="gen-resolve", daemon=True
+    )
+    lookup.start()
+    lookup.join(RESOLVE_TIMEOUT_SECONDS)
+    if not answer:
+        raise UnsafeTarget(f"webhook host {host!r} did not resolve in time")
+    found = answer[0]
+    if isinstance(found, Exception):  # UnicodeError: a label IDNA refuses
+        raise UnsafeTarget(f"webhook host {host!r} does not resolve") from found
+    assert isinstance(found, list)
     return list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in found))
+
+
+def _look_up(host: str, port: int, answer: list[object]) -> None:
+    try:
+        answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    except (OSError, UnicodeError) as error:
+        answer.append(error)
 
 
 def parse_url(url: str, *, allow_http: bool) -> tuple[str, str, int, str]:
@@ -185,10 +211,16 @@ def _judge(host: str, address: str, *, literal: bool, allow_private: bool) -> No
         judged = _embedded_ipv4(ipaddress.ip_address(address))
     except ValueError as error:
         raise UnsafeTarget(f"webhook host {host!r} resolves to an invalid address") from error
-    where = f"webhook host {host!r} " + ("is" if literal else f"resolves to {address},")
-    # Connecting to the unspecified address reaches this very machine; no setting allows it.
+    # The address a name resolves to is not repeated to the client: that would let anyone
+    # read this network's private DNS through the error messages.
+    where = f"webhook host {host!r} " + ("is" if literal else "resolves to")
+    # Connecting to the unspecified address reaches this very machine; no setting allows
+    # it. Link-local addresses are where cloud metadata services answer (169.254.169.254),
+    # and multicast is no receiver: WEBHOOK_ALLOW_PRIVATE opens neither.
     if judged.is_unspecified:
         raise UnsafeTarget(f"{where} the unspecified address, which is never a webhook target")
+    if judged.is_link_local or judged.is_multicast:
+        raise UnsafeTarget(f"{where} {_why_not_global(judged)}, which is never a webhook target")
     reason = None if allow_private else _why_not_global(judged)
     if reason:
         raise UnsafeTarget(f"{where} {reason}; {_ALLOW_PRIVATE_HINT}")

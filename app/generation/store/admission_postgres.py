@@ -67,19 +67,19 @@ Admitted = tuple[Job, float, int | None]
 # row whose (owner, idempotency key) is taken is skipped and returns nothing.
 INSERT_ROWS = text(
     "INSERT INTO jobs (id, owner, generator, params, priority, status, created_at, "
-    "idempotency_key, request_hash, webhook_url, webhook_events, webhook_key_id, sort_key, "
-    "progress_percent, attempts, lease_epoch, cancel_requested) "
+    "idempotency_key, request_hash, webhook_url, webhook_host, webhook_events, "
+    "webhook_key_id, sort_key, progress_percent, attempts, lease_epoch, cancel_requested) "
     "SELECT r.id, r.owner, r.generator, r.params, r.priority, 'queued', r.created_at, "
-    "r.idempotency_key, r.request_hash, r.webhook_url, r.webhook_events, r.webhook_key_id, "
-    "r.sort_key, 0, 0, 0, false "
+    "r.idempotency_key, r.request_hash, r.webhook_url, r.webhook_host, r.webhook_events, "
+    "r.webhook_key_id, r.sort_key, 0, 0, 0, false "
     "FROM unnest(CAST(:ids AS varchar[]), CAST(:owners AS varchar[]), "
     "CAST(:generators AS varchar[]), CAST(:params AS json[]), CAST(:priorities AS integer[]), "
     "CAST(:created AS timestamptz[]), CAST(:idempotency_keys AS varchar[]), "
     "CAST(:request_hashes AS varchar[]), CAST(:webhook_urls AS text[]), "
-    "CAST(:webhook_events AS varchar[]), CAST(:webhook_key_ids AS varchar[]), "
-    "CAST(:sort_keys AS double precision[])) "
+    "CAST(:webhook_hosts AS varchar[]), CAST(:webhook_events AS varchar[]), "
+    "CAST(:webhook_key_ids AS varchar[]), CAST(:sort_keys AS double precision[])) "
     "AS r(id, owner, generator, params, priority, created_at, idempotency_key, "
-    "request_hash, webhook_url, webhook_events, webhook_key_id, sort_key) "
+    "request_hash, webhook_url, webhook_host, webhook_events, webhook_key_id, sort_key) "
     "ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id, pk"
 )
 
@@ -182,6 +182,7 @@ def group_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
         "idempotency_keys": [row["idempotency_key"] for row in rows],
         "request_hashes": [row["request_hash"] for row in rows],
         "webhook_urls": [row["webhook_url"] for row in rows],
+        "webhook_hosts": [row["webhook_host"] for row in rows],
         "webhook_events": [row["webhook_events"] for row in rows],
         "webhook_key_ids": [row["webhook_key_id"] for row in rows],
         "sort_keys": [row["sort_key"] for row in rows],

@@ -1,26 +1,28 @@
 """The webhook outbox (`webhook_deliveries`): what notify/dispatcher.py sends, and what
 owners and operators read about it.
 
-Rows for `started` and `completed` are written by the jobs table's triggers
-(store/outbox_triggers.py); `output` rows here, one per landed file, under an id derived
-from the run and the file's name so that announcing a file twice writes one row.
+Rows are written by the jobs table's trigger (store/outbox_triggers.py) with the status
+change they report; the `output` row of a file stored while its job runs is written here,
+under the id the trigger would give it (`msg_<job>_<epoch>_<position>`), so the file is
+reported once whichever writes first.
 
 A claim takes due rows and pushes their `next_attempt_at` past the longest an attempt
-can take (`lease`), in one statement: on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so
-processes on several machines never take the same row; a process that dies mid-attempt
-leaves its rows due again when the lease runs out.
+can take (`lease`), in one statement: on PostgreSQL with `FOR UPDATE SKIP LOCKED` in a
+materialised CTE (as the job claim, queue/claim_postgres.py), so processes on several
+machines never take the same row; a process that dies mid-attempt leaves its rows due
+again when the lease runs out. The moment a claim sets is its token: `record` and
+`put_back` change the row only if it still holds it.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from ..job import Job
 from .tables import WebhookDeliveryRow
@@ -43,6 +45,7 @@ class Delivery:
     key_id: str | None
     event: str
     url: str
+    host: str
     detail: dict[str, Any] | None
     status: str
     attempts: int
@@ -58,10 +61,10 @@ class Delivery:
         return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
 
 
-def output_id(job: Job, name: str) -> str:
-    """The `webhook-id` of the `output` delivery of file `name` of `job`'s current run."""
-    digest = hashlib.sha256(f"{job.id}\0{job.lease_epoch}\0{name}".encode()).hexdigest()
-    return "msg_" + digest[:32]
+def output_id(job: Job, position: int) -> str:
+    """The `webhook-id` of the `output` delivery of the file that landed `position`-th
+    (from 0) in `job`'s current run: the trigger's formula."""
+    return f"msg_{job.id}_{job.lease_epoch}_{position}"
 
 
 class DeliveryStore:
@@ -76,64 +79,66 @@ class DeliveryStore:
         self._writing = writing or engine.begin
         self._postgres = engine.dialect.name == "postgresql"
 
-    def add_output(self, job: Job, file: Mapping[str, Any], now: datetime) -> bool:
-        """Write the `output` delivery of a landed file (False: it was written before)."""
+    def add_output(self, job: Job, file: Mapping[str, Any], position: int, now: datetime) -> None:
+        """Write the `output` delivery of a file stored while its job runs (nothing if
+        it was written before)."""
         assert job.webhook is not None
         values = {
-            "id": output_id(job, str(file["name"])),
+            "id": output_id(job, position),
             "job_id": job.id,
             "owner": job.owner,
             "key_id": job.webhook.key_id,
             "event": "output",
             "url": job.webhook.url,
+            "host": job.webhook.host,
             "detail": dict(file),
             "status": PENDING,
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
         }
+        statement = _insert_if_new(self._postgres).values(values).on_conflict_do_nothing()
         with self._writing() as connection:
-            if connection.execute(select(_c.pk).where(_c.id == values["id"])).first():
-                return False
-            connection.execute(insert(_table).values(values))
-        return True
+            connection.execute(statement)
 
-    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[Delivery]:
-        """Take up to `limit` due deliveries for an attempt each, oldest due first."""
-        due = (
-            select(_c.pk)
-            .where(_c.status == PENDING, _c.next_attempt_at <= now)
-            .order_by(_c.next_attempt_at, _c.pk)
-            .limit(limit)
-        )
+    def claim_due(
+        self, now: datetime, limit: int, lease: timedelta, busy: Collection[str] = ()
+    ) -> list[Delivery]:
+        """Take up to `limit` due deliveries for an attempt each, oldest due first,
+        passing over those to the `busy` hosts (they wait for a free slot)."""
+        due = self._due(now, busy).order_by(_c.next_attempt_at, _c.pk).limit(limit)
         if self._postgres:
             due = due.with_for_update(skip_locked=True)
+        chosen = due.cte("due").prefix_with("MATERIALIZED", dialect="postgresql")
         claim = (
             update(_table)
-            .where(_c.pk.in_(due.scalar_subquery()))
+            .where(_c.pk == chosen.c.pk)
             .values(next_attempt_at=now + lease)
             .returning(*_table.c)
         )
-        with self._engine.connect() as connection:  # nothing due: no write transaction
-            if not self._postgres and connection.execute(due).first() is None:
-                return []
+        if not self._postgres:
+            with self._engine.connect() as connection:  # nothing due: no write transaction
+                if connection.execute(due).first() is None:
+                    return []
         with self._writing() as connection:
             rows = connection.execute(claim).all()
         return sorted((Delivery.from_row(row) for row in rows), key=lambda d: d.pk)
 
-    def put_back(self, delivery: Delivery, due: datetime) -> None:
-        """Return a claimed delivery unattempted, due at `due`."""
-        statement = (
-            update(_table)
-            .where(_c.pk == delivery.pk, _c.status == PENDING, _c.attempts == delivery.attempts)
-            .values(next_attempt_at=due)
-        )
-        with self._writing() as connection:
-            connection.execute(statement)
+    def _due(self, now: datetime, busy: Collection[str]) -> Any:
+        query = select(_c.pk).where(_c.status == PENDING, _c.next_attempt_at <= now)
+        return query.where(_c.host.not_in(list(busy))) if busy else query
 
-    def next_due(self) -> datetime | None:
-        """When the earliest pending delivery is due (None: nothing pending)."""
+    def put_back(self, deliveries: Collection[Delivery], due: datetime) -> None:
+        """Return claimed deliveries unattempted, due at `due`."""
+        with self._writing() as connection:
+            for delivery in deliveries:
+                connection.execute(_still_claimed(delivery).values(next_attempt_at=due))
+
+    def next_due(self, busy: Collection[str] = ()) -> datetime | None:
+        """When the earliest pending delivery not to a `busy` host is due (None: none)."""
         query = select(func.min(_c.next_attempt_at)).where(_c.status == PENDING)
+        if busy:
+            query = query.where(_c.host.not_in(list(busy)))
         with self._engine.connect() as connection:
             return connection.execute(query).scalar()
 
@@ -148,8 +153,8 @@ class DeliveryStore:
         retry_at: datetime | None,
     ) -> Delivery | None:
         """Record an attempt: delivered, due again at `retry_at`, or failed for good
-        (`retry_at` None). Only a row still pending with the attempts seen at the claim
-        is changed, so an attempt whose lease ran out cannot overwrite a later one."""
+        (`retry_at` None). Only a row that still holds this claim is changed, so an
+        attempt whose lease ran out cannot overwrite a later one's outcome."""
         final = delivered or retry_at is None
         values: dict[str, Any] = {
             "attempts": delivery.attempts + 1,
@@ -160,12 +165,7 @@ class DeliveryStore:
             "next_attempt_at": retry_at or now,
             "finished_at": now if final else None,
         }
-        statement = (
-            update(_table)
-            .where(_c.pk == delivery.pk, _c.status == PENDING, _c.attempts == delivery.attempts)
-            .values(values)
-            .returning(*_table.c)
-        )
+        statement = _still_claimed(delivery).values(values).returning(*_table.c)
         with self._writing() as connection:
             row = connection.execute(statement).first()
         return Delivery.from_row(row) if row else None
@@ -229,3 +229,24 @@ class DeliveryStore:
         statement = delete(_table).where(_c.status != PENDING, _c.finished_at < finished_before)
         with self._writing() as connection:
             return connection.execute(statement).rowcount
+
+
+def _still_claimed(delivery: Delivery) -> Any:
+    """An UPDATE of the delivery's row as long as it holds the claim `delivery` was read
+    under (its `next_attempt_at`, which every claim and redrive moves)."""
+    return update(_table).where(
+        _c.pk == delivery.pk,
+        _c.status == PENDING,
+        _c.attempts == delivery.attempts,
+        _c.next_attempt_at == delivery.next_attempt_at,
+    )
+
+
+def _insert_if_new(postgres: bool) -> Any:
+    """The dialect's INSERT (it can skip a row whose id is taken), imported on use: the
+    PostgreSQL dialect is memory a process on SQLite would hold for nothing."""
+    if postgres:
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(_table)

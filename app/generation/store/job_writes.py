@@ -57,6 +57,7 @@ NEW_ROW_COLUMNS = (
     "idempotency_key",
     "request_hash",
     "webhook_url",
+    "webhook_host",
     "webhook_events",
     "webhook_key_id",
     *NEW_ROW_DEFAULTS,
@@ -76,6 +77,7 @@ def new_row(job: Job) -> dict[str, Any]:
         "idempotency_key": job.idempotency_key,
         "request_hash": job.request_hash,
         "webhook_url": job.webhook.url if job.webhook else None,
+        "webhook_host": job.webhook.host if job.webhook else None,
         "webhook_events": job.webhook.events_column if job.webhook else None,
         "webhook_key_id": job.webhook.key_id if job.webhook else None,
     } | NEW_ROW_DEFAULTS

@@ -111,11 +111,12 @@ class JobRow(Base):
     # repeat with the same key finds this row instead of creating a second job.
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
-    # Where to POST what happens to the job (notify/), which events ("started,completed"),
-    # and the key whose signing secret signs them (None: open mode's secret). A trigger
-    # writes each `started` and `completed` delivery in the transaction that moves
-    # `status` (store/outbox_triggers.py).
+    # Where to POST what happens to the job (notify/), its host (each host gets a few
+    # sending slots), which events ("started,completed"), and the key whose signing secret
+    # signs them (None: open mode's secret). A trigger writes the deliveries in the
+    # transaction that moves `status` (store/outbox_triggers.py).
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_host: Mapped[str | None] = mapped_column(String(255))
     webhook_events: Mapped[str | None] = mapped_column(String(40))
     webhook_key_id: Mapped[str | None] = mapped_column(String(16))
 
@@ -223,19 +224,22 @@ class WebhookDeliveryRow(Base):
     repeats. A `pending` row is due at `next_attempt_at`; claiming it pushes that moment
     past the attempt's longest duration, so a process that dies mid-attempt leaves it due
     again for another (at least once). `delivered` and `failed` (the dead-letter, after
-    the last attempt) are final until an owner redrives a failed one."""
+    the last attempt) are final until an owner redrives a failed one. The `next_attempt_at`
+    a claim sets is that claim's token: an attempt records its outcome only on the row it
+    claimed, never on a later claim of it (or a redrive)."""
 
     __tablename__ = "webhook_deliveries"
 
     pk: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
     )
-    id: Mapped[str] = mapped_column(String(40), unique=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
     job_id: Mapped[str] = mapped_column(String(32))
     owner: Mapped[str] = mapped_column(String(64))
     key_id: Mapped[str | None] = mapped_column(String(16))
     event: Mapped[str] = mapped_column(String(16))
     url: Mapped[str] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(String(255))
     # What the event is about beyond the job: the file of an `output` event.
     detail: Mapped[dict[str, Any] | None]
     status: Mapped[str] = mapped_column(String(16))

@@ -22,6 +22,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("webhook_url", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("webhook_host", sa.String(length=255), nullable=True))
         batch.add_column(sa.Column("webhook_events", sa.String(length=40), nullable=True))
         batch.add_column(sa.Column("webhook_key_id", sa.String(length=16), nullable=True))
     with op.batch_alter_table("api_keys") as batch:
@@ -39,12 +40,13 @@ def upgrade() -> None:
             autoincrement=True,
             nullable=False,
         ),
-        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("job_id", sa.String(length=32), nullable=False),
         sa.Column("owner", sa.String(length=64), nullable=False),
         sa.Column("key_id", sa.String(length=16), nullable=True),
         sa.Column("event", sa.String(length=16), nullable=False),
         sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("host", sa.String(length=255), nullable=False),
         sa.Column("detail", sa.JSON(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -83,5 +85,5 @@ def downgrade() -> None:
         ):
             batch.drop_column(column)
     with op.batch_alter_table("jobs") as batch:
-        for column in ("webhook_key_id", "webhook_events", "webhook_url"):
+        for column in ("webhook_key_id", "webhook_events", "webhook_host", "webhook_url"):
             batch.drop_column(column)
