@@ -36,9 +36,10 @@ class WebhookSettings:
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
-    # How often a process looks for due deliveries it was not told about (another
-    # machine's, or retries); its own jobs' events wake it at once.
-    poll_interval: float = 2.0
+    # How often a process looks for due deliveries it was not told about (left by a
+    # process that died, or by another machine); its own jobs' events and its retries'
+    # due times wake it at once. Each look is one indexed read.
+    poll_interval: float = 5.0
     # Open mode's signing secrets (`whsec_`): the first signs; a second one, during a
     # rotation, signs too. Keys mode signs with each key's own secrets.
     open_secrets: tuple[str, ...] = ()

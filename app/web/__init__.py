@@ -58,8 +58,8 @@ def init_web(app: Flask, keys: KeyStore) -> None:
     app.extensions["metrics"] = metrics
     init_auth(app, keys)
     init_links(app, config.result_url_ttl_seconds, config.result_ttl)
-    init_rate_limit(app, api.bp)
+    init_rate_limit(app, api.bp, webhooks.bp)
     webhooks.init_webhooks(app, metrics)
-    for blueprint in (api.bp, ws.bp, ops.bp, docs.bp, ui.bp):
+    for blueprint in (api.bp, webhooks.bp, ws.bp, ops.bp, docs.bp, ui.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

@@ -25,6 +25,12 @@ from .serialize import delivery_json, file_json, job_json
 bp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks")
 
 
+@bp.before_request
+def authenticate() -> None:
+    """Every call is an owner's (401 without a key in keys mode), as in api.py."""
+    current_principal()
+
+
 @bp.get("/deliveries")
 def list_deliveries() -> Response:
     """The caller's deliveries, newest first; `?status=failed` lists the dead-letter."""
@@ -73,7 +79,6 @@ def init_webhooks(app: Flask, metrics: Metrics) -> None:
         metrics.webhook_attempts.labels(delivery.event, outcome).inc()
 
     service.webhooks.listeners.append(count)
-    app.register_blueprint(bp)
 
 
 def _payload(

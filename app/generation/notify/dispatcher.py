@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from ..events.observers import JobObserver
 from ..job import Job
 from ..settings import WebhookSettings
@@ -120,7 +122,10 @@ class WebhookDispatcher(JobObserver):
             self._loop_thread.join(timeout)  # the claiming loop: nothing more is handed out
         unstarted = self._take_unstarted()
         if unstarted:
-            self.deliveries.put_back(unstarted, self._clock())
+            try:
+                self.deliveries.put_back(unstarted, self._clock())
+            except SQLAlchemyError as error:  # they wait out their claim instead
+                log.warning("could not return %d webhook deliveries: %s", len(unstarted), error)
         for _ in self._senders:
             self._work.put(None)
         for thread in self._senders:

@@ -107,6 +107,11 @@ class DeliveryStore:
         """Take up to `limit` due deliveries for an attempt each, oldest due first,
         passing over those to the `busy` hosts (they wait for a free slot)."""
         due = self._due(now, busy).order_by(_c.next_attempt_at, _c.pk).limit(limit)
+        # Mostly nothing is due: one read, no write transaction (on PostgreSQL a claim
+        # that finds nothing still costs a transaction, which the job claims feel).
+        with self._engine.connect() as connection:
+            if connection.execute(due).first() is None:
+                return []
         if self._postgres:
             due = due.with_for_update(skip_locked=True)
         chosen = due.cte("due").prefix_with("MATERIALIZED", dialect="postgresql")
@@ -116,10 +121,6 @@ class DeliveryStore:
             .values(next_attempt_at=now + lease)
             .returning(*_table.c)
         )
-        if not self._postgres:
-            with self._engine.connect() as connection:  # nothing due: no write transaction
-                if connection.execute(due).first() is None:
-                    return []
         with self._writing() as connection:
             rows = connection.execute(claim).all()
         return sorted((Delivery.from_row(row) for row in rows), key=lambda d: d.pk)
