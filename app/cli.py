@@ -85,17 +85,19 @@ def _store() -> KeyStore:
     default=None,
     help="A default webhook target for this key's jobs (https URL).",
 )
-def create_key(name: str, tier: str, webhook_url: str | None) -> None:
+@click.option("--admin", is_flag=True, help="An operator's key: may call /api/v1/admin.")
+def create_key(name: str, tier: str, webhook_url: str | None, admin: bool) -> None:
     """Create a key for NAME (the owner of the jobs it submits); print it once, with
     the secret that signs its jobs' webhooks."""
     if webhook_url is not None:
         _check_webhook(webhook_url)
     keys = _store()
     try:
-        record, key = keys.create(name, Tier(tier), webhook_url=webhook_url)
+        record, key = keys.create(name, Tier(tier), webhook_url=webhook_url, admin=admin)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="NAME") from None
-    click.echo(f"Created key {record.key_id} for {record.name} ({record.tier}).", err=True)
+    role = ", admin" if record.admin else ""
+    click.echo(f"Created key {record.key_id} for {record.name} ({record.tier}{role}).", err=True)
     click.echo("Store it now: it is not stored anywhere and cannot be shown again.", err=True)
     # The key stays stdout's last line (scripts take it from there); the secret that
     # signs its webhooks goes with the other messages, to stderr.
@@ -135,6 +137,27 @@ def set_webhook(key_id: str, url: str | None) -> None:
     if record is None:
         raise click.ClickException(f"no key with id {key_id!r} (see `keys list --all`)")
     click.echo(f"Key {record.key_id}: default webhook {url or 'cleared'}.")
+
+
+queue_cli = AppGroup("queue", help="Pause and resume the queue (every process and machine).")
+
+
+@queue_cli.command("pause")
+def pause_queue() -> None:
+    """Pause the queue: submissions get 503 `paused`, no job starts, running jobs finish."""
+    service = get_service(current_app)
+    schema.prepare(service.store.engine)
+    paused = service.pause_queue(by="cli")
+    click.echo(f"Queue paused (since {paused.at:%Y-%m-%d %H:%M:%S} UTC, by {paused.by}).")
+
+
+@queue_cli.command("resume")
+def resume_queue() -> None:
+    """Resume a paused queue."""
+    service = get_service(current_app)
+    schema.prepare(service.store.engine)
+    resumed = service.resume_queue()
+    click.echo("Queue resumed." if resumed else "The queue was not paused.")
 
 
 webhooks_cli = AppGroup("webhooks", help="Webhook signing secrets.")
@@ -189,4 +212,5 @@ def revoke_key(key_id: str) -> None:
 def _row(record: ApiKey) -> str:
     created = record.created_at.strftime("%Y-%m-%d %H:%M:%S")
     status = "revoked " + record.revoked_at.strftime("%Y-%m-%d") if record.revoked_at else "live"
+    status += ", admin" if record.admin else ""
     return f"{record.key_id:<10} {record.name:<24} {record.tier.value:<9} {created:<20} {status}"

@@ -6,7 +6,7 @@ import secrets
 
 from flask import Flask
 
-from .cli import db, keys_cli, webhooks_cli
+from .cli import db, keys_cli, queue_cli, webhooks_cli
 from .config import Config
 from .generation import GenerationService
 from .generation.intake.keys import KeyStore
@@ -39,4 +39,5 @@ def create_app(config: Config | None = None, service: GenerationService | None =
     app.cli.add_command(db)
     app.cli.add_command(keys_cli)
     app.cli.add_command(webhooks_cli)
+    app.cli.add_command(queue_cli)
     return app

@@ -70,6 +70,15 @@ class Metrics:
             ["event", "outcome"],
             registry=r,
         )
+        self.admin_actions = Counter(
+            "generation_admin_actions",
+            "Operators' actions over /api/v1/admin, by action (pause, resume).",
+            ["action"],
+            registry=r,
+        )
+        self.queue_paused = Gauge(
+            "generation_queue_paused", "1 while an operator has paused the queue.", registry=r
+        )
         self.websockets_open = Gauge(
             "generation_websockets_open", "WebSocket connections open now.", registry=r
         )
@@ -80,6 +89,7 @@ class Metrics:
     def watch(self, service: GenerationService, in_flight: Callable[[], int]) -> None:
         """Observe `service`'s jobs and read its levels (and `in_flight()`) at scrape time."""
         service.observers.add(MetricsObserver(self))
+        self.queue_paused.set_function(lambda: int(service.pause.paused))
         self.registry.register(ServiceCollector(service))
         self.http_in_flight.set_function(in_flight)
 

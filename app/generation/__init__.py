@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         JobNotFoundError,
         PriorityNotAllowedError,
         QueueFullError,
+        QueuePausedError,
         ServiceStoppedError,
         TooManyJobsError,
     )
@@ -44,6 +45,7 @@ _HOMES = {
     "PriorityNotAllowedError": ".errors",
     "Priority": ".job",
     "QueueFullError": ".errors",
+    "QueuePausedError": ".errors",
     "Quote": ".forecast.outlook",
     "ServiceStoppedError": ".errors",
     "TooManyJobsError": ".errors",
@@ -63,6 +65,7 @@ __all__ = [
     "PriorityNotAllowedError",
     "Priority",
     "QueueFullError",
+    "QueuePausedError",
     "Quote",
     "ServiceStoppedError",
     "TooManyJobsError",

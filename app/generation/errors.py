@@ -47,6 +47,14 @@ class IdempotencyKeyReusedError(GenerationError):
         self.job_id = job_id
 
 
+class QueuePausedError(GenerationError):
+    """An operator paused the queue: no job is admitted (or started) until it resumes."""
+
+    def __init__(self, since: str, retry_after: int = 30) -> None:
+        super().__init__(f"the queue is paused by its operators (since {since}); try again later")
+        self.retry_after = retry_after
+
+
 class ServiceStoppedError(GenerationError):
     """The service is not accepting work (not started yet, draining or shut down)."""
 

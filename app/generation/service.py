@@ -42,6 +42,7 @@ from .notify.subscription import webhook_for
 from .ops.stats import service_stats
 from .queue.contract import JobQueue
 from .queue.memory import MemoryQueue
+from .queue.pause import QueuePause
 from .results.job_files import JobFiles
 from .results.retention import ResultSweeper
 from .results.storage import ResultStore
@@ -50,6 +51,7 @@ from .store import schema
 from .store.deliveries import Delivery, DeliveryStore
 from .store.jobs import JobStore
 from .store.listener import Listener
+from .store.queue_state import Paused, QueueStateStore
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,10 @@ class GenerationService:
         self._clock = clock
         cost = job_costs(generators)
         self._queue = self._make_queue(listener, cost)
+        # An operator's pause holds in every process; a resume wakes the waiting workers.
+        self.pause = QueuePause(
+            QueueStateStore(store.engine, store.writing), clock, on_resume=self._queue.wake
+        )
         self.deliveries = DeliveryStore(store.engine, store.writing)
         self.keys = KeyStore(store.engine, clock)
         self.webhooks = WebhookDispatcher(
@@ -122,6 +128,7 @@ class GenerationService:
             self.outlook,
             self.bus,
             self.observers,
+            self.pause,
         )
         self._execution = Execution(
             store,
@@ -136,6 +143,7 @@ class GenerationService:
             name=self.name,
             listener=listener,
             left_queue=self._left_queue,
+            pause=self.pause,
         )
         self._lock = threading.Lock()
         self._state = "new"
@@ -309,6 +317,18 @@ class GenerationService:
         if delivery is not None:
             self.webhooks.wake()
         return delivery
+
+    def pause_queue(self, by: str | None) -> Paused:
+        """Pause the whole queue (every process on the database): submissions get
+        QueuePausedError, workers claim nothing, running jobs go on to their end. The
+        pause holds until `resume_queue`, across restarts."""
+        paused = self.pause.pause(by)
+        self._queue.wake()  # waiting workers look at the pause now
+        return paused
+
+    def resume_queue(self) -> bool:
+        """Resume a paused queue (False if it was not paused); workers claim again."""
+        return self.pause.resume()
 
     def describe(self, job: Job) -> Job:
         """The job with its current queue position and ETA (seconds to finish) filled in."""

@@ -66,6 +66,7 @@ def who_am_i() -> Response:
         tier=principal.tier.value if principal.key_id else None,
         priorities=allowed,
         default_priority=principal.priority_for(None).label,
+        admin=principal.admin,
     )
 
 

@@ -17,6 +17,7 @@ from ..generation import (
     JobNotFoundError,
     PriorityNotAllowedError,
     QueueFullError,
+    QueuePausedError,
     ServiceStoppedError,
     TooManyJobsError,
 )
@@ -71,6 +72,8 @@ def _from_core(error: Exception) -> ApiError:
         return ApiError(
             503, "unavailable", str(error), headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
         )
+    if isinstance(error, QueuePausedError):
+        return ApiError(503, "paused", str(error), headers={"Retry-After": str(error.retry_after)})
     if isinstance(error, TooManyJobsError):
         return ApiError(
             429, "too_many_jobs", str(error), headers={"Retry-After": str(error.retry_after)}
@@ -119,6 +122,7 @@ def register_error_handlers(app: Flask) -> None:
         JobNotFoundError,
         JobFinishedError,
         QueueFullError,
+        QueuePausedError,
         ServiceStoppedError,
         TooManyJobsError,
         PriorityNotAllowedError,

@@ -24,6 +24,7 @@ from ..forecast.outlook import Outlook
 from ..generators import GeneratorRegistry
 from ..job import Job, JobStatus
 from ..queue.contract import JobQueue
+from ..queue.pause import QueuePause
 from ..results.storage import ResultStore
 from ..settings import ServiceSettings
 from ..store.engine import checkpoint
@@ -69,9 +70,11 @@ class Execution:
         name: str,
         listener: Listener | None = None,
         left_queue: Callable[[str], None] = lambda job_id: None,
+        pause: QueuePause | None = None,
     ) -> None:
         """With a `listener` (PostgreSQL), job events are relayed to and from the other
-        processes; `left_queue(job_id)` hears of jobs another process started."""
+        processes; `left_queue(job_id)` hears of jobs another process started; while
+        `pause` holds, workers claim nothing."""
         self._queue = queue
         self._engine = store.engine
         self._outlook = outlook
@@ -107,6 +110,7 @@ class Execution:
             helper=self._helper,
             prefix=f"{name}/",
             around=lambda: _worker_thread(store),
+            pause=pause,
         )
         # One step at a time, whichever thread runs it (the scheduler, or a caller of
         # `GenerationService.tick`): two at once could both add a worker for one backlog,

@@ -28,11 +28,15 @@ from typing import Any
 
 from ..job import Job
 from ..queue.contract import JobQueue
+from ..queue.pause import QueuePause
 from .processes import WorkerProcess
 
 log = logging.getLogger(__name__)
 
 CLAIM_RETRY_SECONDS = 1.0
+# How long a worker of a paused queue waits before it looks again (a resume in this
+# process wakes it at once).
+PAUSED_CHECK_SECONDS = 1.0
 
 
 @dataclass
@@ -81,6 +85,7 @@ class WorkerPool:
         helper: Callable[[str], WorkerProcess | None] = lambda name: None,
         prefix: str = "",
         around: Callable[[], AbstractContextManager[Any]] = nullcontext,
+        pause: QueuePause | None = None,
     ) -> None:
         """`process(job, helper)` runs a job the thread claimed; the `worker` column of
         a job says `<prefix><thread name>` (the prefix names the process in a cluster);
@@ -90,6 +95,7 @@ class WorkerPool:
         self._helper = helper
         self._prefix = prefix
         self._around = around
+        self._pause = pause
         self.scaler = scaler
         self._clock = clock
         self._threads: dict[str, threading.Thread] = {}
@@ -162,7 +168,9 @@ class WorkerPool:
         timeout = helper.retire_in() if helper is not None else None
         try:
             job = self._queue.claim(
-                self._prefix + name, stop=lambda: name in self._retiring, timeout=timeout
+                self._prefix + name,
+                stop=lambda: name in self._retiring or self._paused(),
+                timeout=timeout,
             )
             if job is None and helper is not None:
                 helper.retire_if_idle()
@@ -187,8 +195,16 @@ class WorkerPool:
                 self._retiring.discard(name)
                 self._idle_since.pop(name, None)
 
+    def _paused(self) -> bool:
+        return self._pause is not None and self._pause.paused
+
     def _work(self, name: str, helper: WorkerProcess | None) -> None:
         while True:
+            if self._pause is not None and self._pause.paused:  # claim nothing meanwhile
+                self._pause.wait_for_resume(PAUSED_CHECK_SECONDS)
+                if self._queue.closed or name in self._retiring:
+                    return
+                continue
             with self._lock:
                 self._idle_since[name] = self._clock()
             job = self._claim(name, helper)

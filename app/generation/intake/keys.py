@@ -64,6 +64,7 @@ class Principal:
     key_id: str | None = None  # None for the anonymous caller of AUTH_MODE=open
     default: Priority | None = None  # asked for nothing: this (None: the tier's ceiling)
     webhook_url: str | None = None  # the key's default webhook target
+    admin: bool = False  # an operator: may steer the queue and every owner's jobs
 
     def priority_for(self, requested: Priority | None) -> Priority:
         """The priority a job gets: the default (the tier's ceiling unless said otherwise)
@@ -100,8 +101,8 @@ def limits_for(
 
 
 # Open mode has one owner on a trusted network: all three priorities are theirs to use
-# (the product is about them), NORMAL unless they ask.
-ANONYMOUS_PRINCIPAL = Principal(ANONYMOUS, Tier.PREMIUM, default=Priority.NORMAL)
+# (the product is about them), NORMAL unless they ask, and the operator's calls too.
+ANONYMOUS_PRINCIPAL = Principal(ANONYMOUS, Tier.PREMIUM, default=Priority.NORMAL, admin=True)
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,13 @@ class ApiKey:
     created_at: datetime
     revoked_at: datetime | None
     webhook_url: str | None = None
+    admin: bool = False
 
     @property
     def principal(self) -> Principal:
-        return Principal(self.name, self.tier, self.key_id, webhook_url=self.webhook_url)
+        return Principal(
+            self.name, self.tier, self.key_id, webhook_url=self.webhook_url, admin=self.admin
+        )
 
 
 def hash_key(key: str) -> str:
@@ -147,7 +151,7 @@ class KeyStore:
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def create(
-        self, name: str, tier: Tier, *, webhook_url: str | None = None
+        self, name: str, tier: Tier, *, webhook_url: str | None = None, admin: bool = False
     ) -> tuple[ApiKey, str]:
         """Store a new key, with a webhook signing secret of its own (`webhook_secrets`)
         and optionally a default webhook target; returns its record and the key itself
@@ -165,6 +169,7 @@ class KeyStore:
                 "revoked_at": None,
                 "webhook_url": webhook_url,
                 "webhook_secret": new_secret(),
+                "admin": admin,
             }
             try:
                 with self._engine.begin() as connection:
@@ -273,4 +278,5 @@ def _record(values: Mapping[str, Any]) -> ApiKey:
         created_at=values["created_at"],
         revoked_at=values["revoked_at"],
         webhook_url=values["webhook_url"],
+        admin=bool(values["admin"]),
     )

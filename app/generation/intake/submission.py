@@ -12,6 +12,7 @@ from ..errors import (
     IdempotencyKeyReusedError,
     InvalidParamsError,
     QueueFullError,
+    QueuePausedError,
     ServiceStoppedError,
     TooManyJobsError,
 )
@@ -20,6 +21,7 @@ from ..events.observers import ObserverSet
 from ..forecast.outlook import Outlook, Quote
 from ..job import Job, Priority, Webhook
 from ..queue.contract import JobQueue
+from ..queue.pause import QueuePause
 from .admission import Admission
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ REJECTION_REASONS: dict[type[Exception], str] = {
     InvalidParamsError: "invalid_params",
     TooManyJobsError: "too_many_jobs",
     IdempotencyKeyReusedError: "idempotency_key_reused",
+    QueuePausedError: "paused",
 }
 _REFUSALS = tuple(REJECTION_REASONS)
 
@@ -43,8 +46,10 @@ class Intake:
         outlook: Outlook,
         bus: EventBus,
         observers: ObserverSet,
+        pause: QueuePause | None = None,
     ) -> None:
         self._admission = admission
+        self._pause = pause
         self._queue = queue
         self._outlook = outlook
         self._bus = bus
@@ -64,7 +69,7 @@ class Intake:
         """The new job, written and queued, with its position and ETA; or the earlier
         job of a repeated idempotency key (marked `replayed`, not described)."""
         try:
-            _check(accepting)
+            self._check(accepting)
             job = self._admission.accept(
                 generator, params, priority, owner, idempotency_key, max_queued, webhook
             )
@@ -96,12 +101,15 @@ class Intake:
         max_queued: int | None,
         accepting: bool,
     ) -> Quote:
-        _check(accepting)
+        self._check(accepting)
         clean = self._admission.validate(generator, params)
         self._admission.check(owner, max_queued)
         return self._outlook.quote(generator, clean, priority, owner)
 
-
-def _check(accepting: bool) -> None:
-    if not accepting:
-        raise ServiceStoppedError("the generation service is not accepting jobs")
+    def _check(self, accepting: bool) -> None:
+        """Refuse while the service stops or an operator paused the queue."""
+        if not accepting:
+            raise ServiceStoppedError("the generation service is not accepting jobs")
+        paused = self._pause.state() if self._pause is not None else None
+        if paused is not None:
+            raise QueuePausedError(paused.at.isoformat(timespec="seconds"))

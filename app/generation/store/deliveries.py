@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from ..job import Job
+from .engine import insert_unless_present
 from .tables import WebhookDeliveryRow
 
 _table = WebhookDeliveryRow.__table__
@@ -97,7 +98,7 @@ class DeliveryStore:
             "next_attempt_at": now,
             "created_at": now,
         }
-        statement = _insert_if_new(self._postgres).values(values).on_conflict_do_nothing()
+        statement = insert_unless_present(_table, self._postgres).values(values)
         with self._writing() as connection:
             connection.execute(statement)
 
@@ -241,13 +242,3 @@ def _still_claimed(delivery: Delivery) -> Any:
         _c.attempts == delivery.attempts,
         _c.next_attempt_at == delivery.next_attempt_at,
     )
-
-
-def _insert_if_new(postgres: bool) -> Any:
-    """The dialect's INSERT (it can skip a row whose id is taken), imported on use: the
-    PostgreSQL dialect is memory a process on SQLite would hold for nothing."""
-    if postgres:
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(_table)

@@ -7,7 +7,7 @@ import select
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
@@ -96,3 +96,14 @@ def checkpoint(engine: Engine) -> tuple[int, int] | None:
     with engine.connect() as connection:
         busy, logged, copied = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
     return logged, copied
+
+
+def insert_unless_present(table: Table, postgres: bool) -> Any:
+    """`INSERT ... ON CONFLICT DO NOTHING` into `table` (add `.values(...)`): a row whose
+    key is taken is skipped. The dialect is imported on use: PostgreSQL's is memory a
+    process on SQLite would hold for nothing (tests/test_start_up_imports.py)."""
+    if postgres:
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing()

@@ -174,6 +174,8 @@ class ApiKeyRow(Base):
     webhook_secret: Mapped[str | None] = mapped_column(String(64))
     webhook_previous_secret: Mapped[str | None] = mapped_column(String(64))
     webhook_previous_until: Mapped[datetime | None]
+    # An operator's key: may see and steer every owner's jobs and the queue (/api/v1/admin).
+    admin: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
 
 
 class QueueCountRow(Base):
@@ -187,6 +189,18 @@ class QueueCountRow(Base):
 
     name: Mapped[str] = mapped_column(String(8), primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+
+
+class QueueStateRow(Base):
+    """Operators' switches over the whole queue, one row each, shared by every process
+    (queue/pause.py): `queue` is paused while its row has a `paused_at`."""
+
+    __tablename__ = "queue_state"
+
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    paused_at: Mapped[datetime | None]
+    # Who paused it: an admin key's id, or "open" (AUTH_MODE=open), or "cli".
+    paused_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class ResultFileRow(Base):
