@@ -187,3 +187,22 @@ def test_the_cli_pauses_and_resumes_and_makes_admin_keys(config, make_service):
     assert created.exit_code == 0 and "admin" in created.output
     assert get_service(app).keys.all()[0].admin
     assert ", admin" in runner.invoke(args=["keys", "list"]).output
+
+
+def test_an_admin_cancels_any_owners_job_and_others_cannot(keyed, service, gate, caplog):
+    caplog.set_level("INFO", logger="app.web.admin")
+    user, ops = bearer(service, "alice"), bearer(service, "ops", admin=True)
+    hold_worker(service, gate)
+    body = {"generator": "noop", "params": {}}
+    job = keyed.post("/api/v1/jobs", json=body, headers=user).get_json()
+    path = f"/api/v1/admin/jobs/{job['id']}/cancel"
+    assert keyed.post(path, headers=user).status_code == 403
+    assert keyed.post(path).status_code == 401
+    cancelled = keyed.post(path, headers=ops)
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
+    again = keyed.post(path, headers=ops)
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "already_finished"
+    assert keyed.post("/api/v1/admin/jobs/nope/cancel", headers=ops).status_code == 404
+    (record,) = [r for r in caplog.records if getattr(r, "action", None) == "cancel"]
+    assert (record.job_id, record.owner) == (job["id"], "alice")
+    gate.release()

@@ -1,15 +1,15 @@
-"""Operators' API (`/api/v1/admin`): calls that act on the whole queue rather than on
-the caller's jobs. An admin key may call them (`flask --app wsgi keys create ops
---admin`); any other key gets 403 and learns nothing. In open mode they are open, like
-the rest. Every action is logged (a JSON line with the key's id) and counted in /metrics.
-"""
+"""Operators' API (`/api/v1/admin`): calls that act on the whole queue and on every
+owner's jobs rather than on the caller's. An admin key may call them (`flask --app wsgi
+keys create ops --admin`); any other key gets 403 and learns nothing. In open mode they
+are open, like the rest. Every action is logged (a JSON line with the key's id) and
+counted in /metrics."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..generation import GenerationService
 from ..generation.store.queue_state import Paused
@@ -17,7 +17,8 @@ from ..metrics import Metrics
 from ..wiring import get_service
 from .auth import current_principal
 from .errors import ApiError
-from .serialize import iso
+from .parsing import check_job_id
+from .serialize import iso, job_json
 
 log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
@@ -25,9 +26,11 @@ bp = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
 
 @bp.before_request
 def admins_only() -> None:
-    """401 without a valid key (keys mode), 403 for a key that is not an admin's."""
+    """401 without a valid key (keys mode), 403 for a key that is not an admin's; then
+    malformed job ids are 404s, as in api.py."""
     if not current_principal().admin:
         raise ApiError(403, "forbidden", "this call needs an admin key")
+    check_job_id(request.view_args)
 
 
 @bp.get("/queue")
@@ -53,6 +56,15 @@ def resume_queue() -> Response:
     return jsonify(_queue_json(None))
 
 
+@bp.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Response:
+    """Cancel any owner's job: a queued one at once, a running one at its next
+    checkpoint (409 `already_finished` for a job that ended)."""
+    job = _service().cancel(job_id)
+    _record("cancel", job_id=job.id, owner=job.owner)
+    return jsonify(job_json(job))
+
+
 def _queue_json(paused: Paused | None) -> dict[str, Any]:
     return {
         "paused": paused is not None,
@@ -66,8 +78,9 @@ def _actor() -> str:
     return current_principal().key_id or "open"
 
 
-def _record(action: str) -> None:
-    log.info("admin action: %s", action, extra={"action": action, "key_id": _actor()})
+def _record(action: str, **about: str) -> None:
+    fields = {"action": action, "key_id": _actor(), **about}
+    log.info("admin action: %s", action, extra=fields)
     metrics: Metrics = current_app.extensions["metrics"]
     metrics.admin_actions.labels(action).inc()
 

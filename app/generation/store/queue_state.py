@@ -48,9 +48,9 @@ class QueueStateStore:
         values = {"name": QUEUE, "paused_at": now, "paused_by": by}
         with self._writing() as connection:
             connection.execute(insert_unless_present(_table, self._postgres).values(values))
-        paused = self.paused()
-        assert paused is not None
-        return paused
+        # The pause in force: this one, or one made before it (or, if a resume came in
+        # between, the one just made, which that resume ended).
+        return self.paused() or Paused(now, by)
 
     def resume(self) -> bool:
         """Resume the queue; False if it was not paused."""
