@@ -36,6 +36,7 @@ from app.generation.settings import ServiceSettings
 from app.generation.store import schema
 from app.generation.store.engine import create_database_engine
 from app.generation.store.jobs import JobStore
+from app.wiring import build_service
 from tests.servers import wsgi_server
 
 from .generators import (
@@ -291,6 +292,32 @@ def pg_engine(postgres_url: str) -> Iterator[Engine]:
         connection.execute(text("UPDATE queue_counts SET n = 0"))
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def make_pg_service(
+    postgres_url: str, pg_engine: Engine, tmp_path: Path, registry: GeneratorRegistry
+) -> Iterator[Callable[..., GenerationService]]:
+    """Started services on the session's PostgreSQL database, wired as in production
+    (`build_service`, results in the database), each named; `config` overrides the
+    Config's fields. Every one is shut down at the end."""
+    built: list[GenerationService] = []
+
+    def make(name: str, **config: object) -> GenerationService:
+        settings: dict[str, object] = {
+            "database_url": postgres_url,
+            "results_dir": tmp_path / name,
+            "results_store": "database",
+            "generation_workers": 1,
+        }
+        service = build_service(Config(**(settings | config)), registry, name=name)
+        built.append(service)
+        service.start()
+        return service
+
+    yield make
+    for service in built:
+        service.shutdown(wait=True, timeout=1)
 
 
 def wait_for(

@@ -12,10 +12,9 @@ from datetime import UTC, datetime
 import pytest
 
 from app import create_app
-from app.config import Config
 from app.generation import Job, JobStatus, Priority, QueuePausedError
 from app.generation.intake.keys import Tier
-from app.wiring import build_service, get_service
+from app.wiring import get_service
 
 from .conftest import TEST_SECRET_KEY, hold_worker, wait_for
 
@@ -106,27 +105,6 @@ def test_only_an_admin_key_may_pause(keyed, service):
     assert refused.status_code == 503 and refused.get_json()["error"]["code"] == "paused"
 
 
-@pytest.fixture
-def pg_nodes(postgres_url, pg_engine, tmp_path, registry):
-    built = []
-
-    def make(name: str):
-        config = Config(
-            database_url=postgres_url,
-            results_dir=tmp_path / name,
-            results_store="database",
-            generation_workers=1,
-        )
-        service = build_service(config, registry, name=name)
-        built.append(service)
-        service.start()
-        return service
-
-    yield make
-    for service in built:
-        service.shutdown(wait=True, timeout=1)
-
-
 def until(condition, timeout: float = 5) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -134,8 +112,8 @@ def until(condition, timeout: float = 5) -> None:
         time.sleep(0.05)
 
 
-def test_a_pause_holds_on_every_service_of_the_database(pg_nodes):
-    one, two = pg_nodes("one"), pg_nodes("two")
+def test_a_pause_holds_on_every_service_of_the_database(make_pg_service):
+    one, two = make_pg_service("one"), make_pg_service("two")
     one.pause_queue(by="ops")
     admitted = []  # before two read the switch again: they wait for the resume
 

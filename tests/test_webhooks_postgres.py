@@ -4,7 +4,6 @@ the outbox and never send one delivery twice at once."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,9 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select, text
 
-from app.config import Config
 from app.generation import GenerationService, Job, JobStatus, Priority
-from app.generation.generators import GeneratorRegistry
 from app.generation.job import Progress, Webhook
 from app.generation.notify.signing import new_secret
 from app.generation.store import schema
@@ -24,7 +21,6 @@ from app.generation.store.deliveries import DeliveryStore
 from app.generation.store.engine import create_database_engine
 from app.generation.store.jobs import JobStore
 from app.generation.store.tables import WebhookDeliveryRow
-from app.wiring import build_service
 
 from .conftest import wait_for
 from .servers import free_port
@@ -101,34 +97,23 @@ def test_claims_and_outcomes_write_only_the_events_asked_for(engine):
     ]
 
 
+# Loopback receivers, this file's secret, fast retries.
+WEBHOOKS = {
+    "webhook_allow_http": True,
+    "webhook_allow_private": True,
+    "webhook_secret": SECRET,
+    "webhook_concurrency": 4,
+    "webhook_per_host": 4,
+    "webhook_retry_delays": (0.2,),
+}
+
+
 @pytest.fixture
-def make_node(
-    postgres_url: str, pg_engine, tmp_path: Path, registry: GeneratorRegistry
-) -> Iterator[Callable[..., GenerationService]]:
-    built: list[GenerationService] = []
+def make_node(make_pg_service) -> Callable[..., GenerationService]:
+    def make(name: str, **config: object) -> GenerationService:
+        return make_pg_service(name, **(WEBHOOKS | {"generation_workers": 2} | config))
 
-    def make(name: str, **settings: object) -> GenerationService:
-        config = Config(
-            database_url=postgres_url,
-            results_dir=tmp_path / name,
-            results_store="database",
-            generation_workers=2,
-            webhook_allow_http=True,
-            webhook_allow_private=True,
-            webhook_secret=SECRET,
-            webhook_concurrency=4,
-            webhook_per_host=4,
-            webhook_retry_delays=(0.2,),
-        )
-        config = dataclasses.replace(config, **settings)
-        service = build_service(config, registry, name=name)
-        built.append(service)
-        service.start()
-        return service
-
-    yield make
-    for service in built:
-        service.shutdown(wait=True, timeout=1)
+    return make
 
 
 def test_services_sharing_a_database_send_each_delivery_once(make_node):
