@@ -5,7 +5,8 @@ working directory is loaded first (python-dotenv) so that gunicorn, which does n
 `.env` by itself, sees the same settings as `flask` commands. Values already set in the
 environment win over `.env`.
 
-A bad value raises `ConfigError` naming the variable, so a misconfigured deployment fails
+Values are read through `EnvironmentReader` (environment.py). A bad value raises
+`ConfigError` naming the variable, so a misconfigured deployment fails
 at start instead of misbehaving later. docs/operations.md lists every variable.
 """
 
@@ -16,12 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
-from limits import parse_many
 
-from .generation.notify.signing import is_secret
+from .environment import ConfigError, EnvironmentReader, http_base_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REPLICATE_DEFAULT_BASE = "https://api.replicate.com/v1"
@@ -34,10 +33,6 @@ MIN_SECRET_KEY_LENGTH = 32
 
 # Threads never given to WebSockets, so /health and the API answer however many are open.
 MIN_HTTP_THREADS = 2
-
-
-class ConfigError(ValueError):
-    """A setting in the environment is missing or malformed."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +122,7 @@ class Config:
             if dotenv:
                 load_dotenv(Path.cwd() / ".env", override=False)
             environ = os.environ
-        reader = _Reader(environ)
+        reader = EnvironmentReader(environ)
         database_url = normalize_database_url(
             reader.text("DATABASE_URL", cls.database_url), "DATABASE_URL"
         )
@@ -258,111 +253,12 @@ class Config:
             )
 
 
-class _Reader:
-    """Typed access to environment variables, with errors that name the variable."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def text(self, name: str, default: str) -> str:
-        value = self._environ.get(name, "").strip()
-        return value or default
-
-    def optional(self, name: str) -> str | None:
-        return self._environ.get(name, "").strip() or None
-
-    def number(self, name: str, default: float, low: float, high: float) -> float:
-        raw = self._environ.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-        if not low <= value <= high:
-            raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
-        return value
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self._environ.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-        if not low <= value <= high:
-            raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
-        return value
-
-    def optional_integer(self, name: str, low: int, high: int) -> int | None:
-        if not self._environ.get(name, "").strip():
-            return None
-        return self.integer(name, low, low, high)
-
-    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
-        value = self.text(name, default)
-        for option in allowed:
-            if option.lower() == value.lower():
-                return option
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self._environ.get(name, "").strip().lower()
-        if not value:
-            return default
-        if value not in ("true", "1", "yes", "false", "0", "no"):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
-        return value in ("true", "1", "yes")
-
-    def webhook_secret(self, name: str) -> str:
-        value = self._environ.get(name, "").strip()
-        if value and not is_secret(value):
-            raise ConfigError(
-                f"{name} must be a whsec_ secret (whsec_ and at least 16 bytes in base64); "
-                "`flask --app wsgi webhooks new-secret` prints one"
-            )
-        return value
-
-    def delays(self, name: str) -> tuple[float, ...]:
-        """Comma-separated seconds, each from 0 to a week ("5,300,1800")."""
-        raw = self._environ.get(name, "").strip()
-        if not raw:
-            return ()
-        try:
-            delays = tuple(float(part) for part in raw.split(","))
-        except ValueError:
-            delays = ()
-        if not delays or any(not 0 <= delay <= 7 * 86_400 for delay in delays):
-            raise ConfigError(f'{name} must be comma-separated seconds like "5,300,1800"')
-        return delays
-
-    def rate_limit(self, name: str, default: str) -> str:
-        """A limit in the `limits` notation: "10/second;300/minute"."""
-        value = self.text(name, default)
-        try:
-            limits = parse_many(value)
-        except ValueError:
-            limits = []
-        if not limits or any(limit.amount < 1 for limit in limits):
-            raise ConfigError(f'{name} must look like "10/second;300/minute", got {value!r}')
-        return value
-
-
-def _public_url(reader: _Reader) -> str:
+def _public_url(reader: EnvironmentReader) -> str:
     url = reader.optional("PUBLIC_URL")
     if url:
         return http_base_url(url, "PUBLIC_URL")
     app = reader.optional("FLY_APP_NAME")
     return f"https://{app}.fly.dev" if app else ""
-
-
-def http_base_url(url: str, name: str) -> str:
-    """An http(s) base URL without a trailing slash."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{name} must be an http:// or https:// URL, got {url!r}")
-    return url.rstrip("/")
 
 
 def normalize_database_url(url: str, name: str = "DATABASE_URL") -> str:

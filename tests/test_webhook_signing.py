@@ -43,9 +43,10 @@ def test_the_timestamp_header_is_unix_seconds():
 
 def test_a_naive_timestamp_is_read_as_utc_like_the_library_signs_it():
     secret = new_secret()
-    naive = datetime.now(UTC).replace(tzinfo=None)
-    headers = signature_headers(MESSAGE_ID, naive, BODY, [secret])
-    Webhook(secret).verify(BODY, headers)
+    aware = datetime.now(UTC)
+    headers = signature_headers(MESSAGE_ID, aware.replace(tzinfo=None), BODY, [secret])
+    assert headers["webhook-timestamp"] == str(int(aware.timestamp()))
+    assert Webhook(secret).verify(BODY, headers) == json.loads(BODY)
 
 
 def test_a_changed_body_fails_verification():
@@ -80,7 +81,10 @@ def test_during_a_rotation_a_receiver_holding_either_secret_verifies(holder):
 def test_bytes_that_are_not_utf8_are_signed_as_sent():
     secret = new_secret()
     body = b"\xff\xfe raw"
-    Webhook(secret).verify(body, headers_for(secret, body=body), json_parse=False)
+    headers = headers_for(secret, body=body)
+    assert Webhook(secret).verify(body, headers, json_parse=False) is None  # None: verified
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body + b"!", headers, json_parse=False)
 
 
 def test_new_secrets_are_distinct_valid_secrets():

@@ -37,7 +37,6 @@ from .intake.keys import ANONYMOUS, KeyStore, Principal, limits_for
 from .intake.submission import Intake
 from .job import Job, JobStatus, Priority, Webhook
 from .notify.dispatcher import WebhookDispatcher
-from .notify.payload import basic_job_data, envelope
 from .notify.subscription import webhook_for
 from .ops.stats import service_stats
 from .queue.contract import JobQueue
@@ -48,7 +47,7 @@ from .results.retention import ResultSweeper
 from .results.storage import ResultStore
 from .settings import ServiceSettings
 from .store import schema
-from .store.deliveries import Delivery, DeliveryStore
+from .store.deliveries import DeliveryStore
 from .store.jobs import JobStore
 from .store.listener import Listener
 from .store.queue_state import Paused, QueueStateStore
@@ -96,8 +95,8 @@ class GenerationService:
         self.webhooks = WebhookDispatcher(
             self.deliveries,
             settings.webhooks,
-            secrets_for=self._signing_secrets,
-            payload=self._basic_payload,
+            key_secrets=self.keys.webhook_secrets,
+            job_of=self.get,
             clock=clock,
         )
         self.observers.add(self.webhooks)
@@ -305,19 +304,6 @@ class GenerationService:
             job = self.get(job_id)  # it finished meanwhile
         raise JobFinishedError(job_id, job.status.value)
 
-    def deliveries_of(self, job_id: str, *, owner: str | None = None) -> list[Delivery]:
-        """The webhook deliveries of a job (JobNotFoundError as `get`)."""
-        self.get(job_id, owner=owner)
-        return self.deliveries.for_job(job_id)
-
-    def redrive(self, delivery_id: str, *, owner: str | None = None) -> Delivery | None:
-        """Send a failed delivery again, with a fresh schedule of attempts; None if there
-        is no failed delivery with that id (of that owner)."""
-        delivery = self.deliveries.redrive(delivery_id, owner, self._clock())
-        if delivery is not None:
-            self.webhooks.wake()
-        return delivery
-
     def pause_queue(self, by: str | None) -> Paused:
         """Pause the whole queue (every process on the database): submissions get
         QueuePausedError, workers claim nothing, running jobs go on to their end. The
@@ -407,15 +393,6 @@ class GenerationService:
             key_default=principal.webhook_url if principal else None,
             settings=self.webhooks.settings,
         )
-
-    def _signing_secrets(self, key_id: str | None) -> list[str]:
-        """The secrets that sign a delivery: its key's (never another's), or open mode's."""
-        if key_id is not None:
-            return self.keys.webhook_secrets(key_id)
-        return list(self.webhooks.settings.open_secrets)
-
-    def _basic_payload(self, delivery: Delivery) -> dict[str, Any]:
-        return envelope(delivery, basic_job_data(self.get(delivery.job_id)), self._clock())
 
     def _left_queue(self, job_id: str) -> None:
         """The job is no longer queued (cancelled, or started elsewhere): stop

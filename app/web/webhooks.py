@@ -56,7 +56,7 @@ def list_deliveries() -> Response:
 def retry_delivery(delivery_id: str) -> tuple[Response, int]:
     """Send a failed delivery again (same id), with a fresh schedule of attempts."""
     owner = current_principal().owner
-    delivery = _service().redrive(delivery_id[:64], owner=owner)
+    delivery = _service().webhooks.redrive(delivery_id[:64], owner=owner)
     if delivery is None:
         known = _service().deliveries.get(delivery_id[:64], owner)
         if known is None:

@@ -36,6 +36,7 @@ from ..events.observers import JobObserver
 from ..job import Job
 from ..settings import WebhookSettings
 from ..store.deliveries import Delivery, DeliveryStore
+from .payload import basic_job_data, envelope
 from .schedule import retry_at
 from .sender import Answer, attempt_deadline, post
 from .signing import signature_headers
@@ -67,17 +68,20 @@ class WebhookDispatcher(JobObserver):
         deliveries: DeliveryStore,
         settings: WebhookSettings,
         *,
-        secrets_for: Callable[[str | None], list[str]],
-        payload: Payload,
+        key_secrets: Callable[[str], list[str]],
+        job_of: Callable[[str], Job],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         resolve: Resolver = system_resolver,
     ) -> None:
         self.deliveries = deliveries
         self.settings = settings
-        self.payload = payload
+        # The body: the core's own rendering of the job (the web tier sets the document
+        # GET answers: app/web/webhooks.py).
+        self.payload: Payload = self._basic_payload
+        self._job_of = job_of
         self.resolve = resolve
         self.listeners: list[AttemptListener] = []
-        self._secrets_for = secrets_for
+        self._key_secrets = key_secrets
         self._clock = clock
         # Longer than any attempt can take, so a live attempt's row is not claimed again.
         longest = attempt_deadline(settings.connect_timeout, settings.read_timeout)
@@ -145,6 +149,14 @@ class WebhookDispatcher(JobObserver):
 
     def wake(self) -> None:
         self._wake.set()
+
+    def redrive(self, delivery_id: str, owner: str | None = None) -> Delivery | None:
+        """Send a failed delivery again, with a fresh schedule of attempts; None if there
+        is no failed delivery with that id (of `owner`, unless None)."""
+        delivery = self.deliveries.redrive(delivery_id, owner, self._clock())
+        if delivery is not None:
+            self.wake()
+        return delivery
 
     # -- hooks into a job's life (events/observers.py) ------------------------------
 
@@ -283,7 +295,7 @@ class WebhookDispatcher(JobObserver):
             )
         except UnsafeTarget as refused:
             return Answer(None, f"not sent: {refused}")
-        secrets = self._secrets_for(delivery.key_id)
+        secrets = self._signing_secrets(delivery.key_id)
         if not secrets:
             return Answer(None, "not sent: no signing secret for it (WEBHOOK_SECRET, or its key's)")
         body = json.dumps(self.payload(delivery), separators=(",", ":")).encode()
@@ -296,6 +308,15 @@ class WebhookDispatcher(JobObserver):
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
         )
+
+    def _signing_secrets(self, key_id: str | None) -> list[str]:
+        """The secrets that sign a delivery: its key's (never another's), or open mode's."""
+        if key_id is not None:
+            return self._key_secrets(key_id)
+        return list(self.settings.open_secrets)
+
+    def _basic_payload(self, delivery: Delivery) -> dict[str, Any]:
+        return envelope(delivery, basic_job_data(self._job_of(delivery.job_id)), self._clock())
 
     def _retry_at(self, delivery: Delivery, now: datetime) -> datetime | None:
         return retry_at(delivery.attempts + 1, now, self.settings.retry_delays)
