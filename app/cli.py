@@ -14,6 +14,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import Engine
 
+from .generation import MachineNotFoundError
 from .generation.intake.keys import ApiKey, KeyStore, Tier
 from .generation.notify.signing import new_secret
 from .generation.notify.targets import UnsafeTarget, check_target
@@ -139,7 +140,9 @@ def set_webhook(key_id: str, url: str | None) -> None:
     click.echo(f"Key {record.key_id}: default webhook {url or 'cleared'}.")
 
 
-queue_cli = AppGroup("queue", help="Pause and resume the queue (every process and machine).")
+queue_cli = AppGroup(
+    "queue", help="Pause and resume the queue (every process and machine); drain a machine."
+)
 
 
 @queue_cli.command("pause")
@@ -158,6 +161,32 @@ def resume_queue() -> None:
     schema.prepare(service.store.engine)
     resumed = service.resume_queue()
     click.echo("Queue resumed." if resumed else "The queue was not paused.")
+
+
+@queue_cli.command("drain")
+@click.argument("machine", required=False)
+def drain_machine(machine: str | None) -> None:
+    """Drain MACHINE (default: this one): its workers finish their jobs and claim no more,
+    until `queue undrain`; the other machines go on."""
+    service = get_service(current_app)
+    schema.prepare(service.store.engine)
+    machine = machine or service.machine
+    try:
+        service.ops.steering.drain(machine, by="cli")
+    except MachineNotFoundError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Machine {machine} drained: its running jobs finish, it starts no more.")
+
+
+@queue_cli.command("undrain")
+@click.argument("machine", required=False)
+def undrain_machine(machine: str | None) -> None:
+    """End MACHINE's drain (default: this one's)."""
+    service = get_service(current_app)
+    schema.prepare(service.store.engine)
+    machine = machine or service.machine
+    ended = service.ops.steering.undrain(machine)
+    click.echo(f"Machine {machine} undrained." if ended else f"Machine {machine} was not drained.")
 
 
 webhooks_cli = AppGroup("webhooks", help="Webhook signing secrets.")

@@ -103,6 +103,9 @@ class Config:
     ws_ping_interval: int = 25
     # A socket sends a job's progress at most this often (the newest); outcomes at once.
     ws_update_interval_ms: int = 250
+    # Which machine this is, as operators' drains name it: Fly's machine id (stable
+    # across restarts of that machine), else the host name.
+    machine: str | None = None
 
     @property
     def websocket_capacity(self) -> int:
@@ -157,6 +160,7 @@ class Config:
                 "JOB_TIMEOUT_SECONDS", cls.job_timeout_seconds, 1, 7 * 24 * 3600
             ),
             job_lease_seconds=reader.integer("JOB_LEASE_SECONDS", cls.job_lease_seconds, 1, 3600),
+            machine=reader.optional("FLY_MACHINE_ID"),
             results_store=reader.choice(
                 "RESULTS_STORE", results_default, ("DATABASE", "FILESYSTEM")
             ).lower(),

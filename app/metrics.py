@@ -72,7 +72,8 @@ class Metrics:
         )
         self.admin_actions = Counter(
             "generation_admin_actions",
-            "Operators' actions over /api/v1/admin, by action (pause, resume).",
+            "Operators' actions over /api/v1/admin, by action "
+            "(pause, resume, cancel, retry, priority, drain, undrain).",
             ["action"],
             registry=r,
         )

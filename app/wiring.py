@@ -56,6 +56,7 @@ def build_service(
         service_settings(config),
         listener=None if config.is_sqlite else postgres_listener(engine),
         name=name,
+        machine=config.machine,
     )
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import (
+    console_cost,
     depth,
     dispatch_latency,
     drain_e2e,
@@ -135,6 +136,7 @@ SCENARIOS = [
         (POSTGRES,),
     ),
     Scenario("depth", depth.run),
+    Scenario("console", console_cost.run),
 ]
 
 

@@ -83,7 +83,7 @@ def run(
         floor = _probe_for(server.url, FLOOR_SECONDS)
         warmup = 3.0 + subscribers / 100  # time for every socket to connect first
         job_ids = [server.submit(ticks, interval, warmup) for _ in range(jobs)]
-        probe = _Probe(server.url)
+        probe = HealthProbe(server.url)
         server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
         phases = _Phases(server.cpu_seconds, subscribers)
         fanout = asyncio.run(_fan_out(server.host, job_ids, subscribers, endpoint, phases))
@@ -231,7 +231,7 @@ def _summarise(results: list[dict]) -> dict:
     }
 
 
-class _Probe:
+class HealthProbe:
     """GET /health every PROBE_INTERVAL seconds from another process (not slowed by the
     clients' event loop), each over a fresh connection as a load balancer would."""
 
@@ -257,7 +257,7 @@ class _Probe:
 
 
 def _probe_for(url: str, seconds: float) -> dict:
-    probe = _Probe(url)
+    probe = HealthProbe(url)
     time.sleep(seconds)
     return probe.stop()
 

@@ -284,7 +284,8 @@ def pg_engine(postgres_url: str) -> Iterator[Engine]:
     with engine.begin() as connection:
         connection.execute(
             text(
-                "TRUNCATE jobs, result_chunks, result_files, api_keys, webhook_deliveries "
+                "TRUNCATE jobs, result_chunks, result_files, api_keys, webhook_deliveries, "
+                "service_processes, queue_samples, queue_state "
                 "RESTART IDENTITY"
             )
         )

@@ -161,6 +161,7 @@ def send_any(client, request) -> int:
         job_id=quote(job_id, safe=""),
         name=quote(name, safe="/"),
         delivery_id=quote(job_id, safe=""),  # ids of other kinds are aimed at too
+        machine=quote(name, safe=""),
     )
     try:
         return send(client, method, f"{path}?{query}", headers, body)

@@ -1,5 +1,6 @@
 """The scheduling policy, pure: a key fixed at admission (aging offset, fair share), FIFO."""
 
+import dataclasses
 import random
 
 import pytest
@@ -190,3 +191,17 @@ def test_index_agrees_with_a_brute_force_reading_of_the_policy(seed):
 def test_aging_seconds_must_be_positive():
     with pytest.raises(ValueError, match="aging_seconds"):
         SchedulingIndex(0)
+
+
+def test_a_job_removed_and_added_again_under_a_new_key_is_ordered_by_the_new_key():
+    """An operator's new priority (ops/steering.py) re-keys a queued job: the heap entry of
+    its old key must not bring it back at its old place, nor count as its owner's tail."""
+    index = SchedulingIndex(AGING)
+    jobs = Jobs(index)
+    first, second = jobs.add("first", owner="x"), jobs.add("second", owner="y")
+    index.remove("first")
+    index.add(dataclasses.replace(first, priority=LOW, key=first.key + AGING))
+    assert index.tail_key("x", int(NORMAL)) is None
+    assert index.tail_key("x", int(LOW)) == first.key + AGING
+    assert drain(index) == ["second", "first"]
+    assert second.key < first.key + AGING

@@ -74,6 +74,25 @@ class JobFinishedError(GenerationError):
         self.status = status
 
 
+class JobStatusConflictError(GenerationError):
+    """An operator's action needs the job in another status (retry: failed; a new
+    priority: queued). `code` names what it needed (`not_failed`, `not_queued`)."""
+
+    def __init__(self, job_id: str, status: str, needed: str, action: str) -> None:
+        super().__init__(f"job {job_id} is {status}; only a {needed} job can {action}")
+        self.job_id = job_id
+        self.status = status
+        self.code = f"not_{needed}"
+
+
+class MachineNotFoundError(GenerationError):
+    """No running service reports from that machine (store/processes.py)."""
+
+    def __init__(self, machine: str) -> None:
+        super().__init__(f"no running service reports from machine {machine!r}")
+        self.machine = machine
+
+
 class InvalidParamsError(GenerationError):
     """A submission's fields are wrong; `fields` maps each field to what is wrong with it."""
 

@@ -38,6 +38,7 @@ from .intake.submission import Intake
 from .job import Job, JobStatus, Priority, Webhook
 from .notify.dispatcher import WebhookDispatcher
 from .notify.subscription import webhook_for
+from .ops.operations import Operations
 from .ops.stats import service_stats
 from .queue.contract import JobQueue
 from .queue.memory import MemoryQueue
@@ -70,11 +71,13 @@ class GenerationService:
         bus: EventBus | None = None,
         listener: Listener | None = None,
         name: str | None = None,
+        machine: str | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         """The service over `store` and `results`, running `generators` as `settings`
         say. With a `listener` (PostgreSQL) the queue and job events are shared with
-        every other service on the database."""
+        every other service on the database. `machine` (default: the host name) is what
+        an operator's drain names; `name` (default: host:pid) this one process."""
         self.settings = settings = settings or ServiceSettings()
         self.store = store
         self.results = results
@@ -82,14 +85,14 @@ class GenerationService:
         self.generators = generators
         self.bus = bus or EventBus()
         self.observers = ObserverSet()
+        self.machine = machine or socket.gethostname()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._clock = clock
         cost = job_costs(generators)
         self._queue = self._make_queue(listener, cost)
         # An operator's pause holds in every process; a resume wakes the waiting workers.
-        self.pause = QueuePause(
-            QueueStateStore(store.engine, store.writing), clock, on_resume=self._queue.wake
-        )
+        states = QueueStateStore(store.engine, store.writing)
+        self.pause = QueuePause(states, clock, machine=self.machine, on_resume=self._queue.wake)
         self.deliveries = DeliveryStore(store.engine, store.writing)
         self.keys = KeyStore(store.engine, clock)
         self.webhooks = WebhookDispatcher(
@@ -144,6 +147,20 @@ class GenerationService:
             left_queue=self._left_queue,
             pause=self.pause,
         )
+        self.ops = Operations(
+            store,
+            self._queue,
+            self.outlook,
+            self.bus,
+            pause=self.pause,
+            states=states,
+            deliveries=self.deliveries,
+            name=self.name,
+            machine=self.machine,
+            clock=clock,
+            workers=lambda: self.worker_count,
+            result_ttl=settings.result_ttl,
+        )
         self._lock = threading.Lock()
         self._state = "new"
 
@@ -158,6 +175,7 @@ class GenerationService:
             self._state = "running"
         self._execution.start()
         self.webhooks.start()
+        self.ops.start()
         if self.sweeper is not None:
             self.sweeper.start()
 
@@ -188,6 +206,7 @@ class GenerationService:
             self.sweeper.stop()
         self._execution.stop(wait, timeout)
         self.webhooks.stop()
+        self.ops.stop()
         self.store.engine.dispose()  # close pooled connections now, not at garbage collection
         with self._lock:
             self._state = "stopped"

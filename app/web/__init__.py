@@ -10,7 +10,7 @@ from flask.sessions import SessionInterface
 from ..generation.intake.keys import KeyStore
 from ..metrics import Metrics
 from ..wiring import get_service
-from . import admin, api, docs, ops, ui, webhooks, ws
+from . import admin, api, console_stream, docs, ops, ui, webhooks, ws
 from .auth import init_auth
 from .errors import register_error_handlers
 from .inflight import InFlightCounter
@@ -60,6 +60,8 @@ def init_web(app: Flask, keys: KeyStore) -> None:
     init_links(app, config.result_url_ttl_seconds, config.result_ttl)
     init_rate_limit(app, api.bp, webhooks.bp, admin.bp)
     webhooks.init_webhooks(app, metrics)
-    for blueprint in (api.bp, webhooks.bp, admin.bp, ws.bp, ops.bp, docs.bp, ui.bp):
+    app.extensions["console_charts"] = console_stream.ChartCache()
+    blueprints = (api.bp, webhooks.bp, admin.bp, console_stream.bp, ws.bp, ops.bp, docs.bp, ui.bp)
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     register_error_handlers(app)

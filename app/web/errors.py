@@ -15,6 +15,8 @@ from ..generation import (
     InvalidParamsError,
     JobFinishedError,
     JobNotFoundError,
+    JobStatusConflictError,
+    MachineNotFoundError,
     PriorityNotAllowedError,
     QueueFullError,
     QueuePausedError,
@@ -64,6 +66,10 @@ def _from_core(error: Exception) -> ApiError:
         return ApiError(404, "not_found", str(error))
     if isinstance(error, JobFinishedError):
         return ApiError(409, "already_finished", str(error))
+    if isinstance(error, JobStatusConflictError):
+        return ApiError(409, error.code, str(error))
+    if isinstance(error, MachineNotFoundError):
+        return ApiError(404, "not_found", str(error))
     if isinstance(error, QueueFullError):
         return ApiError(
             503, "queue_full", str(error), headers={"Retry-After": str(error.retry_after)}
@@ -121,6 +127,8 @@ def register_error_handlers(app: Flask) -> None:
         InvalidParamsError,
         JobNotFoundError,
         JobFinishedError,
+        JobStatusConflictError,
+        MachineNotFoundError,
         QueueFullError,
         QueuePausedError,
         ServiceStoppedError,

@@ -19,3 +19,12 @@ def index() -> str:
         priorities=[priority.label for priority in Priority],
         requires_keys=current_app.config["SERVICE_CONFIG"].requires_keys,
     )
+
+
+@bp.get("/console")
+def console() -> str:
+    """The operators' console. The page holds no data: what it shows comes from the
+    admin API and its stream, which only an admin key (or open mode) may read."""
+    return render_template(
+        "console.html", requires_keys=current_app.config["SERVICE_CONFIG"].requires_keys
+    )

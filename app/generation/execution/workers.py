@@ -196,11 +196,12 @@ class WorkerPool:
                 self._idle_since.pop(name, None)
 
     def _paused(self) -> bool:
-        return self._pause is not None and self._pause.paused
+        """The queue is paused, or this machine drained: claim nothing meanwhile."""
+        return self._pause is not None and self._pause.claims_held
 
     def _work(self, name: str, helper: WorkerProcess | None) -> None:
         while True:
-            if self._pause is not None and self._pause.paused:  # claim nothing meanwhile
+            if self._pause is not None and self._paused():
                 self._pause.wait_for_resume(PAUSED_CHECK_SECONDS)
                 if self._queue.closed or name in self._retiring:
                     return

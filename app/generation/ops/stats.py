@@ -8,6 +8,7 @@ from typing import Any
 from ..job import JobStatus, Priority
 from ..store.job_reads import Timing
 from ..store.jobs import JobStore
+from .history import nearest_rank
 
 
 def service_stats(
@@ -82,11 +83,8 @@ def _run(timing: Timing) -> float:
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
     """Nearest-rank p50/p95 of recent finished jobs; None before any."""
-    if not values:
-        return {"p50": None, "p95": None, "samples": 0}
-    ordered = sorted(values)
-
-    def rank(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
-
-    return {"p50": rank(0.50), "p95": rank(0.95), "samples": len(ordered)}
+    return {
+        "p50": nearest_rank(values, 0.50),
+        "p95": nearest_rank(values, 0.95),
+        "samples": len(values),
+    }

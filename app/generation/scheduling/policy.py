@@ -112,6 +112,8 @@ class SchedulingIndex:
     # -- changes --------------------------------------------------------------------
 
     def add(self, entry: QueueEntry) -> None:
+        """Queue `entry` (a job removed before may come back, under another key: heap
+        entries are live only while they match their job's current key)."""
         self._entries[entry.job_id] = entry
         heapq.heappush(self._heap, (entry.key, entry.order, entry.job_id))
         bucket = (int(entry.priority), entry.owner)
@@ -132,9 +134,10 @@ class SchedulingIndex:
         """Take the job the policy starts next; None when empty."""
         heap = self._heap
         while heap:
-            _, _, job_id = heapq.heappop(heap)
-            entry = self._entries.pop(job_id, None)
-            if entry is not None:
+            key, _, job_id = heapq.heappop(heap)
+            entry = self._entries.get(job_id)
+            if entry is not None and entry.key == key:  # else stale: removed, or re-keyed
+                del self._entries[job_id]
                 self._left(entry)
                 return entry
         return None
@@ -156,7 +159,7 @@ class SchedulingIndex:
     def tail_key(self, owner: str, priority: int) -> float | None:
         """The largest key among `owner`'s queued jobs of `priority`; None if none."""
         tails = self._tails.get((priority, owner))
-        while tails and tails[0][1] not in self._entries:
+        while tails and self._stale(tails[0]):
             heapq.heappop(tails)
         if not tails:
             self._tails.pop((priority, owner), None)
@@ -178,6 +181,12 @@ class SchedulingIndex:
         return twin
 
     # -- internals ------------------------------------------------------------------
+
+    def _stale(self, tail: tuple[float, str]) -> bool:
+        """Whether a tail entry is of a job that left, or came back under another key
+        (a new priority: ops/steering.py)."""
+        entry = self._entries.get(tail[1])
+        return entry is None or entry.key != -tail[0]
 
     def _left(self, entry: QueueEntry) -> None:
         bucket = (int(entry.priority), entry.owner)

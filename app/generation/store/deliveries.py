@@ -16,16 +16,15 @@ again when the lease runs out. The moment a claim sets is its token: `record` an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 
 from ..job import Job
-from .engine import insert_unless_present
+from .engine import TableStore, insert_unless_present
 from .tables import WebhookDeliveryRow
 
 _table = WebhookDeliveryRow.__table__
@@ -68,18 +67,7 @@ def output_id(job: Job, position: int) -> str:
     return f"msg_{job.id}_{job.lease_epoch}_{position}"
 
 
-class DeliveryStore:
-    def __init__(
-        self,
-        engine: Engine,
-        writing: Callable[[], AbstractContextManager[Connection]] | None = None,
-    ) -> None:
-        """`writing`: the transactions to write in (JobStore.writing: on SQLite, this
-        process's writers take turns)."""
-        self._engine = engine
-        self._writing = writing or engine.begin
-        self._postgres = engine.dialect.name == "postgresql"
-
+class DeliveryStore(TableStore):
     def add_output(self, job: Job, file: Mapping[str, Any], position: int, now: datetime) -> None:
         """Write the `output` delivery of a file stored while its job runs (nothing if
         it was written before)."""

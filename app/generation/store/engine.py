@@ -4,10 +4,12 @@ The schema itself is made and changed by migrations (store/schema.py, store/migr
 from __future__ import annotations
 
 import select
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
@@ -96,6 +98,21 @@ def checkpoint(engine: Engine) -> tuple[int, int] | None:
     with engine.connect() as connection:
         busy, logged, copied = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
     return logged, copied
+
+
+class TableStore:
+    """The base of a small table's repository: reads on their own short connections,
+    writes in `writing()` transactions (JobStore.writing: on SQLite, this process's
+    writers take turns, so a repository's write never waits on the file lock)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        writing: Callable[[], AbstractContextManager[Connection]] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._writing = writing or engine.begin
+        self._postgres = engine.dialect.name == "postgresql"
 
 
 def insert_unless_present(table: Table, postgres: bool) -> Any:

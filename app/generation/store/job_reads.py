@@ -67,6 +67,14 @@ class JobQueries:
         with self._engine.connect() as connection:
             return connection.execute(query).scalar_one()
 
+    def queued_tail(self, owner: str, priority: int) -> float | None:
+        """The largest key among `owner`'s queued jobs of `priority` (None: none queued)."""
+        query = select(func.max(_columns.sort_key)).where(
+            QUEUED_PREDICATE, _columns.owner == owner, _columns.priority == priority
+        )
+        with self._engine.connect() as connection:
+            return connection.execute(query).scalar_one()
+
     def page(
         self,
         *,

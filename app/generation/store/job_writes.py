@@ -133,6 +133,7 @@ class Guard(Enum):
     RUNNING = "running"
     HELD = "held by the run with lease_epoch = :epoch"
     KEPT_RESULT = "succeeded, result not yet expired"
+    FAILED = "failed"
 
 
 def _guard_conditions(guard: Guard) -> tuple[Any, ...]:
@@ -140,6 +141,8 @@ def _guard_conditions(guard: Guard) -> tuple[Any, ...]:
         return (_columns.status == JobStatus.QUEUED.value,)
     if guard is Guard.RUNNING:
         return (_columns.status == JobStatus.RUNNING.value,)
+    if guard is Guard.FAILED:
+        return (_columns.status == JobStatus.FAILED.value,)
     if guard is Guard.HELD:
         return (
             _columns.status == JobStatus.RUNNING.value,
@@ -190,6 +193,33 @@ def claim_values() -> dict[str, Any]:
 
 
 CLAIM = _update(Guard.QUEUED, **claim_values())
+
+# A queued job's new priority (`new_priority`): its key keeps its start and takes the new
+# level's offset (key = start + (priority - HIGH) x aging; `aging` bound), so it keeps
+# the wait it has done and ranks as if it had been admitted at that level.
+_new_priority = bindparam("new_priority", type_=_columns.priority.type)
+REPRIORITIZE = _update(
+    Guard.QUEUED,
+    priority=_new_priority,
+    sort_key=_columns.sort_key
+    + (_new_priority - _columns.priority) * bindparam("aging", type_=Double()),
+)
+# What a retry clears: the failed attempt's run and outcome (its events stay).
+RETRY_RESETS = {
+    "status": JobStatus.QUEUED.value,
+    "error": None,
+    "attempts": 0,
+    "worker": None,
+    "started_at": None,
+    "finished_at": None,
+    "lease_expires_at": None,
+    "cancel_requested": False,
+    "progress_percent": 0.0,
+    "progress_stage": None,
+    "progress_message": None,
+    "result_bytes": None,
+    "result_files": None,
+}
 SKIP_FLUSH_SQL = "SET LOCAL synchronous_commit = off"
 _SKIP_FLUSH = text(SKIP_FLUSH_SQL)
 

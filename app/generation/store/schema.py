@@ -34,7 +34,7 @@ from .tables import Base
 
 # The newest migration's revision. tests/test_schema.py fails until a new migration's
 # revision is written here.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 
 # Alembic's own version table, as Alembic defines it (alembic.ddl.impl.version_table_impl).
 VERSION_TABLE = Table(

@@ -144,6 +144,10 @@ class JobRow(Base):
         ),
         Index("ix_jobs_status_priority_pk", "status", "priority", "pk"),
         Index("ix_jobs_owner_pk", "owner", "pk"),
+        # Jobs finished since a moment: the console's history samples (ops/history.py).
+        # Finished rows only, so that claims and progress writes never touch it (0007
+        # makes it partial on PostgreSQL too).
+        Index("ix_jobs_finished_at", "finished_at", sqlite_where=text("finished_at IS NOT NULL")),
         # The retention sweep: succeeded, not yet expired, finished before a cutoff.
         Index("ix_jobs_status_expired_at_finished_at", "status", "expired_at", "finished_at"),
         # NULL keys never collide (SQLite and Postgres alike), so jobs without one are free.
@@ -197,10 +201,50 @@ class QueueStateRow(Base):
 
     __tablename__ = "queue_state"
 
-    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # `queue`, or `drain:<machine>` for one machine's drain (its workers claim nothing).
+    name: Mapped[str] = mapped_column(String(160), primary_key=True)
     paused_at: Mapped[datetime | None]
     # Who paused it: an admin key's id, or "open" (AUTH_MODE=open), or "cli".
     paused_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class ServiceProcessRow(Base):
+    """A running service (one process) and its workers, refreshed by its heartbeat
+    (store/processes.py), so operators see every machine's workers; a clean shutdown
+    deletes it, a dead process's row goes silent and is pruned later."""
+
+    __tablename__ = "service_processes"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # Which machine it runs on (FLY_MACHINE_ID, or the host name): what a drain names.
+    machine: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime]
+    seen_at: Mapped[datetime]
+    workers: Mapped[int]
+
+
+class QueueSampleRow(Base):
+    """The whole queue at one moment (epoch seconds `at`, a multiple of the sampling
+    interval), one row per interval whichever process wrote it (ops/history.py): depth
+    per priority and running now; jobs that finished in the interval, and the wait and
+    run time percentiles of those that ran."""
+
+    __tablename__ = "queue_samples"
+
+    at: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
+    )
+    queued_high: Mapped[int]
+    queued_normal: Mapped[int]
+    queued_low: Mapped[int]
+    running: Mapped[int]
+    succeeded: Mapped[int]
+    failed: Mapped[int]
+    cancelled: Mapped[int]
+    wait_p50: Mapped[float | None] = mapped_column(Double())
+    wait_p95: Mapped[float | None] = mapped_column(Double())
+    run_p50: Mapped[float | None] = mapped_column(Double())
+    run_p95: Mapped[float | None] = mapped_column(Double())
 
 
 class ResultFileRow(Base):
