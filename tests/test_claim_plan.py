@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
@@ -24,6 +24,7 @@ from app.generation.store.admission_postgres import ADMISSION_READ, INSERT_ROWS,
 from app.generation.store.engine import create_database_engine
 from app.generation.store.job_writes import INSERT_SQLITE
 from app.generation.store.jobs import JobStore
+from app.generation.store.overview import FINISHED_IN, JobOverview, failed_lately
 from app.generation.store.tables import JobRow
 
 DEPTHS = (1_000, 100_000)
@@ -171,3 +172,36 @@ def test_sqlite_keys_a_job_from_the_owners_tail_in_the_partial_index(tmp_path):
     details = " | ".join(row[-1] for row in plan)
     assert "ix_jobs_queued_owner_priority_sort_key" in details
     assert "SCAN jobs" not in details
+
+
+FILL_FINISHED = """
+INSERT INTO jobs (id, owner, generator, params, priority, status, created_at, started_at,
+                  finished_at, sort_key, progress_percent, attempts, lease_epoch,
+                  cancel_requested)
+SELECT md5(n::text || 'finished'), 'owner-' || (n % 50), 'noop', '{}', 2,
+       (ARRAY['succeeded', 'failed', 'cancelled'])[1 + n % 3],
+       now() - make_interval(secs => n + 2), now() - make_interval(secs => n + 1),
+       now() - make_interval(secs => n), 0, 100, 1, 1, false
+FROM generate_series(1, :count) AS n
+"""
+
+
+def test_the_consoles_reads_of_finished_jobs_use_the_retention_index(pg_engine):
+    """The history's per-interval read and the recent failures read a range of an index
+    the job's writes already keep, not the table: 30,000 finished rows, 10 s asked."""
+    with pg_engine.begin() as connection:
+        connection.execute(text(FILL_FINISHED), {"count": 30_000})
+        connection.execute(text("ANALYZE jobs"))
+    now = datetime.now(UTC)
+    window = {"start": now - timedelta(seconds=10), "end": now}
+    overview = JobOverview(pg_engine)
+    with pg_engine.connect() as connection:
+        plans = [explain(connection, query, window) for query in FINISHED_IN.values()]
+        plans.append(explain(connection, failed_lately(10), {}))
+    for plan in plans:
+        types = [node["Node Type"] for node in nodes(plan)]
+        assert "Seq Scan" not in types and "Sort" not in types
+        indexes = {node.get("Index Name") for node in nodes(plan)}
+        assert "ix_jobs_status_expired_at_finished_at" in indexes
+        assert reads(plan)[0] <= 10  # the rows asked for, not the 30,000
+    assert len(overview.finished_between(window["start"], window["end"])) in (9, 10)

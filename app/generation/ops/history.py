@@ -5,8 +5,9 @@ time percentiles.
 One row per interval for the whole cluster (store/samples.py): each process looks shortly
 after an interval ends and writes its sample only if no other process has, so the
 history costs the same on one machine as on ten, survives restarts, and every console
-shows the same charts. The figures are read from the jobs table (finished jobs through
-ix_jobs_finished_at, bounded by one interval's throughput), so they are the cluster's.
+shows the same charts. The figures are read from the jobs table (the jobs that finished
+in the interval, through the retention sweep's index: bounded by one interval's
+throughput), so they are the cluster's.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """Reads that show operators the whole queue (ops/console.py): what runs, what failed,
-who waits, and what finished lately. Each reads through an index and is bounded by what
-it returns (or, for the per-owner counts, by the queued rows), never by the table."""
+who waits, and what finished lately. Each reads through an index that the job's own
+writes already keep, and is bounded by what it returns (or, for the per-owner counts and
+the running jobs, by the queued or running rows), never by the table."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, bindparam, desc, func, select
+from sqlalchemy import Engine, Select, bindparam, desc, func, select
 
 from ..job import Job, JobStatus, Priority
 from .tables import QUEUED_PREDICATE, JobRow
@@ -24,6 +26,37 @@ class Finished:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime
+
+
+ENDS = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def _finished(status: JobStatus) -> tuple[Any, ...]:
+    """Jobs that ended in `status`, as ix_jobs_status_expired_at_finished_at holds them
+    (status, expired_at IS NULL, then by finished_at): no index of its own, so a job's
+    writes pay for nothing the console reads."""
+    return (_c.status == status.value, _c.expired_at.is_(None))
+
+
+def _finished_in(status: JobStatus) -> Select[Any]:
+    columns = (_c.status, _c.created_at, _c.started_at, _c.finished_at)
+    return select(*columns).where(
+        *_finished(status),
+        _c.finished_at >= bindparam("start", type_=_c.finished_at.type),
+        _c.finished_at < bindparam("end", type_=_c.finished_at.type),
+    )
+
+
+def failed_lately(limit: int) -> Select[Any]:
+    """The `limit` jobs that failed last, latest first: the retention index backwards."""
+    query = select(_table).where(*_finished(JobStatus.FAILED))
+    # `expired_at` (NULL in every row here) leads the order too: the planner treats only
+    # `=`, not IS NULL, as fixing an index column, and would sort the failures otherwise.
+    return query.order_by(desc(_c.expired_at), desc(_c.finished_at)).limit(limit)
+
+
+# Jobs of each outcome that finished in [:start, :end) (the history's samples).
+FINISHED_IN = {status: _finished_in(status) for status in ENDS}
 
 
 class JobOverview:
@@ -51,14 +84,8 @@ class JobOverview:
             return int(connection.execute(query).scalar_one())
 
     def recent_failures(self, limit: int = 10) -> list[Job]:
-        """The jobs that failed last, latest first (ix_jobs_finished_at backwards)."""
-        query = (
-            select(_table)
-            .where(_c.finished_at.is_not(None), _c.status == JobStatus.FAILED.value)
-            .order_by(desc(_c.finished_at))
-            .limit(limit)
-        )
-        return self._jobs(query)
+        """The jobs that failed last, latest first."""
+        return self._jobs(failed_lately(limit))
 
     def oldest_queued(self) -> list[Job]:
         """The oldest queued job of each priority (one index probe each)."""
@@ -86,15 +113,15 @@ class JobOverview:
             return [(owner, int(n)) for owner, n in connection.execute(query)]
 
     def finished_between(self, start: datetime, end: datetime) -> list[Finished]:
-        """Jobs that finished in [start, end) (through ix_jobs_finished_at)."""
-        query = select(_c.status, _c.created_at, _c.started_at, _c.finished_at).where(
-            _c.finished_at >= start, _c.finished_at < end
-        )
+        """Jobs that finished in [start, end): one range of the retention index per
+        outcome (FINISHED_IN). A result the sweep deleted is not among them: the sweep
+        deletes results an hour old at the least, and this reads the last seconds."""
+        found = []
         with self._engine.connect() as connection:
-            return [
-                Finished(JobStatus(status), created, started, finished)
-                for status, created, started, finished in connection.execute(query)
-            ]
+            for query in FINISHED_IN.values():
+                rows = connection.execute(query, {"start": start, "end": end})
+                found += [Finished(JobStatus(row[0]), *row[1:]) for row in rows]
+        return found
 
     def _jobs(self, query: object) -> list[Job]:
         with self._engine.connect() as connection:

@@ -144,11 +144,8 @@ class JobRow(Base):
         ),
         Index("ix_jobs_status_priority_pk", "status", "priority", "pk"),
         Index("ix_jobs_owner_pk", "owner", "pk"),
-        # Jobs finished since a moment: the console's history samples (ops/history.py).
-        # Finished rows only, so that claims and progress writes never touch it (0007
-        # makes it partial on PostgreSQL too).
-        Index("ix_jobs_finished_at", "finished_at", sqlite_where=text("finished_at IS NOT NULL")),
-        # The retention sweep: succeeded, not yet expired, finished before a cutoff.
+        # The retention sweep: succeeded, not yet expired, finished before a cutoff; and
+        # the console's reads of what finished lately, by outcome (store/overview.py).
         Index("ix_jobs_status_expired_at_finished_at", "status", "expired_at", "finished_at"),
         # NULL keys never collide (SQLite and Postgres alike), so jobs without one are free.
         Index("uq_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),

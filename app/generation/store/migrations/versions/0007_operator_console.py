@@ -1,5 +1,5 @@
-"""The operators' console: the registry of running services, the queue's history, the
-index that finds recently finished jobs, and room in `queue_state` for machine drains.
+"""The operators' console: the registry of running services, the queue's history, and
+room in `queue_state` for machine drains.
 
 Revision ID: 0007
 Revises: 0006
@@ -15,8 +15,6 @@ revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
-
-FINISHED = sa.text("finished_at IS NOT NULL")
 
 
 def upgrade() -> None:
@@ -47,19 +45,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("queue_state") as batch:
         batch.alter_column("name", existing_type=sa.String(length=16), type_=sa.String(length=160))
-    # Partial: a claim or a progress write (finished_at stays NULL) never touches it.
-    op.create_index(
-        op.f("ix_jobs_finished_at"),
-        "jobs",
-        ["finished_at"],
-        unique=False,
-        sqlite_where=FINISHED,
-        postgresql_where=FINISHED,
-    )
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_jobs_finished_at"), table_name="jobs")
     with op.batch_alter_table("queue_state") as batch:
         batch.alter_column("name", existing_type=sa.String(length=160), type_=sa.String(length=16))
     op.drop_table("queue_samples")
