@@ -193,12 +193,14 @@ def drain_all(*services) -> None:
         until(lambda service=service: service.pause.claims_held, timeout=3)
 
 
-def test_retry_and_priority_on_postgres(make_pg_service, recorder):
+def test_cancel_retry_and_priority_on_postgres(make_pg_service, recorder):
     one = make_pg_service("one", machine="m-one")
     two = make_pg_service("two", machine="m-two")
     failed = wait_for(one, one.submit("fail", {}).id, timeout=10)
     drain_all(one, two)
     tags = [one.submit("record", {"tag": tag}) for tag in ("a", "b")]
+    doomed = one.submit("record", {"tag": "cancelled"})
+    assert two.cancel(doomed.id).status is JobStatus.CANCELLED  # an admin's cancel, elsewhere
     retried = two.ops.steering.retry(failed.id)  # on the other service than the failure's
     assert retried.status is JobStatus.QUEUED and retried.attempts == 0
     two.ops.steering.reprioritize(tags[1].id, Priority.HIGH)
