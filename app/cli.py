@@ -38,6 +38,19 @@ def upgrade(revision: str) -> None:
     click.echo(f"database at revision {schema.current_revision(engine)}")
 
 
+@db.command("release")
+def release() -> None:
+    """What a deploy's release machine runs (fly.toml): apply the migrations to a shared
+    database (PostgreSQL). With SQLite there is nothing to do there: the release
+    machine has no volume, and the service migrates the file on its own at start."""
+    if current_app.config["SERVICE_CONFIG"].is_sqlite:
+        click.echo("SQLite: nothing to migrate here; the service migrates its file at start.")
+        return
+    engine = _engine()
+    schema.upgrade(engine)
+    click.echo(f"database at revision {schema.current_revision(engine)}")
+
+
 @db.command("downgrade")
 @click.argument("revision")
 def downgrade(revision: str) -> None:

@@ -251,9 +251,10 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """The URL of a fresh, migrated database for this test session."""
+@contextmanager
+def empty_postgres_database() -> Iterator[str]:
+    """The URL of a new, empty database, dropped afterwards. Without PostgreSQL the test
+    is skipped, or fails in CI (CI=true), which must run every test."""
     name = f"gs_test_{uuid.uuid4().hex}"
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
@@ -265,16 +266,22 @@ def postgres_url() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    engine = create_database_engine(url)
-    schema.upgrade(engine)
-    engine.dispose()
     try:
-        yield url
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh, migrated database for this test session."""
+    with empty_postgres_database() as url:
+        engine = create_database_engine(url)
+        schema.upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 @pytest.fixture

@@ -12,17 +12,18 @@ import os
 import runpy
 import shlex
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
 import tomllib
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from app.config import Config, ConfigError
+from app.generation.store import schema
+from app.generation.store.engine import create_database_engine
+from tests.conftest import empty_postgres_database
 from tests.servers import wsgi_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,12 @@ def dockerfile() -> list[tuple[str, str]]:
 
 def instruction(name: str) -> list[str]:
     return [args for op, args in dockerfile() if op == name]
+
+
+def dockerfile_env() -> dict[str, str]:
+    """The image's environment: every `NAME=value` of its ENV instructions."""
+    pairs = (item.split("=", 1) for args in instruction("ENV") for item in shlex.split(args))
+    return dict(pairs)
 
 
 @pytest.fixture
@@ -209,16 +216,17 @@ def test_fly_vm_has_two_shared_cpus_and_two_gigabytes():
     assert (vm["cpu_kind"], vm["cpus"], vm["memory"]) == ("shared", 2, "2gb")
 
 
-def test_release_command_brings_a_fresh_database_up_to_date(tmp_path):
+def release(database_url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """fly.toml's release command, run as Fly runs it (no volume, the image's settings)."""
     command = shlex.split(FLY["deploy"]["release_command"])
     assert command[0] == "flask"
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}",
+        "DATABASE_URL": database_url,
         "RESULTS_DIR": str(tmp_path / "results"),
         "SENTRY_DSN": "",
     }
-    done = subprocess.run(
+    return subprocess.run(
         [str(BIN / "flask"), *command[1:]],
         cwd=ROOT,
         env=env,
@@ -226,7 +234,36 @@ def test_release_command_brings_a_fresh_database_up_to_date(tmp_path):
         text=True,
         check=False,
     )
+
+
+def test_the_release_command_migrates_a_shared_postgres_database(tmp_path):
+    with empty_postgres_database() as url:
+        done = release(url, tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        engine = create_database_engine(url)
+        try:
+            assert schema.current_revision(engine) == schema.HEAD_REVISION
+        finally:
+            engine.dispose()
+
+
+def test_the_release_command_leaves_sqlite_to_the_service_on_its_volume(tmp_path):
+    """The release machine has no volume: a SQLite file made there would be thrown away,
+    so nothing is made; the service migrates the file on its volume at start."""
+    done = release(f"sqlite:///{tmp_path / 'release.db'}", tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    with closing(sqlite3.connect(tmp_path / "fresh.db")) as database:
-        tables = database.execute("select name from sqlite_master where type='table'")
-        assert ("jobs",) in tables.fetchall()
+    assert "nothing to migrate" in done.stdout
+    assert not (tmp_path / "release.db").exists()
+
+
+def test_fly_mounts_a_volume_where_the_image_keeps_its_data():
+    """A default deploy keeps its jobs and results: the image's SQLite file and results
+    folder are on the volume fly.toml mounts, which Fly creates on the first deploy."""
+    (mount,) = FLY["mounts"]
+    assert mount["source"] == "generation_data" and mount["initial_size"] == "1gb"
+    image = dockerfile_env()
+    database = Path(image["DATABASE_URL"].removeprefix("sqlite:///"))
+    for path in (database, Path(image["RESULTS_DIR"])):
+        assert path.is_relative_to(mount["destination"]), path
+    entrypoint = (ROOT / "docker-entrypoint.sh").read_text()
+    assert f"chown app:app {mount['destination']}" in entrypoint  # Fly mounts it as root
