@@ -17,11 +17,13 @@ in the next.
 
 import gc
 import math
+import os
 import signal
 import threading
 
 from app.config import Config
 from app.drain import Drain, longest_drain
+from app.idle import arm_idle_stop
 from app.logs import logging_config
 from app.wiring import get_service
 
@@ -56,6 +58,9 @@ def post_worker_init(worker):
     service.start()
     _drain_on_sigterm(worker, service)
     _close_sockets_on_sigterm(worker)
+    # IDLE_STOP_SECONDS: an idle process stops the whole server, as a deploy would, so the
+    # machine stops (Fly restarts it on the next request).
+    arm_idle_stop(worker.wsgi, stop=lambda reason: os.kill(os.getppid(), signal.SIGTERM))
     _freeze_start_up_objects()
 
 

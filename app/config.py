@@ -106,6 +106,9 @@ class Config:
     # Which machine this is, as operators' drains name it: Fly's machine id (stable
     # across restarts of that machine), else the host name.
     machine: str | None = None
+    # Exit after this many seconds with nothing to do anywhere (docs/operations.md,
+    # "Idle stop"); 0: never (the default; fly.toml turns it on).
+    idle_stop_seconds: int = 0
 
     @property
     def websocket_capacity(self) -> int:
@@ -161,6 +164,7 @@ class Config:
             ),
             job_lease_seconds=reader.integer("JOB_LEASE_SECONDS", cls.job_lease_seconds, 1, 3600),
             machine=reader.optional("FLY_MACHINE_ID"),
+            idle_stop_seconds=reader.integer("IDLE_STOP_SECONDS", cls.idle_stop_seconds, 0, 86_400),
             results_store=reader.choice(
                 "RESULTS_STORE", results_default, ("DATABASE", "FILESYSTEM")
             ).lower(),
@@ -248,6 +252,12 @@ class Config:
                 "running. Use WEB_THREADS to serve more requests, or set DATABASE_URL to "
                 "PostgreSQL to run several processes and machines as one service "
                 "(docs/operations.md)."
+            )
+        if self.idle_stop_seconds and self.web_concurrency > 1:
+            raise ConfigError(
+                "IDLE_STOP_SECONDS needs WEB_CONCURRENCY=1: a process sees only its own "
+                "WebSockets and requests, so one idle process would stop the machine under "
+                "another one's open sockets. Run more machines instead (docs/operations.md)."
             )
         if self.web_threads - self.websocket_capacity < MIN_HTTP_THREADS:
             raise ConfigError(

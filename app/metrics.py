@@ -77,6 +77,11 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.idle_seconds = Gauge(
+            "generation_idle_seconds",
+            "Seconds this process has had nothing to do (IDLE_STOP_SECONDS stops it there).",
+            registry=r,
+        )
         self.queue_paused = Gauge(
             "generation_queue_paused", "1 while an operator has paused the queue.", registry=r
         )
@@ -91,6 +96,9 @@ class Metrics:
         """Observe `service`'s jobs and read its levels (and `in_flight()`) at scrape time."""
         service.observers.add(MetricsObserver(self))
         self.queue_paused.set_function(lambda: int(service.pause.paused))
+        idle = service.ops.idle
+        if idle is not None:
+            self.idle_seconds.set_function(idle.idle_for)
         self.registry.register(ServiceCollector(service))
         self.http_in_flight.set_function(in_flight)
 

@@ -69,6 +69,7 @@ SETTINGS_FROM_CONFIG = {
     "cpu_isolation": "generation_cpu_isolation",
     "process_idle_seconds": "generation_process_idle_seconds",
     "queue_size": "generation_queue_size",
+    "idle_stop_seconds": "idle_stop_seconds",
     "aging_seconds": "priority_aging_seconds",
     "max_attempts": "job_max_attempts",
     "job_timeout": "job_timeout_seconds",

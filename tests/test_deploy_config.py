@@ -203,10 +203,15 @@ def test_fly_concurrency_fits_the_thread_budget(gunicorn_settings):
     assert concurrency["soft_limit"] < concurrency["hard_limit"] <= threads
 
 
-def test_fly_keeps_machines_running_and_checks_health_every_15_seconds():
+def test_fly_machines_stop_themselves_when_idle_and_start_on_a_request():
+    """The proxy cannot see jobs, so it never stops a machine; the app does, when nothing
+    is left to do anywhere (IDLE_STOP_SECONDS), and the proxy starts it again."""
     service = FLY["http_service"]
     assert service["force_https"] is True
-    assert service["auto_stop_machines"] == "off" and service["min_machines_running"] >= 1
+    assert service["auto_stop_machines"] == "off" and service["auto_start_machines"] is True
+    assert service["min_machines_running"] == 0
+    config = Config.from_env(FLY_ENV | FLY_SECRETS, dotenv=False)
+    assert config.idle_stop_seconds == 600 and config.web_concurrency == 1
     (check,) = service["checks"]
     assert (check["path"], check["interval"], check["method"]) == ("/health", "15s", "GET")
 

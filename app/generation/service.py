@@ -160,6 +160,8 @@ class GenerationService:
             clock=clock,
             workers=lambda: self.worker_count,
             result_ttl=settings.result_ttl,
+            gate=self._intake.gate,
+            idle_stop_seconds=settings.idle_stop_seconds,
         )
         self._lock = threading.Lock()
         self._state = "new"

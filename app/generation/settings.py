@@ -81,6 +81,8 @@ class ServiceSettings:
     # Results older than this are deleted by a sweep every `sweep_interval` seconds.
     result_ttl: timedelta | None = None
     sweep_interval: float = 60.0
+    # Stop the process after this many seconds with nothing to do (ops/idle.py); 0: never.
+    idle_stop_seconds: float = 0.0
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     def __post_init__(self) -> None:

@@ -23,6 +23,7 @@ from ..job import Job, Priority, Webhook
 from ..queue.contract import JobQueue
 from ..queue.pause import QueuePause
 from .admission import Admission
+from .gate import AdmissionGate
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,10 @@ class Intake:
         bus: EventBus,
         observers: ObserverSet,
         pause: QueuePause | None = None,
+        gate: AdmissionGate | None = None,
     ) -> None:
         self._admission = admission
+        self.gate = gate or AdmissionGate()
         self._pause = pause
         self._queue = queue
         self._outlook = outlook
@@ -69,10 +72,11 @@ class Intake:
         """The new job, written and queued, with its position and ETA; or the earlier
         job of a repeated idempotency key (marked `replayed`, not described)."""
         try:
-            self._check(accepting)
-            job = self._admission.accept(
-                generator, params, priority, owner, idempotency_key, max_queued, webhook
-            )
+            with self.gate.admitting():  # held until the row is written
+                self._check(accepting)
+                job = self._admission.accept(
+                    generator, params, priority, owner, idempotency_key, max_queued, webhook
+                )
         except _REFUSALS as refused:
             self._observers.rejected(REJECTION_REASONS[type(refused)])
             raise
@@ -101,6 +105,7 @@ class Intake:
         max_queued: int | None,
         accepting: bool,
     ) -> Quote:
+        self.gate.check()
         self._check(accepting)
         clean = self._admission.validate(generator, params)
         self._admission.check(owner, max_queued)

@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..events.bus import EventBus
 from ..execution.ticker import Ticker
 from ..forecast.outlook import Outlook
+from ..intake.gate import AdmissionGate
 from ..job import Priority
 from ..queue.contract import JobQueue
 from ..queue.pause import QueuePause
@@ -24,6 +25,7 @@ from ..store.queue_state import QueueStateStore
 from ..store.samples import SampleStore
 from .console import Console, ConsoleFacts, ConsoleSources
 from .history import QueueHistory
+from .idle import IdleStop
 from .registry import ProcessRegistry
 from .steering import QueueSteering
 
@@ -46,8 +48,12 @@ class Operations:
         clock: Callable[[], datetime],
         workers: Callable[[], int],
         result_ttl: timedelta | None,
+        gate: AdmissionGate,
+        idle_stop_seconds: float = 0.0,
     ) -> None:
-        """`workers()` says how many worker threads this service has."""
+        """`workers()` says how many worker threads this service has; `gate` is its
+        admissions' (an idle stop closes it); with `idle_stop_seconds`, `idle` is the
+        IdleStop the server starts (app/idle.py)."""
         processes = ProcessStore(store.engine, store.writing)
         overview = JobOverview(store.engine)
         depth: Callable[[], dict[Priority, int]] = queue.depth_by_priority
@@ -85,6 +91,13 @@ class Operations:
         )
         # Look for a finished interval twice per interval: its sample is at most half an
         # interval late, and a process that finds it written by another does nothing.
+        self.idle: IdleStop | None = None
+        if idle_stop_seconds > 0:
+            self.idle = IdleStop(
+                idle_stop_seconds,
+                work_left=_work_left(overview, deliveries, clock, idle_stop_seconds),
+                gate=gate,
+            )
         half = self.history.interval / 2
         self._sampler = Ticker(
             lambda: _quietly(self.history.sample, "sample the queue's history"),
@@ -98,8 +111,30 @@ class Operations:
         self._sampler.start()
 
     def stop(self) -> None:
+        if self.idle is not None:
+            self.idle.stop()
         self._sampler.stop(timeout=5)
         self.registry.stop()
+
+
+def _work_left(
+    overview: JobOverview,
+    deliveries: DeliveryStore,
+    clock: Callable[[], datetime],
+    within: float,
+) -> Callable[[], str | None]:
+    """What the cluster still has to do, as an idle stop asks: jobs queued or running
+    anywhere, or webhook deliveries due before the process would be back."""
+
+    def work_left() -> str | None:
+        if overview.any_unfinished():
+            return "jobs queued or running"
+        due = deliveries.next_due()
+        if due is not None and due <= clock() + timedelta(seconds=within):
+            return "webhook deliveries due"
+        return None
+
+    return work_left
 
 
 def _quietly(step: Callable[[], object], what: str) -> None:

@@ -78,6 +78,13 @@ class JobOverview:
         query = select(_table).where(QUEUED_PREDICATE).order_by(_c.sort_key, _c.pk).limit(limit)
         return self._jobs(query)
 
+    def any_unfinished(self) -> bool:
+        """Whether any job is queued or running (one index probe)."""
+        unfinished = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+        query = select(_c.pk).where(_c.status.in_(unfinished)).limit(1)
+        with self._engine.connect() as connection:
+            return connection.execute(query).first() is not None
+
     def count_running(self) -> int:
         query = select(func.count()).where(_c.status == JobStatus.RUNNING.value)
         with self._engine.connect() as connection:
