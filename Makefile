@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test bench profile wrk lint format screenshot screenshot-console clean
+.PHONY: run test bench profile wrk lint format screenshot screenshot-console rehearse clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ format: $(DEV_STAMP)
 
 screenshot: $(DEV_STAMP)  ## Refresh docs/screenshot*.png (needs Debian chromium)
 	SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/test_browser.py -k mid_generation
+
+rehearse: $(DEV_STAMP)  ## Build the image with podman and run it as Fly would (root; a few minutes)
+	@command -v podman >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap
+	$(BIN)/python -m tests.rehearse
 
 screenshot-console: $(DEV_STAMP)  ## Refresh docs/console.png from a few minutes of real jobs
 	$(BIN)/python -m tests.console_demo --minutes 6 --out docs/console.png
