@@ -201,7 +201,7 @@ class WorkerPool:
 
     def _work(self, name: str, helper: WorkerProcess | None) -> None:
         while True:
-            if self._pause is not None and self._paused():
+            if self._paused():
                 self._pause.wait_for_resume(PAUSED_CHECK_SECONDS)
                 if self._queue.closed or name in self._retiring:
                     return
