@@ -8,16 +8,21 @@ which overwrites it; elsewhere a client could set it.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Any
+from urllib.parse import unquote_plus
 
 from gunicorn.glogging import Logger
 
 FLY_CLIENT_IP = "HTTP_FLY_CLIENT_IP"
-# A signed link's signature opens a result for an hour to whoever reads it (app/web/links.py):
-# logs keep that it had one, not its value.
-_SIGNATURE = re.compile(r"(^|&)signature=[^&]*")
+# Query parameters that carry credentials: a WebSocket handshake's `token` (a minute of
+# its key's access, app/web/auth.py), a signed link's `signature` (an hour of a result,
+# app/web/links.py), and the names clients use by mistake for a key. Logs keep that the
+# parameter was there, never its value: whoever reads logs must not be able to use them.
+CREDENTIAL_PARAMETERS = frozenset(
+    {"token", "signature", "access_token", "api_key", "apikey", "key", "password", "secret"}
+)
+REDACTED = "[redacted]"
 REQUEST_ID_HEADER = "x-request-id"
 
 
@@ -52,5 +57,15 @@ def access_fields(resp: Any, environ: dict[str, Any], request_time: timedelta) -
 
 
 def redacted(query: str | None) -> str | None:
-    """The query string without the value of a signed link's signature."""
-    return _SIGNATURE.sub(r"\1signature=[redacted]", query) if query else query
+    """The query string as sent, but for the values of credential parameters (whatever
+    their case or percent-encoding), which become `[redacted]`."""
+    if not query:
+        return query
+    return "&".join(_redacted_pair(pair) for pair in query.split("&"))
+
+
+def _redacted_pair(pair: str) -> str:
+    name, has_value, _ = pair.partition("=")
+    if has_value and unquote_plus(name).strip().lower() in CREDENTIAL_PARAMETERS:
+        return f"{name}={REDACTED}"
+    return pair

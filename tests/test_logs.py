@@ -145,3 +145,20 @@ def test_the_access_log_keeps_no_signed_links_signature():
     }
     fields = access_fields(response, environ, timedelta(0))
     assert fields["query"] == "expires=1796417396&signature=[redacted]"
+
+
+@pytest.mark.parametrize(
+    ("query", "logged"),
+    [
+        ("token=eyJrZXkiOiIxMjMifQ.Z3.sig", "token=[redacted]"),
+        ("since=4&token=abc", "since=4&token=[redacted]"),
+        ("%74oken=abc&TOKEN=def&x=1", "%74oken=[redacted]&TOKEN=[redacted]&x=1"),
+        ("api_key=gsk_x_y&limit=20", "api_key=[redacted]&limit=20"),
+        ("tokens=1&token", "tokens=1&token"),  # other names, and a name without a value
+        ("status=queued,running&cursor=cGs6MTI", "status=queued,running&cursor=cGs6MTI"),
+    ],
+)
+def test_the_access_log_never_shows_a_credential_in_a_query(query, logged):
+    response = SimpleNamespace(status="101 Switching Protocols", headers=[], sent=0)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/api/v1/events", "QUERY_STRING": query}
+    assert access_fields(response, environ, timedelta(0))["query"] == logged
