@@ -261,3 +261,23 @@ def test_no_cookie_session_is_read_or_written(app, client):
     response = client.get("/touch")
     assert response.status_code == 200
     assert "Set-Cookie" not in response.headers and "Vary" not in response.headers
+
+
+@pytest.mark.parametrize("query", ["limit=", "status=", "cursor=", "limit=&cursor=", "status=,"])
+def test_a_list_parameter_given_empty_is_refused_not_ignored(call, query):
+    """Issue #21, case 5: `limit` must be 1..100 and a given `status` or `cursor` must be
+    one; an empty value is neither (leave the parameter out for the default)."""
+    refused = call("GET", f"/api/v1/jobs?{query}")
+    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "invalid_query"
+    assert call("GET", "/api/v1/jobs").status_code == 200
+
+
+@pytest.mark.parametrize("key", ["", "\t", "k" * 256, "clé"])
+def test_a_dry_run_checks_the_idempotency_key_as_a_submit_does(call, key):
+    """Issue #21, case 4: one validation path for dry runs and submits."""
+    body = {"generator": "noop", "params": {}}
+    headers = {"Idempotency-Key": key.encode("utf-8").decode("latin-1")}
+    submit = call("POST", "/api/v1/jobs", json=body, headers=headers)
+    dry = call("POST", "/api/v1/jobs?dry_run=true", json=body, headers=headers)
+    assert submit.status_code == dry.status_code == 400
+    assert submit.get_json()["error"]["code"] == dry.get_json()["error"]["code"] == "invalid_header"

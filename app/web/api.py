@@ -89,11 +89,11 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
         "webhook_events": body.get("webhook_events"),
     }
     generation: GenerationService = get_service(app)
+    # Checked before a dry run too: a dry run validates exactly as the submit would.
+    key = idempotency_key(current.headers)
     if dry_run(current):
         return jsonify(quote_json(generation.quote(generator, params, **limits))), 200, {}
-    job = generation.submit(
-        generator, params, idempotency_key=idempotency_key(current.headers), **limits
-    )
+    job = generation.submit(generator, params, idempotency_key=key, **limits)
     body = job_json(job)
     headers = {"Location": body["links"]["self"]}
     if job.replayed:

@@ -103,14 +103,15 @@ def list_query(args: Any) -> tuple[list[JobStatus], int, int | None]:
     """(statuses, limit, before_pk) from `?status=a,b&limit=n&cursor=c`."""
     fields: dict[str, str] = {}
     statuses: list[JobStatus] = []
-    for name in filter(None, args.get("status", "").split(",")):
+    # A parameter given is checked even when empty (`?status=`): leave it out for "any".
+    for name in args["status"].split(",") if "status" in args else ():
         try:
             statuses.append(JobStatus(name.strip()))
         except ValueError:
             fields["status"] = "comma-separated statuses: " + ", ".join(s.value for s in JobStatus)
     limit = page_limit(args, fields)
     before = None
-    if args.get("cursor"):
+    if "cursor" in args:
         before = decode_cursor(args["cursor"])
         if before is None:
             fields["cursor"] = "not a cursor this API returned"
@@ -120,10 +121,11 @@ def list_query(args: Any) -> tuple[list[JobStatus], int, int | None]:
 
 
 def page_limit(args: Any, fields: dict[str, str]) -> int:
-    """`?limit=` (1..MAX_LIMIT, DEFAULT_LIMIT if absent); an error in `fields` if not."""
-    raw_limit = args.get("limit", "")
-    if not raw_limit:
+    """`?limit=` (1..MAX_LIMIT, DEFAULT_LIMIT if absent); an error in `fields` if not
+    (an empty `?limit=` too)."""
+    if "limit" not in args:
         return DEFAULT_LIMIT
+    raw_limit = args["limit"]
     if _LIMIT.fullmatch(raw_limit) and 1 <= int(raw_limit) <= MAX_LIMIT:
         return int(raw_limit)
     fields["limit"] = f"an integer from 1 to {MAX_LIMIT}"
