@@ -281,3 +281,37 @@ def test_a_dry_run_checks_the_idempotency_key_as_a_submit_does(call, key):
     dry = call("POST", "/api/v1/jobs?dry_run=true", json=body, headers=headers)
     assert submit.status_code == dry.status_code == 400
     assert submit.get_json()["error"]["code"] == dry.get_json()["error"]["code"] == "invalid_header"
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/events", f"/api/v1/jobs/{'0' * 32}/events", "/api/v1/admin/stream"]
+)
+def test_a_websocket_route_asked_over_plain_http_answers_its_documented_400(client, path):
+    """Issue #21, case 1: the document lists what these routes answer without a handshake."""
+    from app.web.docs import openapi_document
+
+    from .openapi_check import spec_path
+
+    answer = client.get(path)
+    assert answer.status_code == 400
+    assert "WebSocket handshake" in answer.get_json()["error"]["message"]
+    template = spec_path(path.replace("0" * 32, "<job_id>"))
+    assert "400" in openapi_document()["paths"][template]["get"]["responses"]
+
+
+@pytest.mark.parametrize(
+    "status", ["queued", "queued,running", " succeeded , failed ", "", "queued,", "QUEUED", "x"]
+)
+def test_the_documented_status_pattern_is_what_the_list_route_accepts(call, status):
+    """Issue #21, case 2: `status` is not a free string; the document says which."""
+    import re
+
+    from app.web.docs import openapi_document
+
+    (schema,) = [
+        p["schema"]
+        for p in openapi_document()["paths"]["/api/v1/jobs"]["get"]["parameters"]
+        if p["name"] == "status"
+    ]
+    answer = call("GET", "/api/v1/jobs", query_string={"status": status})
+    assert (answer.status_code == 200) == bool(re.search(schema["pattern"], status))

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import WebsocketMismatch
 
 from ..generation import (
     IdempotencyKeyReusedError,
@@ -100,6 +101,10 @@ def _from_http(error: HTTPException) -> ApiError:
         code = "payload_too_large"
     if error.code == 429:  # Flask-Limiter's RateLimitExceeded; it adds Retry-After itself
         code, message = "rate_limited", f"too many requests: at most {message} per API key"
+    if isinstance(error, WebsocketMismatch):  # a plain request to a WebSocket route
+        message = (
+            "this route is a WebSocket: open it with a WebSocket handshake (docs/websockets.md)"
+        )
     headers = {k: v for k, v in error.get_headers() if k.lower() in ("allow", "retry-after")}
     return ApiError(error.code or 500, code, message, headers=headers)
 
