@@ -50,7 +50,8 @@ screenshot: $(DEV_STAMP)  ## Refresh docs/screenshot*.png (needs Debian chromium
 	SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/test_browser.py -k mid_generation
 
 rehearse: $(DEV_STAMP)  ## Build the image with podman and run it as Fly would (root; a few minutes)
-	@command -v podman >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap
+	@command -v podman >/dev/null && command -v debootstrap >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap; }
 	$(BIN)/python -m tests.rehearse
 
 screenshot-console: $(DEV_STAMP)  ## Refresh docs/console.png from a few minutes of real jobs
