@@ -21,6 +21,7 @@ from ..forecast.outlook import Outlook
 from ..job import Job, Priority
 from ..queue.contract import JobQueue
 from ..queue.pause import QueuePause
+from ..scheduling.policy import admission_key
 from ..store.jobs import JobStore
 from ..store.processes import ProcessStore
 from ..store.queue_state import Paused, QueueStateStore
@@ -54,8 +55,13 @@ class QueueSteering:
         """Queue a failed job again (see the module docstring), behind its owner's
         queued jobs of its priority; JobStatusConflictError unless it failed."""
         job = self._existing(job_id)
+        # Keyed as if its owner submitted it now: behind the owner's queued jobs of its
+        # priority, spaced by its predicted run seconds (scheduling/policy.py).
         share = self._outlook.share(job.generator, job.params)
-        retried = self._store.retry_failed(job, self._clock(), share, self._queue.aging_seconds)
+        tail = self._store.queued_tail(job.owner, job.priority)
+        now = self._clock().timestamp()
+        key = admission_key(now, job.priority, self._queue.aging_seconds, tail, share)
+        retried = self._store.retry_failed(job_id, key)
         if retried is None:
             raise JobStatusConflictError(
                 job_id, self._existing(job_id).status.value, "failed", "be retried"

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, Select, Update
 from sqlalchemy.exc import DBAPIError
 
 from ..job import Job, JobStatus, Progress
-from ..scheduling.policy import DEFAULT_AGING_SECONDS, admission_key, offset
+from ..scheduling.policy import DEFAULT_AGING_SECONDS, offset
 from . import driver_statements as hot
 from . import job_writes as statements
 from .engine import ping
@@ -176,15 +176,10 @@ class JobStore(JobQueries):
             job_id, Guard.QUEUED, status=JobStatus.CANCELLED.value, finished_at=now
         )
 
-    def retry_failed(
-        self, job: Job, now: datetime, share: float, aging_seconds: float
-    ) -> Job | None:
-        """Queue a failed job again, as a new attempt of the same job with a fresh budget
-        of attempts: keyed as if its owner submitted it now (behind the owner's queued
-        jobs of its priority, `share` its predicted run seconds). None if it is not failed."""
-        tail = self.queued_tail(job.owner, job.priority)
-        key = admission_key(now.timestamp(), job.priority, aging_seconds, tail, share)
-        return self._transition(job.id, Guard.FAILED, sort_key=key, **statements.RETRY_RESETS)
+    def retry_failed(self, job_id: str, sort_key: float) -> Job | None:
+        """Queue a failed job again under `sort_key`, as a new attempt of the same job
+        with a fresh budget of attempts; None if it is not failed."""
+        return self._transition(job_id, Guard.FAILED, sort_key=sort_key, **statements.RETRY_RESETS)
 
     def reprioritize(self, job_id: str, priority: int, aging_seconds: float) -> Job | None:
         """Give a queued job another priority (see job_writes.REPRIORITIZE); None if it is
