@@ -33,6 +33,7 @@ from werkzeug.test import EnvironBuilder
 from app import create_app
 from app.config import Config
 from app.generation import JobStatus
+from app.wiring import get_service
 
 from .floor_app import app as floor_app
 
@@ -101,7 +102,7 @@ def our_app(workdir: Path, queue_size: int) -> Flask:
 
 def hold_workers(app: Flask) -> str:
     """Occupy every worker with a long job; the id of one of them (for the GET route)."""
-    service = app.extensions["generation"]
+    service = get_service(app)
     holders = [service.submit("noop", {"ms": HOLD_MS}) for _ in range(service.worker_count)]
     for holder in holders:
         while service.get(holder.id).status is not JobStatus.RUNNING:
@@ -127,7 +128,7 @@ def main() -> None:
     total = args.block * (args.rounds + 1) + 10
     with tempfile.TemporaryDirectory(dir="instance", prefix="web-cpu-") as scratch:
         app = our_app(Path(scratch), queue_size=total + 1000)
-        service = app.extensions["generation"]
+        service = get_service(app)
         service.start()
         try:
             ours = routes(app, hold_workers(app))

@@ -18,6 +18,7 @@ from app.generation import Priority, PriorityNotAllowedError
 from app.generation.intake.keys import ANONYMOUS_PRINCIPAL, KeyStore, Principal, Tier
 from app.generation.notify.signing import derived_secret, new_secret
 from app.generation.store.tables import ApiKeyRow
+from app.wiring import get_service
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -93,9 +94,25 @@ def test_a_tier_defaults_to_its_ceiling_and_allows_lower(tier, ceiling):
             principal.priority_for(above)
 
 
+@pytest.mark.parametrize(
+    ("tier", "allowed"),
+    [
+        (Tier.PREMIUM, (Priority.HIGH, Priority.NORMAL, Priority.LOW)),
+        (Tier.STANDARD, (Priority.NORMAL, Priority.LOW)),
+        (Tier.FREE, (Priority.LOW,)),
+    ],
+)
+def test_a_principal_lists_the_priorities_it_may_ask_for_highest_first(tier, allowed):
+    principal = Principal("alice", tier, "0000abcd")
+    assert principal.allowed_priorities() == allowed
+    for priority in allowed:  # the list and the check are one rule
+        assert principal.priority_for(priority) is priority
+
+
 def test_the_anonymous_caller_may_ask_any_priority_and_gets_normal_by_default():
     assert ANONYMOUS_PRINCIPAL.priority_for(None) is Priority.NORMAL
     assert [ANONYMOUS_PRINCIPAL.priority_for(p) for p in Priority] == list(Priority)
+    assert ANONYMOUS_PRINCIPAL.allowed_priorities() == tuple(Priority)
 
 
 @pytest.fixture
@@ -136,7 +153,7 @@ def test_cli_commands_start_no_worker_threads(cli_app):
     runner = cli_app.test_cli_runner()
     assert runner.invoke(args=["keys", "create", "alice"]).exit_code == 0
     assert runner.invoke(args=["keys", "list"]).exit_code == 0
-    assert not cli_app.extensions["generation"].accepting
+    assert not get_service(cli_app).accepting
     assert [thread.name for thread in set(threading.enumerate()) - before] == []
 
 

@@ -37,8 +37,10 @@ LAYERS: list[set[str]] = [
     {"service", "__init__"},  # the front door
 ]
 
-# Units that stay pure: no SQLAlchemy and no store, directly or through what they import.
-PURE = {"job", "errors", "scheduling", "forecast", "events"}
+# Units that stay pure: no SQLAlchemy and no store, directly or through what they import
+# (the "may not import" column of docs/architecture.md's table). Generators are written
+# and run (in a child process too) without the database; settings is one plain value.
+PURE = {"job", "errors", "generators", "scheduling", "forecast", "events", "settings"}
 # Third-party packages only one place may import: (package, the modules allowed it).
 CONFINED = {
     "psycopg": {"store.listener_postgres"},
@@ -65,22 +67,55 @@ def module_name(path: Path) -> str:
 
 def imports_of(path: Path) -> Iterator[Import]:
     """Every import in the file, wherever it sits (a function's lazy import counts)."""
+    return imports_in(path.read_text(), path)
+
+
+def imports_in(source: str, path: Path) -> Iterator[Import]:
+    """The imports of `source`, read as the file at `path` of the core."""
     module = module_name(path)
-    package = [PACKAGE, *path.relative_to(CORE).parts[:-1]]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    # The dotted parts of the package a relative import starts from ("." is the file's own
+    # package; for an __init__.py, the package it begins), so ".." and beyond can climb
+    # out of app.generation to app.
+    package = [*PACKAGE.split("."), *path.relative_to(CORE).parts[:-1]]
+    for node in ast.walk(ast.parse(source, str(path))):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield Import(module, alias.name, node.lineno)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
+                if node.level > len(package):
+                    raise AssertionError(f"{path}:{node.lineno} climbs above the package app")
                 anchor = package[: len(package) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            # `from . import x` may name a module: count it as importing that module.
-            for alias in node.names:
-                inner = f"{base}.{alias.name}"
-                is_module = (CORE / Path(*inner.split(".")[2:])).with_suffix(".py").exists()
-                yield Import(module, inner if is_module else base, node.lineno)
+            for target in from_targets(base, [alias.name for alias in node.names]):
+                yield Import(module, target, node.lineno)
+
+
+def from_targets(base: str, names: list[str]) -> list[str]:
+    """What `from base import names` imports, as the rules see it.
+
+    `from X import name` may bind a submodule X.name (`from app import web`), so X.name
+    counts as imported. Inside the core, a name that is a module or a package counts
+    instead of `base`: `from .. import queue` in ops/ imports the queue, not the front door
+    (app/generation/__init__.py, which any import of the core runs anyway); a name that is
+    not a module (`from .. import Job`) is taken from `base` itself. Outside the core the
+    tree cannot tell a module from a name, so both are counted.
+    """
+    named = [f"{base}.{name}" for name in names if name != "*"]
+    if core_module(base) is None:
+        return [base, *named]
+    modules = [target for target in named if is_core_module(target)]
+    return modules if len(modules) == len(named) else [base, *modules]
+
+
+def is_core_module(dotted: str) -> bool:
+    """Whether app.generation.<...> names a module or a package of the core's tree."""
+    inner = core_module(dotted)
+    if inner is None or inner == "__init__":
+        return False
+    place = CORE.joinpath(*inner.split("."))
+    return place.with_suffix(".py").is_file() or place.is_dir()
 
 
 @cache
@@ -90,10 +125,15 @@ def all_imports() -> tuple[Import, ...]:
 
 def core_target(found: Import) -> str | None:
     """The imported core module, below app.generation, or None for anything else."""
-    if found.target == PACKAGE:
+    return core_module(found.target)
+
+
+def core_module(dotted: str) -> str | None:
+    """`dotted` below app.generation ("__init__" for the package), or None if outside."""
+    if dotted == PACKAGE:
         return "__init__"
     prefix = PACKAGE + "."
-    return found.target[len(prefix) :] if found.target.startswith(prefix) else None
+    return dotted[len(prefix) :] if dotted.startswith(prefix) else None
 
 
 def unit(module: str) -> str:
@@ -171,13 +211,12 @@ def test_the_vocabulary_the_policies_and_the_bus_need_no_database(pure):
     assert offenders == []
 
 
+def forbidden(found: Import) -> bool:
+    return any(found.target == name or found.target.startswith(name + ".") for name in FORBIDDEN)
+
+
 def test_the_core_imports_neither_flask_nor_the_web_tier():
-    offenders = [
-        str(found)
-        for found in all_imports()
-        if any(found.target == name or found.target.startswith(name + ".") for name in FORBIDDEN)
-    ]
-    assert offenders == []
+    assert [str(found) for found in all_imports() if forbidden(found)] == []
 
 
 @pytest.mark.parametrize("package", sorted(CONFINED))
@@ -192,6 +231,69 @@ def test_a_driver_or_tool_is_imported_in_its_one_place(package):
         )
     ]
     assert offenders == []
+
+
+def imports_at(place: str, source: str) -> list[Import]:
+    """The imports of `source` as if it were the core's file `place` ("ops/example.py")."""
+    return list(imports_in(source, CORE / place))
+
+
+# Each way a core module could reach the web tier or its framework, and a file it could
+# sit in: relative imports that climb out of app.generation name app.web too.
+WEB_IMPORTS = [
+    ("ops/example.py", "import app.web"),
+    ("ops/example.py", "import app.web.api as api"),
+    ("ops/example.py", "from app import web"),
+    ("ops/example.py", "from app import web as w"),
+    ("ops/example.py", "from app.web import api"),
+    ("ops/example.py", "from app.web.api import bp"),
+    ("ops/example.py", "from ... import web"),
+    ("ops/example.py", "from ...web import api"),
+    ("ops/example.py", "from ...web.api import bp"),
+    ("service.py", "from .. import web"),
+    ("service.py", "from ..web import api"),
+    ("__init__.py", "from ..web import api"),
+    ("ops/example.py", "def lazy():\n    from flask import current_app"),
+    ("ops/example.py", "import werkzeug.exceptions"),
+    ("ops/example.py", "from flask_sock import Sock"),
+]
+
+
+@pytest.mark.parametrize(("place", "source"), WEB_IMPORTS)
+def test_the_rule_sees_every_form_of_a_web_import(place, source):
+    assert any(forbidden(found) for found in imports_at(place, source))
+
+
+def test_a_relative_import_resolves_to_the_module_it_names():
+    """`from .. import x` imports x when x is a module or package of the core, and the
+    package itself (its lazy front door) when x is only a name there."""
+
+    def targets(place: str, source: str) -> list[str]:
+        return [found.target for found in imports_at(place, source)]
+
+    assert targets("ops/example.py", "from .. import queue") == [f"{PACKAGE}.queue"]
+    assert targets("store/schema.py", "from . import migrate") == [f"{PACKAGE}.store.migrate"]
+    assert targets("ops/example.py", "from .. import Job") == [PACKAGE]
+    assert targets("ops/example.py", "from .. import queue, Job") == [
+        PACKAGE,
+        f"{PACKAGE}.queue",
+    ]
+    assert targets("store/__init__.py", "from .jobs import JobStore") == [f"{PACKAGE}.store.jobs"]
+    # Outside the core a name may be a module (`from app import web`): both count.
+    assert targets("service.py", "from ..config import Config") == [
+        "app.config",
+        "app.config.Config",
+    ]
+    # A subpackage taken from its parent is judged by its own layer, both ways.
+    assert not any(upward(found) for found in imports_at("ops/example.py", "from .. import queue"))
+    assert any(upward(found) for found in imports_at("store/example.py", "from .. import queue"))
+    assert any(upward(found) for found in imports_at("ops/example.py", "from .. import Job"))
+    assert [
+        unit(core_target(found) or "")
+        for found in imports_at("generators/x.py", "from .. import store")
+    ] == ["store"]
+    with pytest.raises(AssertionError, match="climbs above"):
+        imports_at("service.py", "from ... import web")
 
 
 def test_the_rules_see_a_violation():

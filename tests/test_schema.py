@@ -17,6 +17,7 @@ from app.generation.store import schema
 from app.generation.store.engine import create_database_engine
 from app.generation.store.jobs import JobStore
 from app.generation.store.tables import Base
+from app.wiring import get_service
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -133,7 +134,7 @@ def test_db_upgrade_command_migrates_without_starting_the_service(tmp_path):
     result = app.test_cli_runner().invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, result.output
     assert f"database at revision {schema.head_revision()}" in result.output
-    assert not app.extensions["generation"].accepting
+    assert not get_service(app).accepting
     current = app.test_cli_runner().invoke(args=["db", "current"])
     assert f"current: {schema.head_revision()}" in current.output
 

@@ -28,8 +28,9 @@ HEAVY += ("numpy", "PIL", "sentry_sdk")
 PROBE = """
 import json, sys, time
 import wsgi
+from app.wiring import get_service
 
-service = wsgi.app.extensions["generation"]
+service = get_service(wsgi.app)
 service.start()
 client = wsgi.app.test_client()
 job = client.post("/api/v1/jobs", json={"generator": "noop", "params": {"ms": 0}}).get_json()

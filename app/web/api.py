@@ -10,7 +10,7 @@ from typing import IO
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
-from ..generation import GenerationService, Job, JobStatus, Priority
+from ..generation import GenerationService, Job, JobStatus
 from ..generation.results.files import LandedFile
 from ..generation.results.storage import safe_name
 from ..wiring import get_service
@@ -60,11 +60,10 @@ def list_generators() -> Response:
 def who_am_i() -> Response:
     """The caller as the API sees it: owner, tier, the priorities it may ask for."""
     principal = current_principal()
-    allowed = [p.label for p in Priority if p >= principal.tier.ceiling]
     return jsonify(
         owner=principal.owner,
         tier=principal.tier.value if principal.key_id else None,
-        priorities=allowed,
+        priorities=[priority.label for priority in principal.allowed_priorities()],
         default_priority=principal.priority_for(None).label,
         admin=principal.admin,
     )

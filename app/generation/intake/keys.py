@@ -75,6 +75,11 @@ class Principal:
             raise PriorityNotAllowedError(requested.label, self.tier.value, self.tier.ceiling.label)
         return requested
 
+    def allowed_priorities(self) -> tuple[Priority, ...]:
+        """The priorities this caller may ask for, highest first: its tier's ceiling and
+        every one below it (what `priority_for` accepts)."""
+        return tuple(priority for priority in Priority if priority >= self.tier.ceiling)
+
     def limits(
         self, requested: Priority | None, max_queued_per_key: int | None
     ) -> tuple[Priority, int | None]:

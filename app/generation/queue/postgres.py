@@ -8,7 +8,7 @@ so a HIGH job submitted anywhere is the next one any idle worker in the cluster 
 Capacity is the cluster's: triggers keep how many jobs entered and left the queued state
 in `queue_counts` (migration 0003), and an admission locks the `in` row, reads the depth
 from the two rows and inserts, in one transaction: O(1), and never above capacity, since
-every admission holds that lock (queue_sql.ADMISSION_READ). Concurrent submissions of
+every admission holds that lock (store/admission_postgres.ADMISSION_READ). Concurrent submissions of
 this process share that transaction (group commit, store/group_commit.py): one lock, one read,
 one INSERT, one NOTIFY and one commit for the group, and each 202 leaves only once its
 row is durable.

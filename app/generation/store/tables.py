@@ -1,5 +1,6 @@
-"""The tables: jobs, API keys, queue counts, result chunks, result files and the webhook
-outbox.
+"""The tables: jobs, API keys, queue counts, result chunks, result files, the webhook
+outbox, the queue's switches (pause, drains), the registry of running services and the
+queue's history.
 
 The job table (`JobRow`) is the source of truth; the in-memory queue is only an index
 over queued rows. Code outside the store works with `job.Job`, an immutable snapshot of
@@ -181,7 +182,7 @@ class ApiKeyRow(Base):
 
 class QueueCountRow(Base):
     """How many jobs ever entered (`in`) and left (`out`) the queued state, kept by
-    triggers on PostgreSQL (store_triggers.py), so an admission knows the cluster's queue
+    triggers on PostgreSQL (migration 0003), so an admission knows the cluster's queue
     depth from two rows instead of counting the queued ones. Two rows, so that claims
     (which move `out`) never wait for admissions (which lock `in`). Unused on SQLite,
     where one process holds the whole queue in memory."""
