@@ -1,5 +1,7 @@
 """The links of a job point at its routes, and the submit answer's Location is its own."""
 
+from urllib.parse import urlsplit
+
 from flask import url_for
 
 from app.generation import JobStatus
@@ -13,13 +15,16 @@ def test_submit_answers_202_with_location_and_links(client):
     base = f"/api/v1/jobs/{job['id']}"
     assert reply.status_code == 202
     assert reply.headers["Location"] == base
-    assert job["links"] == {
+    paths = {name: urlsplit(url).path for name, url in job["links"].items()}
+    assert paths == {
         "self": base,
         "events": base + "/events",
         "result": base + "/result",
         "files": base + "/files",
         "preview": base + "/preview",
     }
+    signed = {name for name, url in job["links"].items() if "signature=" in url}
+    assert signed == {"result", "preview"}  # what an <img> or a download opens (links.py)
 
 
 def test_links_lead_to_the_job_and_its_result(client, service):

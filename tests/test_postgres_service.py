@@ -25,7 +25,7 @@ from app.generation import (
     TooManyJobsError,
 )
 from app.generation.events.bus import Subscription
-from app.generation.generators import GeneratorRegistry
+from app.generation.generators import GeneratorRegistry, OutputFile
 from app.generation.queue.postgres import POLL_SECONDS_LISTENING, QUEUE_DEPTH
 from app.generation.results.database import DatabaseResultStore
 from app.generation.settings import ServiceSettings
@@ -174,10 +174,48 @@ def test_subscribers_of_one_service_see_a_job_running_on_another(make_node, gate
     relayed = [kind for kind in kinds if kind != "queued"]
     assert relayed[0] == "started" and relayed[-1] == "succeeded"
     assert "progress" in relayed
-    assert relayed[-2] == "output"  # each file, announced as it landed, on every machine
+    # A run this short stores no file one by one: its file is announced with the result.
+    assert relayed[-2] == "output"
     assert a.results.open(job.id, 1).read(2) == b"PK"  # and its result is readable here
-    [landed] = a.files.list(a.get(job.id))  # so are its files, one by one
+    [landed] = a.files.list(a.get(job.id))  # so is its file, from the ZIP
     assert a.files.open(a.get(job.id), landed.name)[1].read() == b"seen"
+
+
+def test_a_file_landed_mid_run_on_one_service_is_announced_and_served_by_another(
+    make_node, gate, paced
+):
+    a = make_node("a")
+    hold_worker(a, gate)
+    b = make_node("b")
+    listening(a)
+    subscription = a.bus.subscribe()
+    job = b.submit("paced", {"count": 2})
+    seen = events_until(subscription, job.id, "output")
+    assert paced.rendered == 1  # image 2 waits for the test: the run goes on
+    assert "preview" in seen[:-1]  # image 1's, shown before it landed
+    running = a.get(job.id)
+    assert running.status is JobStatus.RUNNING
+    [landed] = a.files.list(running)
+    described, stream = a.files.open(running, landed.name)
+    assert (described.name, stream.read()[:4]) == ("image-01.png", b"\x89PNG")
+    preview, shown = a.results.files.open_preview(job.id, running.lease_epoch)
+    assert (preview.content_type, shown.read()[:4]) == ("image/png", b"\x89PNG")
+    paced.advance(1)
+    assert wait_for(a, job.id).status is JobStatus.SUCCEEDED
+    gate.release()
+
+
+def events_until(subscription: Subscription, job_id: str, kind: str) -> list[str]:
+    """The kinds of the job's events, up to and including the first of `kind`."""
+    deadline = time.monotonic() + 10
+    kinds = []
+    while time.monotonic() < deadline:
+        event = subscription.get(timeout=0.1)
+        if event is not None and event.job_id == job_id:
+            kinds.append(event.type)
+            if event.type == kind:
+                return kinds
+    raise AssertionError(f"no {kind} event after {kinds}")
 
 
 def test_cancel_asked_on_one_service_stops_the_run_on_another(make_node, gate):
@@ -233,6 +271,24 @@ def test_a_zombie_completion_after_lease_loss_is_rejected(manual_nodes, clock, g
     assert survivor.results.open(job, 2).read(2) == b"PK"
     with pytest.raises(FileNotFoundError):
         survivor.results.open(job, 1)
+
+
+def test_taking_back_a_dead_run_deletes_what_it_stored(manual_nodes, clock, gate):
+    dead, survivor = manual_nodes
+    dead.start()
+    job = hold_worker(dead, gate)
+    left = dead.results
+    left.files.put(job, 1, 0, OutputFile("a.png", b"landed"))
+    left.files.put_preview(job, 1, b"\x89PNG", "image/png")
+    left.save(job, 1, [OutputFile("a.png", b"landed")], {})  # saved, never recorded
+    clock.advance(LEASE + 1)  # its process stopped beating
+    survivor.start()
+    survivor.heartbeat()
+    assert survivor.results.files.list(job, 1) == []
+    with pytest.raises(FileNotFoundError):
+        survivor.results.files.open_preview(job, 1)
+    with pytest.raises(FileNotFoundError):
+        survivor.results.size(job, 1)
 
 
 def test_a_run_that_lost_its_lease_is_stopped_by_its_heartbeat(manual_nodes, clock, gate):

@@ -126,6 +126,26 @@ def test_a_signed_link_opens_a_file_and_the_zip_without_a_key(keyed, service, pa
     assert fetch(client, unsigned).status_code == 401
 
 
+def test_every_file_preview_and_zip_url_of_a_job_opens_without_a_key(keyed, service, paced):
+    alice = headers_for(keyed, "alice")
+    client = keyed.test_client()
+    subscription = service.bus.subscribe()
+    job_id = submit_paced(client, alice, count=2)
+    next_event(subscription, EventType.PREVIEW)  # of image 1, shown until image 2 starts
+    next_event(subscription, EventType.OUTPUT)
+    running = client.get(f"/api/v1/jobs/{job_id}", headers=alice).json
+    [landed] = client.get(running["links"]["files"], headers=alice).json["files"]
+    signed = [running["links"]["preview"], landed["url"]]
+    assert [fetch(client, url).status_code for url in signed] == [200, 200]
+    assert [fetch(client, urlsplit(url).path).status_code for url in signed] == [401, 401]
+    paced.advance(1)
+    wait_for(service, job_id)
+    done = client.get(f"/api/v1/jobs/{job_id}", headers=alice).json
+    signed = [done["links"]["result"], done["result"]["url"]]
+    assert [fetch(client, url).status_code for url in signed] == [200, 200]
+    assert fetch(client, urlsplit(done["links"]["result"]).path).status_code == 401
+
+
 def tampered(url, **changes):
     parts = urlsplit(url)
     query = {name: values[0] for name, values in parse_qs(parts.query).items()} | changes
@@ -155,7 +175,8 @@ def test_a_link_opens_only_the_resource_it_was_signed_for(keyed, service, paced)
     url = client.get(job["links"]["files"], headers=alice).json["files"][0]["url"]
     query = urlsplit(url).query
     assert fetch(client, f"{other['links']['self']}/files/image-01.png?{query}").status_code == 403
-    assert fetch(client, f"{job['links']['result']}?{query}").status_code == 403
+    zip_path = urlsplit(job["links"]["result"]).path
+    assert fetch(client, f"{zip_path}?{query}").status_code == 403
     assert fetch(client, f"{job['links']['self']}/files/other.png?{query}").status_code == 403
 
 

@@ -9,9 +9,11 @@ import pytest
 from app import create_app
 from app.config import Config, ConfigError
 from app.generation import JobStatus
+from app.generation.events.bus import EventType
 from app.generation.results import retention
 
 from .conftest import wait_for
+from .test_result_links import next_event
 
 TTL = timedelta(hours=24)
 
@@ -133,15 +135,22 @@ def test_a_service_without_ttl_has_no_sweeper(make_service):
     assert make_service().sweeper is None
 
 
-def test_the_sweep_deletes_a_results_files_with_it(config, retained, clock):
+def test_the_sweep_deletes_a_results_files_with_it(config, retained, clock, paced):
     client = create_app(config, service=retained).test_client()
-    job = finished(retained)
-    url = f"/api/v1/jobs/{job.id}/files/out.txt"
+    subscription = retained.bus.subscribe()
+    job = retained.submit("paced", {"count": 2})
+    next_event(subscription, EventType.OUTPUT)  # image 2 waits: the run goes on...
+    stored = retained.results.files
+    epoch = retained.get(job.id).lease_epoch
+    assert [f.name for f in stored.list(job.id, epoch)] == ["image-01.png"]  # ...stored
+    paced.advance(1)
+    job = wait_for(retained, job.id)
+    url = f"/api/v1/jobs/{job.id}/files/image-01.png"
     with client.get(url) as served:
         assert served.status_code == 200
     clock.advance(days=2)
     retained.sweeper.sweep()
-    assert retained.results.files.list(job.id, job.lease_epoch) == []
+    assert stored.list(job.id, epoch) == []  # no stored copy outlives the result
     gone = client.get(url)
     assert (gone.status_code, gone.get_json()["error"]["code"]) == (410, "expired")
     assert client.get(f"/api/v1/jobs/{job.id}/files").status_code == 410

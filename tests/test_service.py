@@ -17,6 +17,7 @@ from app.generation import (
     ServiceStoppedError,
     TooManyJobsError,
 )
+from app.generation.generators import OutputFile
 from app.generation.intake.keys import ANONYMOUS, ANONYMOUS_PRINCIPAL, Principal, Tier
 
 from .conftest import hold_worker, wait_for
@@ -201,6 +202,25 @@ def test_restart_fails_a_job_that_exhausted_its_attempts(make_service):
     failed = restarted.get(doomed.id)
     assert failed.status is JobStatus.FAILED
     assert "JOB_MAX_ATTEMPTS" in failed.error
+
+
+@pytest.mark.parametrize("attempts", [0, 2])  # run again; out of attempts, failed
+def test_restart_deletes_what_the_dead_run_left_behind(make_service, attempts):
+    crashed = make_service()
+    orphan = _orphan(crashed.store, JobStatus.RUNNING, attempts)
+    epoch = crashed.store.get(orphan.id).lease_epoch
+    results = crashed.results
+    results.files.put(orphan.id, epoch, 0, OutputFile("a.png", b"landed"))
+    results.files.put_preview(orphan.id, epoch, b"\x89PNG", "image/png")
+    results.save(orphan.id, epoch, [OutputFile("a.png", b"landed")], {})  # not yet recorded
+    restarted = make_service(max_attempts=3)
+    restarted.start()
+    wait_for(restarted, orphan.id)
+    assert results.files.list(orphan.id, epoch) == []
+    with pytest.raises(FileNotFoundError):
+        results.files.open_preview(orphan.id, epoch)
+    with pytest.raises(FileNotFoundError):
+        results.size(orphan.id, epoch)
 
 
 def test_shutdown_timeout_requeues_the_running_job(make_service, gate):

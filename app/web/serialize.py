@@ -27,12 +27,16 @@ def file_path(job_id: str, name: str) -> str:
 
 def job_json(job: Job) -> dict[str, Any]:
     url = request.root_path + JOB_PATH + job.id
-    links = {
+    signer = links()
+    # The ZIP and the preview open without a key, as an `<img>` or a download needs
+    # (links.py); the job, its events and its list of files still ask for one.
+    result = signer.sign_for(url + "/result", job, "zip")
+    job_links = {
         "self": url,
         "events": url + "/events",
-        "result": url + "/result",
+        "result": result,
         "files": url + "/files",
-        "preview": url + "/preview",
+        "preview": signer.sign_for(url + "/preview", job, "preview"),
     }
     return {
         "id": job.id,
@@ -54,9 +58,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "expired_at": iso(job.expired_at),
-        "result": _result(job, links["result"]),
+        "result": _result(job, result),
         "webhook": _webhook(job),
-        "links": links,
+        "links": job_links,
     }
 
 
@@ -110,11 +114,11 @@ def _webhook(job: Job) -> dict[str, Any] | None:
     return {"url": job.webhook.url, "events": list(job.webhook.events)}
 
 
-def _result(job: Job, url: str) -> dict[str, Any] | None:
+def _result(job: Job, signed_url: str) -> dict[str, Any] | None:
     if job.status is not JobStatus.SUCCEEDED or job.expired_at is not None:
         return None
     return {
-        "url": links().sign_for(url, job, "zip"),
+        "url": signed_url,
         "bytes": job.result_bytes,
         "files": [entry["name"] for entry in job.result_files or []],
     }

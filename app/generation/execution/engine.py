@@ -94,7 +94,7 @@ class Execution:
             max_attempts=max_attempts,
         )
         self.leases = LeaseKeeper(
-            store, queue, bus, max_attempts=max_attempts, clock=clock, entry=outlook.entry
+            store, queue, bus, results, max_attempts=max_attempts, clock=clock, entry=outlook.entry
         )
         self._background: list[Background] = []
         if listener is not None:

@@ -8,7 +8,9 @@ thread of each process, every third of a lease:
    whatever it writes later is rejected anyway (store/jobs.py fences every write);
 2. tells runs whose cancellation was asked on another process to stop;
 3. takes back jobs whose lease expired (their process died): requeued, or failed after
-   JOB_MAX_ATTEMPTS, or cancelled if that was asked.
+   JOB_MAX_ATTEMPTS, or cancelled if that was asked; and deletes what the dead run left
+   (the files and preview it stored as it went, a ZIP it saved but never recorded),
+   which nothing else would: only a run that ends deletes its own.
 
 Renewal and take-back use the same clock, so a lease is lost only by a process that
 missed about three heartbeats in a row.
@@ -28,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..events.bus import EventBus
 from ..job import Job, JobStatus
 from ..queue.contract import JobQueue
+from ..results.storage import ResultStore
 from ..scheduling.policy import QueueEntry
 from ..store.jobs import JobStore
 from .relay import event_from_row
@@ -52,6 +55,7 @@ class LeaseKeeper:
         store: JobStore,
         queue: JobQueue,
         bus: EventBus,
+        results: ResultStore,
         *,
         max_attempts: int,
         clock: Callable[[], datetime],
@@ -61,6 +65,7 @@ class LeaseKeeper:
         self._entry = entry
         self._store = store
         self._bus = bus
+        self._results = results
         self._max_attempts = max_attempts
         self._clock = clock
         self._runs: dict[str, Run] = {}
@@ -130,7 +135,8 @@ class LeaseKeeper:
         return taken
 
     def announce(self, taken: list[Job]) -> None:
-        """Make jobs taken back claimable again and tell their followers."""
+        """Make jobs taken back claimable again, tell their followers, and delete what
+        their dead runs left."""
         if not taken:
             return
         ends = Counter(job.status for job in taken)
@@ -147,6 +153,14 @@ class LeaseKeeper:
             if job.status is JobStatus.QUEUED:
                 data["requeued"] = True
             self._bus.publish(job.id, kind, **data)
+        for job in taken:  # the row still names the dead run's epoch; a new run gets the next
+            self._discard_dead_run(job)
+
+    def _discard_dead_run(self, job: Job) -> None:
+        try:
+            self._results.discard_run(job.id, job.lease_epoch)
+        except (OSError, SQLAlchemyError) as error:
+            log.warning("could not delete what the dead run of job %s left: %s", job.id, error)
 
     def _beat_loop(self) -> None:
         while not self._stopping.wait(self.interval):

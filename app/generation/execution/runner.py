@@ -222,8 +222,7 @@ class JobRunner:
         """Remove a run's result and files, if any; a failure here must not hide the
         outcome."""
         try:
-            self._results.delete(job.id, job.lease_epoch)
-            self._results.files.delete(job.id, job.lease_epoch)
+            self._results.discard_run(job.id, job.lease_epoch)
         except (OSError, SQLAlchemyError):
             log.exception("could not delete the result of job %s", job.id)
 

@@ -7,10 +7,11 @@ epoch (a zombie's files are never served), and announces it with an `output` eve
 generator may also publish a *preview* of work in progress: one per run, the latest
 replacing the one before, never part of the ZIP.
 
-All of it is deleted when the run ends: a finished job's files are read from its ZIP
-(job_files.py), so nothing is kept twice. Backends: `FilesystemFileStore` (here, beside
-the filesystem result store) and `DatabaseFileStore` (files_database.py: one row per
-file, so every machine serves every file of a running job).
+All of it is deleted when the run ends (a run whose process died: when its job is taken
+back, execution/leases.py): a finished job's files are read from its ZIP (job_files.py),
+so nothing is kept twice. Backends: `FilesystemFileStore` (here, beside the filesystem
+result store) and `DatabaseFileStore` (files_database.py: one row per file, so every
+machine serves every file of a running job).
 """
 
 from __future__ import annotations

@@ -99,6 +99,12 @@ class ResultStore(abc.ABC):
     def delete(self, job_id: str, epoch: int) -> None:
         """Remove a ZIP if present."""
 
+    def discard_run(self, job_id: str, epoch: int) -> None:
+        """Remove all a run that will never be served left: its ZIP, if it got that far,
+        and the files and preview it stored as it went."""
+        self.delete(job_id, epoch)
+        self.files.delete(job_id, epoch)
+
 
 class FilesystemResultStore(ResultStore):
     def __init__(self, root: Path) -> None:
