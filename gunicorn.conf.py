@@ -25,9 +25,13 @@ from app.config import Config
 from app.drain import Drain, longest_drain
 from app.idle import arm_idle_stop
 from app.logs import logging_config
+from app.parser_errors import install as install_json_parser_errors
 from app.wiring import get_service
 
 _config = Config.from_env()
+# What gunicorn refuses before the app sees it (a request line too long, ...) is answered
+# in the API's JSON error shape too.
+install_json_parser_errors()
 
 wsgi_app = "wsgi:app"
 bind = f"0.0.0.0:{_config.port}"

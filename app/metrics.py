@@ -151,12 +151,7 @@ class ServiceCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         service = self._service
-        depth = GaugeMetricFamily(
-            "generation_queue_depth", "Jobs waiting in this process's queue.", labels=["priority"]
-        )
-        for priority, count in service.queued_by_priority().items():
-            depth.add_metric([priority.label], count)
-        yield depth
+        yield from _queue_depth(service)
         yield GaugeMetricFamily(
             "generation_queue_capacity", "GENERATION_QUEUE_SIZE.", value=service.queue_capacity
         )
@@ -173,6 +168,19 @@ class ServiceCollector(Collector):
         )
         yield from _stored_results(service)
         yield from _webhook_deliveries(service)
+
+
+def _queue_depth(service: GenerationService) -> Iterator[Metric]:
+    try:
+        depths = service.queued_by_priority()  # read from the database on PostgreSQL
+    except SQLAlchemyError:
+        return  # the database is down: /ready says so; the other metrics still help
+    depth = GaugeMetricFamily(
+        "generation_queue_depth", "Jobs waiting in the queue.", labels=["priority"]
+    )
+    for priority, count in depths.items():
+        depth.add_metric([priority.label], count)
+    yield depth
 
 
 def _webhook_deliveries(service: GenerationService) -> Iterator[Metric]:

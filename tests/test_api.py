@@ -315,3 +315,80 @@ def test_the_documented_status_pattern_is_what_the_list_route_accepts(call, stat
     ]
     answer = call("GET", "/api/v1/jobs", query_string={"status": status})
     assert (answer.status_code == 200) == bool(re.search(schema["pattern"], status))
+
+
+def test_the_submit_schema_is_a_oneof_over_the_generators_this_server_runs(app, call):
+    """Issue #21, case 3: each generator's params_schema() is in the request schema, so
+    `{"generator": "images", "params": {}}` is invalid by the document as by the server."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    from app.wiring import get_service
+
+    document = call("GET", "/openapi.json").get_json()
+    request = document["components"]["schemas"]["JobRequest"]
+    names = sorted(generator.name for generator in get_service(app).generators)
+    assert sorted(request["discriminator"]["mapping"]) == names
+    images = document["components"]["schemas"]["ImagesJobRequest"]
+    assert images["properties"]["params"]["required"] == ["prompt"]
+    assert "params" in images["required"]
+
+    registry = Registry().with_resource("urn:doc", Resource.from_contents(document, DRAFT202012))
+    validator = Draft202012Validator(
+        {"$ref": "urn:doc#/components/schemas/JobRequest"}, registry=registry
+    )
+    for body in (
+        {"generator": "images", "params": {}, "priority": "low"},
+        {"generator": "images", "params": {"prompt": "x", "count": 2.5}},
+        {"generator": "nope", "params": {}},
+        {"generator": "noop", "params": {"ms": 1}, "webhook_events": ["completed"]},
+    ):
+        answer = call("POST", "/api/v1/jobs?dry_run=true", json=body)
+        assert answer.status_code == 422 and not validator.is_valid(body), body
+    for body in (
+        {"generator": "images", "params": {"prompt": "x", "count": 2.0}, "priority": None},
+        {"generator": "noop", "params": {"ms": 1.0}, "webhook": None, "webhook_events": None},
+        {"generator": "noop"},
+    ):
+        answer = call("POST", "/api/v1/jobs?dry_run=true", json=body)
+        assert answer.status_code == 200 and validator.is_valid(body), body
+
+
+def test_a_whole_number_sent_as_a_float_is_that_number(call):
+    """JSON does not tell 2 from 2.0, and neither does the published schema."""
+    body = {"generator": "images", "params": {"prompt": "x", "count": 2.0, "width": 64.0}}
+    quote = call("POST", "/api/v1/jobs?dry_run=true", json=body).get_json()
+    assert quote["params"]["count"] == 2 and isinstance(quote["params"]["count"], int)
+
+
+@pytest.mark.parametrize("prompt", [" ", "\u3000\t", "\x1c", "\x85"])
+def test_a_prompt_of_whitespace_is_refused_as_the_document_says(call, prompt):
+    import re
+
+    from app.generation.generators.images import PROMPT_PATTERN
+
+    body = {"generator": "images", "params": {"prompt": prompt}}
+    assert call("POST", "/api/v1/jobs?dry_run=true", json=body).status_code == 422
+    assert not re.search(PROMPT_PATTERN, prompt)
+    assert re.search(PROMPT_PATTERN, prompt + "a")
+
+
+def test_a_cursor_of_the_documented_shape_is_a_position(call, service):
+    ids = [
+        call("POST", "/api/v1/jobs", json={"generator": "noop"}).get_json()["id"] for _ in range(3)
+    ]
+    first = call("GET", "/api/v1/jobs?limit=1").get_json()
+    assert first["next_cursor"] is not None and len(first["next_cursor"]) == 11
+    # Past the newest row: every job; before the first row: none.
+    assert len(call("GET", "/api/v1/jobs?cursor=__________8").get_json()["jobs"]) == 3
+    assert call("GET", "/api/v1/jobs?cursor=AAAAAAAAAAA").get_json()["jobs"] == []
+    for id_ in ids:
+        wait_for(service, id_)
+
+
+@pytest.mark.parametrize("events", [["completed", "completed"], []])
+def test_webhook_events_must_be_a_set(call, events):
+    body = {"generator": "noop", "webhook": "https://93.184.215.14/", "webhook_events": events}
+    answer = call("POST", "/api/v1/jobs?dry_run=true", json=body)
+    assert answer.status_code == 422 and "webhook_events" in answer.get_json()["error"]["fields"]

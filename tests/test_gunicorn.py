@@ -91,3 +91,28 @@ def test_server_logs_are_json_lines_with_request_and_job_ids(tmp_path):
     assert (access["method"], access["status"]) == ("GET", 200)
     failure = next(r for r in records if r["logger"] == "app.generation.execution.runner")
     assert failure["job_id"] == failing and failure["level"] == "ERROR"
+
+
+def test_what_gunicorn_refuses_itself_is_a_documented_json_error(tmp_path):
+    """A request line or header too long never reaches the app: gunicorn answers it, and
+    app/parser_errors.py makes that answer the API's JSON error, as the document says."""
+    from jsonschema import Draft202012Validator
+
+    from app.web.docs import openapi_document
+
+    schema = openapi_document()["components"]["schemas"]["Error"]
+    responses = openapi_document()["paths"]["/api/v1/jobs"]["get"]["responses"]
+    with gunicorn(tmp_path, ENV, app=APP) as server:
+        long_line = requests.get(server.url + "/api/v1/jobs?status=" + "q" * 5000, timeout=5)
+        long_header = requests.get(
+            server.url + "/api/v1/jobs", headers={"X-Long": "h" * 9000}, timeout=5
+        )
+    for answer, code in (
+        (long_line, "uri_too_long"),
+        (long_header, "request_header_fields_too_large"),
+    ):
+        assert str(answer.status_code) in responses
+        assert answer.headers["Content-Type"] == "application/json"
+        assert answer.json()["error"]["code"] == code
+        Draft202012Validator(schema).validate(answer.json())
+    assert (long_line.status_code, long_header.status_code) == (414, 431)

@@ -44,7 +44,7 @@ def assert_client_error(response, status: int, code: str | None = None) -> None:
         (b'{"generator": "images", "params": {"prompt": "nul\\u0000byte"}}', "invalid_params"),
         (b'{"generator": 7, "params": []}', "invalid_params"),
         (b'{"generator": "images", "params": {"prompt": "x", "count": true}}', "invalid_params"),
-        (b'{"generator": "images", "params": {"prompt": "x", "count": 2.0}}', "invalid_params"),
+        (b'{"generator": "images", "params": {"prompt": "x", "count": 2.5}}', "invalid_params"),
         (b'{"generator": "images", "params": {"prompt": "x", "seed": -1}}', "invalid_params"),
         (b'{"generator": "images", "params": {"prompt": "x", "width": 4096}}', "invalid_params"),
         (b'{"generator": "images", "params": {"prompt": "' + b"p" * 501 + b'"}}', "invalid_params"),

@@ -413,6 +413,7 @@ class GenerationService:
             key_id=principal.key_id if principal else None,
             key_default=principal.webhook_url if principal else None,
             settings=self.webhooks.settings,
+            resolve=self.webhooks.resolve,  # the resolver the deliveries will use
         )
 
     def _left_queue(self, job_id: str) -> None:

@@ -24,6 +24,7 @@ from .auth import current_principal
 from .charts import Series, line_chart
 from .errors import ApiError
 from .feed import Message
+from .handshake import check_handshake
 from .sockets import SocketSession, error_message
 from .ws import sock
 
@@ -41,6 +42,7 @@ def admins_only() -> None:
     upgrade; then the socket waits for its turn to open (sockets.py)."""
     if not current_principal().admin:
         raise ApiError(403, "forbidden", "this call needs an admin key")
+    check_handshake(request)
     current_app.extensions["sockets"].begin_opening()
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)  # as ws.py, and why
 

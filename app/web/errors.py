@@ -10,6 +10,7 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
+from wsproto.utilities import RemoteProtocolError
 
 from ..generation import (
     IdempotencyKeyReusedError,
@@ -109,6 +110,13 @@ def _from_http(error: HTTPException) -> ApiError:
     return ApiError(error.code or 500, code, message, headers=headers)
 
 
+def _bad_handshake(error: RemoteProtocolError) -> Response:
+    """A handshake the WebSocket library refused after handshake.py let it through."""
+    return error_response(
+        ApiError(400, "bad_request", f"not a WebSocket handshake this server takes: {error}")
+    )
+
+
 def _database_down(error: DBAPIError) -> Response:
     log.error("database error while serving a request: %s", error.orig)
     return error_response(
@@ -142,6 +150,7 @@ def register_error_handlers(app: Flask) -> None:
         IdempotencyKeyReusedError,
     ):
         app.register_error_handler(core_error, lambda e: error_response(_from_core(e)))
+    app.register_error_handler(RemoteProtocolError, _bad_handshake)
     app.register_error_handler(DBAPIError, _database_down)
     app.register_error_handler(HTTPException, lambda e: error_response(_from_http(e)))
     app.register_error_handler(Exception, _unexpected)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 import re
@@ -21,9 +20,14 @@ MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
 MAX_DEPTH = 32
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+# 1-255 printable ASCII characters, not starting or ending with a space (which HTTP
+# servers strip from header values anyway: the rule holds whatever server runs this).
+_IDEMPOTENCY_KEY = re.compile(r"(?=.{1,255}$)[!-~]([ -~]*[!-~])?", re.ASCII)
 _LIMIT = re.compile(r"[0-9]{1,3}")
 JOB_ID = re.compile(r"[0-9a-f]{32}")
+# A page cursor: 8 bytes in base64url, unpadded (the last character carries 4 bits).
+CURSOR = re.compile(r"[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]")
+MAX_ROW_ID = 2**63 - 1  # a BIGINT's largest value
 # A \\u escape of a UTF-16 surrogate (D800-DFFF); an escaped backslash before a `u` also
 # matches, which only costs the full check.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
@@ -110,11 +114,7 @@ def list_query(args: Any) -> tuple[list[JobStatus], int, int | None]:
         except ValueError:
             fields["status"] = "comma-separated statuses: " + ", ".join(s.value for s in JobStatus)
     limit = page_limit(args, fields)
-    before = None
-    if "cursor" in args:
-        before = decode_cursor(args["cursor"])
-        if before is None:
-            fields["cursor"] = "not a cursor this API returned"
+    before = page_cursor(args, fields)
     if fields:
         raise ApiError(400, "invalid_query", "the query string has invalid values", fields=fields)
     return statuses, limit, before
@@ -130,6 +130,17 @@ def page_limit(args: Any, fields: dict[str, str]) -> int:
         return int(raw_limit)
     fields["limit"] = f"an integer from 1 to {MAX_LIMIT}"
     return DEFAULT_LIMIT
+
+
+def page_cursor(args: Any, fields: dict[str, str]) -> int | None:
+    """The row `?cursor=` points after (None if absent); an error in `fields` if it is
+    not a cursor (an empty `?cursor=` too)."""
+    if "cursor" not in args:
+        return None
+    before = decode_cursor(args["cursor"])
+    if before is None:
+        fields["cursor"] = "not a cursor this API returned"
+    return before
 
 
 def idempotency_key(headers: Headers) -> str | None:
@@ -148,18 +159,21 @@ def idempotency_key(headers: Headers) -> str | None:
 
 
 def encode_cursor(pk: int) -> str:
-    return base64.urlsafe_b64encode(f"pk:{pk}".encode()).decode().rstrip("=")
+    """The page cursor after row `pk`: its 8 bytes, base64url without padding."""
+    return base64.urlsafe_b64encode(pk.to_bytes(8, "big")).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> int | None:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    """The row `cursor` points after, or None if it is not a cursor's shape.
+
+    Every string of the documented shape (CURSOR) is a position, so the document can
+    say exactly which cursors are valid: one the API did not issue only pages the
+    caller's own jobs from somewhere. Beyond the largest row id it means "from the top".
+    """
+    if not CURSOR.fullmatch(cursor):
         return None
-    prefix, _, number = text.partition(":")
-    if prefix != "pk" or not (number.isascii() and number.isdigit()) or len(number) > 18:
-        return None
-    return int(number)
+    pk = int.from_bytes(base64.urlsafe_b64decode(cursor + "="), "big")
+    return min(pk, MAX_ROW_ID)
 
 
 def _text(value: Any) -> str:

@@ -19,7 +19,7 @@ from ..metrics import Metrics
 from ..wiring import get_service
 from .auth import current_principal
 from .errors import ApiError
-from .parsing import decode_cursor, encode_cursor, page_limit
+from .parsing import encode_cursor, page_cursor, page_limit
 from .serialize import delivery_json, file_json, job_json
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api/v1/webhooks")
@@ -34,16 +34,13 @@ def authenticate() -> None:
 @bp.get("/deliveries")
 def list_deliveries() -> Response:
     """The caller's deliveries, newest first; `?status=failed` lists the dead-letter."""
-    status = request.args.get("status") or None
-    fields = {}
+    # A parameter given is checked even when empty (`?status=`): leave it out for "any".
+    status = request.args.get("status")
+    fields: dict[str, str] = {}
     if status is not None and status not in STATUSES:
         fields["status"] = "one of: " + ", ".join(STATUSES)
     limit = page_limit(request.args, fields)
-    before = None
-    if request.args.get("cursor"):
-        before = decode_cursor(request.args["cursor"])
-        if before is None:
-            fields["cursor"] = "not a cursor this API returned"
+    before = page_cursor(request.args, fields)
     if fields:
         raise ApiError(400, "invalid_query", "the query string has invalid values", fields=fields)
     owner = current_principal().owner

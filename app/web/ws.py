@@ -15,9 +15,11 @@ from flask_sock import Sock
 from simple_websocket import Server
 
 from ..generation import JobNotFoundError
+from ..generation.generators import whole_number
 from ..wiring import get_service
 from .auth import current_principal
 from .feed import Feed, Message
+from .handshake import check_handshake
 from .sockets import BAD_REQUEST, NOT_FOUND, CloseWithError, SocketSession, error_message
 
 bp = Blueprint("ws", __name__, url_prefix="/api/v1")
@@ -33,6 +35,7 @@ def authenticate() -> None:
     """Refuse the handshake (401) before upgrading when the caller is not authenticated."""
     current_app.extensions["sockets"].begin_opening()
     current_principal()
+    check_handshake(request)
     # No permessage-deflate (simple-websocket accepts it whenever a client offers it, and
     # browsers always do): each socket would keep its own zlib streams, about 0.1 MB, and
     # compress every message alone, for messages of a few hundred bytes (docs/performance.md).
@@ -86,14 +89,17 @@ def handle_command(feed: Feed, text: str) -> list[Message]:
 
 
 def parse_since(raw: Any) -> int | None:
-    """The `since` of a resume (None when absent); ValueError unless a whole number >= 0."""
+    """The `since` of a resume (None when absent); ValueError unless a whole number >= 0
+    (as JSON means it: 4 and 4.0 alike; in a query string, its digits)."""
     if raw is None or raw == "":
         return None
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
-        return raw
-    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 18:
-        return int(raw)
-    raise ValueError(SINCE_RULE)
+    if isinstance(raw, str):
+        since = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+    else:
+        since = whole_number(raw, 0, 2**63 - 1)
+    if since is None:
+        raise ValueError(SINCE_RULE)
+    return since
 
 
 def _command(text: str) -> tuple[str, str, int | None]:

@@ -23,9 +23,30 @@ from typing import Any, ClassVar, Protocol
 
 from ..errors import GeneratorError
 
-__all__ = ["FieldErrors", "Generator", "GeneratorContext", "GeneratorError", "OutputFile"]
+__all__ = [
+    "FieldErrors",
+    "Generator",
+    "GeneratorContext",
+    "GeneratorError",
+    "OutputFile",
+    "whole_number",
+]
 
 FieldErrors = dict[str, str]
+
+
+def whole_number(value: Any, low: int, high: int) -> int | None:
+    """`value` as an int if it is a whole number from `low` to `high`, else None.
+
+    A whole number as JSON Schema's "integer" means it: JSON does not tell 3 from 3.0, and
+    the schema a generator publishes (params_schema) accepts both, so validate must too.
+    Never a bool, although Python counts True as 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value) if low <= value <= high else None
 
 
 @dataclass(frozen=True)

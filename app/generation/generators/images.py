@@ -8,11 +8,12 @@ fully determine the pixels, so a retried job produces byte-identical files.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .base import FieldErrors, Generator, GeneratorContext, OutputFile
+from .base import FieldErrors, Generator, GeneratorContext, OutputFile, whole_number
 
 PROMPT_MAX = 500
 COUNT_RANGE = (1, 16)
@@ -20,6 +21,11 @@ SIZE_RANGE = (64, 1024)
 SEED_RANGE = (0, 2**63 - 1)
 DEFAULTS = {"count": 4, "width": 512, "height": 512}
 PREVIEW_SCALE = 8
+# Python's whitespace (str.isspace), spelled out: the published schema carries the same
+# pattern, and JSON Schema's `\s` is a slightly different set.
+_SPACE = "\t-\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# A prompt: something other than whitespace, and no NUL anywhere.
+PROMPT_PATTERN = f"^[^\x00]*[^{_SPACE}\x00][^\x00]*$"
 
 
 class ImagesGenerator(Generator):
@@ -37,7 +43,7 @@ class ImagesGenerator(Generator):
             errors["prompt"] = "required: a non-empty string"
         elif len(prompt) > PROMPT_MAX:
             errors["prompt"] = f"at most {PROMPT_MAX} characters"
-        elif "\x00" in prompt:
+        elif not re.fullmatch(PROMPT_PATTERN, prompt):
             errors["prompt"] = "must not contain NUL characters"
         else:
             clean["prompt"] = prompt
@@ -46,16 +52,16 @@ class ImagesGenerator(Generator):
             ("width", SIZE_RANGE),
             ("height", SIZE_RANGE),
         ):
-            value = params.get(field, DEFAULTS[field])
-            if _is_int_within(value, bounds):
+            value = whole_number(params.get(field, DEFAULTS[field]), *bounds)
+            if value is not None:
                 clean[field] = value
             else:
                 errors[field] = f"an integer from {bounds[0]} to {bounds[1]}"
         seed = params.get("seed")
         if seed is None:
             clean["seed"] = secrets.randbelow(2**32)
-        elif _is_int_within(seed, SEED_RANGE):
-            clean["seed"] = seed
+        elif (whole_seed := whole_number(seed, *SEED_RANGE)) is not None:
+            clean["seed"] = whole_seed
         else:
             errors["seed"] = f"an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}, or null"
         return clean, errors
@@ -84,7 +90,12 @@ class ImagesGenerator(Generator):
             "additionalProperties": False,
             "required": ["prompt"],
             "properties": {
-                "prompt": {"type": "string", "minLength": 1, "maxLength": PROMPT_MAX},
+                "prompt": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": PROMPT_MAX,
+                    "pattern": PROMPT_PATTERN,
+                },
                 "count": {"type": "integer", "minimum": 1, "maximum": 16, "default": 4},
                 "width": {"type": "integer", "minimum": 64, "maximum": 1024, "default": 512},
                 "height": {"type": "integer", "minimum": 64, "maximum": 1024, "default": 512},
@@ -112,9 +123,3 @@ def render_png(prompt: str, seed: int, index: int, width: int, height: int) -> b
 def coarse(width: int, height: int) -> tuple[int, int]:
     """The size of an image's preview: the same picture, PREVIEW_SCALE times smaller."""
     return max(8, width // PREVIEW_SCALE), max(8, height // PREVIEW_SCALE)
-
-
-def _is_int_within(value: Any, bounds: tuple[int, int]) -> bool:
-    return (
-        isinstance(value, int) and not isinstance(value, bool) and bounds[0] <= value <= bounds[1]
-    )

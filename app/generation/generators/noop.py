@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .base import FieldErrors, Generator, GeneratorContext, OutputFile
+from .base import FieldErrors, Generator, GeneratorContext, OutputFile, whole_number
 
 MS_RANGE = (0, 600_000)
 SLICE_SECONDS = 0.05
@@ -24,8 +24,8 @@ class NoopGenerator(Generator):
 
     def validate(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], FieldErrors]:
         errors: FieldErrors = {name: "unknown parameter" for name in sorted(set(params) - {"ms"})}
-        ms = params.get("ms", 0)
-        if isinstance(ms, bool) or not isinstance(ms, int) or not MS_RANGE[0] <= ms <= MS_RANGE[1]:
+        ms = whole_number(params.get("ms", 0), *MS_RANGE)
+        if ms is None:
             errors["ms"] = f"an integer from {MS_RANGE[0]} to {MS_RANGE[1]}"
             return {}, errors
         return {"ms": ms}, errors

@@ -71,4 +71,7 @@ def _events(events: Any, fields: dict[str, str]) -> tuple[str, ...]:
     if unknown:
         fields["webhook_events"] = f"unknown event {str(unknown[0])[:32]!r}; known: {known}"
         return ()
+    if len(set(events)) != len(events):
+        fields["webhook_events"] = "each event at most once"
+        return ()
     return tuple(event for event in WEBHOOK_EVENTS if event in events)

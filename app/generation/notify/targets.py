@@ -146,6 +146,12 @@ def _check_characters(url: str) -> None:
     # differently: a URL with any is refused rather than guessed at.
     if any(ch.isspace() or not ch.isprintable() for ch in url):
         raise InvalidWebhookUrl("webhook URL contains whitespace or control characters")
+    # A URI is ASCII (RFC 3986); an IRI's other characters have an ASCII form.
+    if not url.isascii():
+        raise InvalidWebhookUrl(
+            "webhook URL must be ASCII: write an international host name in its xn-- "
+            "(punycode) form and percent-encode other characters"
+        )
 
 
 def _check_scheme(scheme: str, *, allow_http: bool) -> str:
@@ -165,11 +171,6 @@ def _check_host(host: str | None) -> str:
         raise InvalidWebhookUrl("webhook URL has no host")
     if _ip_literal(host) or _is_host_name(host):
         return host
-    if not host.isascii():
-        raise InvalidWebhookUrl(
-            f"webhook host {host!r} is not a valid host name; "
-            "write an international name in its xn-- (punycode) form"
-        )
     raise InvalidWebhookUrl(f"webhook host {host!r} is not a valid host name")
 
 

@@ -8,7 +8,7 @@ The reads (lookups, pages, report figures) are `JobQueries`, in store/job_reads.
 ones (claims, outcomes, progress, lookups; SQLite's INSERT too) run on the driver's
 connection (driver_statements.py). A new job's INSERT fixes its scheduling key
 (scheduling/policy.py): on SQLite in the statement itself, on PostgreSQL from the tails read first
-(queue_sql.insert_group, which the PostgreSQL queue runs for a whole group).
+(admission_postgres.insert_group, which the PostgreSQL queue runs for a whole group).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class JobStore(JobQueries):
         """Write a new queued job, keyed by the scheduling policy (scheduling/policy.py; `share`:
         its predicted seconds on one worker), and return it with its `pk` and `sort_key`;
         None if the owner's idempotency key is taken. In `connection`'s transaction if
-        given. (The PostgreSQL queue writes groups of jobs: queue_sql.insert_group.)"""
+        given. (The PostgreSQL queue writes groups of jobs: admission_postgres.insert_group.)"""
         if self._postgres:
             return self._insert_on_postgres(job, connection, aging_seconds, share)
         values = statements.new_row(job)
@@ -327,6 +327,17 @@ class JobStore(JobQueries):
                 connection, prepared, params, dialect=dialect, prelude=prelude, then=then
             )
 
+    def _raw_connection(self) -> Any:
+        """A pooled DB-API connection. Unlike `engine.connect()`, `raw_connection()` lets
+        the driver's own error out when the database cannot be reached: it is raised as
+        SQLAlchemy's, like every other database error (the API's 503)."""
+        try:
+            return self._engine.raw_connection()
+        except self._engine.dialect.loaded_dbapi.Error as error:
+            raise DBAPIError.instance(
+                None, None, error, self._engine.dialect.loaded_dbapi.Error
+            ) from error
+
     @contextmanager
     def _driver_connection(self) -> Iterator[Any]:
         """The DB-API connection of the thread's pinned connection (SQLite), or of one
@@ -336,7 +347,7 @@ class JobStore(JobQueries):
         if pinned is not None:
             yield pinned.connection.dbapi_connection
             return
-        pooled = self._engine.raw_connection()
+        pooled = self._raw_connection()
         try:
             yield pooled.dbapi_connection
         except DBAPIError as error:

@@ -14,11 +14,18 @@ import secrets
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from app.generation.generators import FieldErrors, Generator, GeneratorContext, OutputFile
+from app.generation.generators import (
+    FieldErrors,
+    Generator,
+    GeneratorContext,
+    OutputFile,
+    whole_number,
+)
 
 COUNT = (1, 12)
 SIZE = (128, 2048)
 DETAIL = (36, 3600)  # points per loop of the curve
+SEED = (-(2**63), 2**63 - 1)  # a 64-bit seed
 
 
 class SpirographGenerator(Generator):
@@ -30,19 +37,17 @@ class SpirographGenerator(Generator):
         errors: FieldErrors = {}
         for unknown in sorted(set(params) - {"count", "size", "detail", "seed"}):
             errors[unknown] = "unknown parameter"
-        clean = {
-            "count": params.get("count", 4),
-            "size": params.get("size", 512),
-            "detail": params.get("detail", 180),
-        }
+        defaults = {"count": 4, "size": 512, "detail": 180}
+        clean = {}
         for field, (low, high) in (("count", COUNT), ("size", SIZE), ("detail", DETAIL)):
-            if not _is_int(clean[field]) or not low <= clean[field] <= high:
+            clean[field] = whole_number(params.get(field, defaults[field]), low, high)
+            if clean[field] is None:
                 errors[field] = f"an integer from {low} to {high}"
         seed = params.get("seed")
-        if seed is not None and not _is_int(seed):
-            errors["seed"] = "an integer, or null for a random one"
+        if seed is not None and whole_number(seed, *SEED) is None:
+            errors["seed"] = f"an integer from {SEED[0]} to {SEED[1]}, or null for a random one"
         # Fix the seed now, so a retried job draws exactly the same curves.
-        clean["seed"] = secrets.randbelow(2**32) if seed is None else seed
+        clean["seed"] = secrets.randbelow(2**32) if seed is None else int(seed)
         return clean, errors
 
     def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
@@ -80,7 +85,7 @@ class SpirographGenerator(Generator):
                     "default": 180,
                     "description": "points per loop of the curve",
                 },
-                "seed": {"type": ["integer", "null"]},
+                "seed": {"type": ["integer", "null"], "minimum": SEED[0], "maximum": SEED[1]},
             },
         }
 
@@ -111,7 +116,3 @@ def draw(rng: random.Random, size: int, detail: int) -> str:
         f'<polyline fill="none" stroke="{colour}" stroke-width="1" '
         f'points="{" ".join(points)}"/></svg>'
     )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
