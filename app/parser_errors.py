@@ -18,10 +18,13 @@ from typing import Any
 
 from gunicorn import util
 
+CODES = {500: "internal_error"}
+
 
 def json_error(status: int, reason: str, message: str) -> bytes:
     """A whole HTTP response (head and body) saying `message` in the API's error shape."""
-    code = reason.lower().replace(" ", "_")
+    # The app's own codes where they exist (an unexpected failure is `internal_error`).
+    code = CODES.get(status, reason.lower().replace(" ", "_"))
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"

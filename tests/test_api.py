@@ -392,3 +392,12 @@ def test_webhook_events_must_be_a_set(call, events):
     body = {"generator": "noop", "webhook": "https://93.184.215.14/", "webhook_events": events}
     answer = call("POST", "/api/v1/jobs?dry_run=true", json=body)
     assert answer.status_code == 422 and "webhook_events" in answer.get_json()["error"]["fields"]
+
+
+@pytest.mark.parametrize("value", ["", "TRUE", " 1", "yes"])
+def test_dry_run_takes_exactly_the_documented_values(call, service, value):
+    """`?dry_run=` is one of true, false, 1, 0; anything else, even empty, is a 400 (an
+    empty one used to queue a real job)."""
+    answer = call("POST", f"/api/v1/jobs?dry_run={value}", json={"generator": "noop"})
+    assert answer.status_code == 400 and answer.get_json()["error"]["code"] == "invalid_query"
+    assert service.stats()["total_requests"] == 0

@@ -199,3 +199,25 @@ def test_a_link_never_outlives_the_results_retention(keyed, service, paced):
     assert signer.expiry(finished.timestamp() + 23.99 * 3600, finished) == int(
         finished.timestamp() + 24 * 3600
     )
+
+
+def test_a_stored_file_and_a_preview_answer_as_documented_ranges_or_not(
+    app, client, service, paced
+):
+    """A conditional GET is a 304; a byte range is not served (the whole file, 200), on
+    every store alike. `assert_conforms` checks each answer against the document."""
+    from .openapi_check import assert_conforms
+
+    subscription = service.bus.subscribe()
+    job_id = submit_paced(client, count=2)
+    next_event(subscription, EventType.OUTPUT)
+    for url in (f"/api/v1/jobs/{job_id}/files/image-01.png", f"/api/v1/jobs/{job_id}/preview"):
+        whole = fetch(client, url)
+        part = fetch(client, url, headers={"Range": "bytes=0-7"})
+        same = fetch(client, url, headers={"If-None-Match": whole.headers["ETag"]})
+        for answer in (whole, part, same):
+            assert_conforms(app, "GET", url, answer)
+        assert (whole.status_code, part.status_code, same.status_code) == (200, 200, 304), url
+        assert part.data == whole.data and "Accept-Ranges" not in part.headers
+    paced.advance(1)
+    wait_for(service, job_id)

@@ -287,10 +287,14 @@ class GenerationService:
 
     def get(self, job_id: str, *, owner: str | None = None) -> Job:
         """The job, described; JobNotFoundError if missing or owned by someone else."""
+        return self.describe(self._stored(job_id, owner))
+
+    def _stored(self, job_id: str, owner: str | None) -> Job:
+        """The job's row, not described (a forecast is for showing, not for deciding)."""
         job = self.store.get(job_id)
         if job is None or (owner is not None and job.owner != owner):
             raise JobNotFoundError(job_id)
-        return self.describe(job)
+        return job
 
     def list(
         self,
@@ -306,7 +310,7 @@ class GenerationService:
     def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
         """Cancel a queued job at once, or ask a running one to stop at its next checkpoint
         (on another process, its heartbeat passes the request on)."""
-        job = self.get(job_id, owner=owner)
+        job = self._stored(job_id, owner)
         if job.status is JobStatus.QUEUED:
             cancelled = self.store.cancel_queued(job_id, self._clock())
             if cancelled is not None:
@@ -316,13 +320,13 @@ class GenerationService:
                 self.outlook.accuracy.forget(job_id)
                 self.bus.publish(job_id, EventType.CANCELLED)
                 return self.describe(cancelled)
-            job = self.get(job_id)  # it started meanwhile
+            job = self._stored(job_id, None)  # it started meanwhile
         if job.status is JobStatus.RUNNING:
             flagged = self.store.request_cancel(job_id)
             self._execution.cancel(job_id)
             if flagged is not None:
                 return self.describe(flagged)
-            job = self.get(job_id)  # it finished meanwhile
+            job = self._stored(job_id, None)  # it finished meanwhile
         raise JobFinishedError(job_id, job.status.value)
 
     def pause_queue(self, by: str | None) -> Paused:

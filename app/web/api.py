@@ -203,9 +203,12 @@ def _serve(landed: LandedFile, stream: IO[bytes], download_name: str, max_age: i
         mimetype=landed.content_type,
         download_name=download_name,
         etag=landed.sha256,
-        conditional=True,
+        conditional=False,
         max_age=max_age,
     )
+    # A conditional GET (304), but no byte ranges: only some stores' streams could serve
+    # them (werkzeug needs the size up front), and a file is whole or not at all.
+    response.make_conditional(request, accept_ranges=False)
     if response.status_code == 200:  # a file read from a ZIP has no size of its own
         response.content_length = landed.bytes
     response.cache_control.public = False

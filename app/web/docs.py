@@ -27,9 +27,9 @@ bp = Blueprint("docs", __name__)
 SPEC_PATH = Path(__file__).with_name("openapi.json")
 REQUEST_SCHEMA = "JobRequest"
 DOCUMENT_EXTENSION = "openapi_document"
-# Keywords by which a params schema can refuse an empty object (when `params` is left out,
-# the generator sees `{}`): with any of them, the request must carry `params`.
-_REFUSING_EMPTY = ("required", "oneOf", "anyOf", "allOf", "not", "minProperties")
+# The webhook URL's scheme in its pattern, as written and with WEBHOOK_ALLOW_HTTP.
+HTTPS_ONLY = "^[Hh][Tt][Tt][Pp][Ss]://"
+HTTP_TOO = "^[Hh][Tt][Tt][Pp][Ss]?://"
 
 
 @cache
@@ -38,11 +38,15 @@ def openapi_document() -> dict[str, Any]:
     return json.loads(SPEC_PATH.read_text())
 
 
-def document_for(generators: Iterable[Generator]) -> dict[str, Any]:
-    """The document with `JobRequest` as a `oneOf` over `generators`' requests."""
+def document_for(generators: Iterable[Generator], *, allow_http: bool = False) -> dict[str, Any]:
+    """The document with `JobRequest` as a `oneOf` over `generators`' requests, and the
+    webhook schemes this server takes (`allow_http`: WEBHOOK_ALLOW_HTTP)."""
     document = copy.deepcopy(openapi_document())
     schemas = document["components"]["schemas"]
     generic = schemas[REQUEST_SCHEMA]
+    if allow_http:
+        webhook = generic["properties"]["webhook"]
+        webhook["pattern"] = webhook["pattern"].replace(HTTPS_ONLY, HTTP_TOO, 1)
     mapping: dict[str, str] = {}
     for generator in sorted(generators, key=lambda g: g.name):
         name = _schema_name(generator.name, schemas)
@@ -59,7 +63,9 @@ def document_for(generators: Iterable[Generator]) -> dict[str, Any]:
 def served_document(app: Flask) -> dict[str, Any]:
     """`app`'s document, built once: its generators are fixed when it starts."""
     if DOCUMENT_EXTENSION not in app.extensions:
-        app.extensions[DOCUMENT_EXTENSION] = document_for(get_service(app).generators)
+        service = get_service(app)
+        allow_http = service.webhooks.settings.allow_http
+        app.extensions[DOCUMENT_EXTENSION] = document_for(service.generators, allow_http=allow_http)
     return app.extensions[DOCUMENT_EXTENSION]
 
 
@@ -76,8 +82,11 @@ def _request_schema(generator: Generator, generic: dict[str, Any]) -> dict[str, 
     properties = schema["properties"]
     properties["generator"] = {"const": generator.name}
     properties["params"] = {"description": f"The {generator.name} generator's params.", **params}
-    if any(keyword in params for keyword in _REFUSING_EMPTY):
+    # Left out, `params` is `{}`: required exactly when the generator refuses that.
+    if generator.validate({})[1]:
         schema["required"] = [*schema["required"], "params"]
+    if "$defs" in params:  # its own `#/$defs/...` references resolve within it
+        properties["params"]["$id"] = f"urn:generation-service:params:{generator.name}"
     return schema
 
 

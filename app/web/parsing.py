@@ -92,8 +92,8 @@ def dry_run(request: Request) -> bool:
     """Whether `?dry_run=` asks for a quote instead of a job."""
     if not request.query_string:  # the usual submit: no query string to parse
         return False
-    value = request.args.get("dry_run", "false").strip().lower()
-    if value not in ("true", "1", "false", "0", ""):
+    value = request.args.get("dry_run", "false")  # given, even empty: one of the four
+    if value not in ("true", "1", "false", "0"):
         raise ApiError(
             400,
             "invalid_query",

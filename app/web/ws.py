@@ -32,10 +32,11 @@ SINCE_RULE = "since must be a non-negative integer: the last seq you received"
 
 @bp.before_request
 def authenticate() -> None:
-    """Refuse the handshake (401) before upgrading when the caller is not authenticated."""
+    """Refuse a malformed handshake (400), then an unauthenticated caller (401), before
+    upgrading; then wait for a turn to open (sockets.py)."""
+    check_handshake(request)  # cheap, so before the turn: a bad handshake never waits
     current_app.extensions["sockets"].begin_opening()
     current_principal()
-    check_handshake(request)
     # No permessage-deflate (simple-websocket accepts it whenever a client offers it, and
     # browsers always do): each socket would keep its own zlib streams, about 0.1 MB, and
     # compress every message alone, for messages of a few hundred bytes (docs/performance.md).

@@ -82,9 +82,9 @@ class ReplicateGenerator(Generator):
         for unknown in sorted(set(params) - {"model", "version", "input"}):
             errors[unknown] = "unknown parameter"
         model, version = params.get("model"), params.get("version")
-        if (model is None) == (version is None):
+        if ("model" in params) == ("version" in params):
             errors["model"] = "give exactly one of model ('owner/name') or version"
-        elif model is not None:
+        elif "model" in params:
             if isinstance(model, str) and MODEL.fullmatch(model):
                 clean["model"] = model
             else:
@@ -118,14 +118,22 @@ class ReplicateGenerator(Generator):
             yield from self._outputs(client, prediction, context)
 
     def params_schema(self) -> dict[str, Any]:
-        name = "^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
+        # The very expressions validate() uses, anchored: the document says what is taken.
         return {
             "type": "object",
             "additionalProperties": False,
             "oneOf": [{"required": ["model"]}, {"required": ["version"]}],
             "properties": {
-                "model": {"type": "string", "pattern": name, "description": "owner/name"},
-                "version": {"type": "string", "description": "version id or owner/name:id"},
+                "model": {
+                    "type": "string",
+                    "pattern": f"^{MODEL.pattern}$",
+                    "description": "owner/name",
+                },
+                "version": {
+                    "type": "string",
+                    "pattern": f"^{VERSION.pattern}$",
+                    "description": "version id or owner/name:id",
+                },
                 "input": {"type": "object", "description": "the model's inputs", "default": {}},
             },
         }

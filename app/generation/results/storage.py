@@ -102,8 +102,10 @@ class ResultStore(abc.ABC):
     def discard_run(self, job_id: str, epoch: int) -> None:
         """Remove all a run that will never be served left: its ZIP, if it got that far,
         and the files and preview it stored as it went."""
-        self.delete(job_id, epoch)
-        self.files.delete(job_id, epoch)
+        try:
+            self.delete(job_id, epoch)
+        finally:  # the files go even if the ZIP could not
+            self.files.delete(job_id, epoch)
 
 
 class FilesystemResultStore(ResultStore):

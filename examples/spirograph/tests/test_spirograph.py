@@ -37,11 +37,20 @@ def test_validate_fills_defaults_and_fixes_a_seed():
         ({"size": "big"}, "size"),
         ({"detail": 10_000}, "detail"),
         ({"seed": 1.5}, "seed"),
+        ({"seed": "x"}, "seed"),
+        ({"seed": [1]}, "seed"),
+        ({"seed": 2**64}, "seed"),
         ({"x": 1}, "x"),
     ],
 )
 def test_validate_reports_field_errors(params, field):
     assert field in SpirographGenerator().validate(params)[1]
+
+
+def test_a_whole_number_is_taken_as_json_schema_means_it():
+    clean, errors = SpirographGenerator().validate({"count": 2.0, "seed": 7.0})
+    assert errors == {} and (clean["count"], clean["seed"]) == (2, 7)
+    assert isinstance(clean["count"], int) and isinstance(clean["seed"], int)
 
 
 def test_run_draws_one_svg_per_drawing_and_reports_progress():

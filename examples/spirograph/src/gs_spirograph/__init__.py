@@ -44,10 +44,10 @@ class SpirographGenerator(Generator):
             if clean[field] is None:
                 errors[field] = f"an integer from {low} to {high}"
         seed = params.get("seed")
-        if seed is not None and whole_number(seed, *SEED) is None:
-            errors["seed"] = f"an integer from {SEED[0]} to {SEED[1]}, or null for a random one"
         # Fix the seed now, so a retried job draws exactly the same curves.
-        clean["seed"] = secrets.randbelow(2**32) if seed is None else int(seed)
+        clean["seed"] = secrets.randbelow(2**32) if seed is None else whole_number(seed, *SEED)
+        if clean["seed"] is None:
+            errors["seed"] = f"an integer from {SEED[0]} to {SEED[1]}, or null for a random one"
         return clean, errors
 
     def run(self, params: Mapping[str, Any], context: GeneratorContext) -> Iterator[OutputFile]:
