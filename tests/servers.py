@@ -4,6 +4,7 @@ an in-process threaded server for tests that need a real socket but not gunicorn
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -142,3 +143,25 @@ def _wait_until_ready(server: Server, timeout: float) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"gunicorn not ready after {timeout}s:\n{server.log()}")
+
+
+def flask_cli(env: Mapping[str, str], *args: str) -> str:
+    """Run `flask --app wsgi <args>` as an operator would, in `env`; its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+        cwd=PROJECT_ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def create_key(env: Mapping[str, str], name: str, *options: str) -> str:
+    """A new API key from `flask keys create` (e.g. `--tier premium --admin`)."""
+    printed = flask_cli(env, "keys", "create", name, *options)
+    key = re.search(r"gsk_\S+", printed)
+    assert key, printed
+    return key.group()

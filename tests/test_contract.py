@@ -18,7 +18,6 @@ WebSocket route succeeds with 101.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ import pytest
 
 from app.web.docs import openapi_document
 
-from .servers import PROJECT_ROOT, gunicorn
+from .servers import PROJECT_ROOT, create_key, flask_cli, gunicorn
 
 # Longer or different runs: CONTRACT_EXAMPLES=500 CONTRACT_SEED=7 (docs/api.md).
 MAX_EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "20"))
@@ -46,19 +45,6 @@ SERVER_ENV = {
 }
 
 
-def flask_cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
 def prepared_database(tmp_path: Path, auth_mode: str) -> tuple[dict[str, str], list[str]]:
     """Environment of a server in `auth_mode`, and the fuzzer's header options."""
     env = (
@@ -73,10 +59,8 @@ def prepared_database(tmp_path: Path, auth_mode: str) -> tuple[dict[str, str], l
     flask_cli(env, "db", "upgrade")
     if auth_mode == "open":
         return env, []
-    printed = flask_cli(env, "keys", "create", "fuzzer", "--tier", "premium", "--admin")
-    key = re.search(r"gsk_\S+", printed)
-    assert key, printed
-    return env, ["-H", f"Authorization: Bearer {key.group()}"]
+    key = create_key(env, "fuzzer", "--tier", "premium", "--admin")
+    return env, ["-H", f"Authorization: Bearer {key}"]
 
 
 def schemathesis(url: str, headers: list[str], tmp_path: Path) -> subprocess.CompletedProcess:

@@ -17,14 +17,11 @@ import base64
 import http.client
 import json
 import os
-import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -38,13 +35,14 @@ from referencing.jsonschema import DRAFT202012
 from sqlalchemy.exc import OperationalError
 from websockets.sync.client import ClientConnection, connect
 
+from app.generation import Job
 from app.generation.events.bus import EventType
 from app.web import console_stream, sockets
 from app.web import ws as ws_routes
 from app.web.docs import served_document
 
 from .conftest import hold_worker, wait_for
-from .servers import PROJECT_ROOT, gunicorn
+from .servers import create_key, gunicorn
 from .wsclient import (
     CLOSE_TIMEOUT,
     READ_TIMEOUT,
@@ -230,6 +228,15 @@ def job_path(job_id: str, since: int | str | None = None) -> str:
     return f"/api/v1/jobs/{job_id}/events" + ("" if since is None else f"?since={since}")
 
 
+def open_sockets(
+    stack: ExitStack, server_url: str, jobs: Iterable[Job]
+) -> tuple[ClientConnection, dict[str, ClientConnection]]:
+    """One socket following many jobs, and one socket per job, closed with `stack`."""
+    many = stack.enter_context(open_socket(server_url, EVENTS_ROUTE))
+    one = {job.id: stack.enter_context(open_socket(server_url, job_path(job.id))) for job in jobs}
+    return many, one
+
+
 def types_of(messages: list[Message]) -> set[str]:
     return {message["type"] for message in messages}
 
@@ -293,11 +300,7 @@ def test_jobs_that_succeed_send_conforming_messages(
     steps = service.submit("stepper", {"steps": 2})
     images = service.submit("paced", {"count": 2})
     with ExitStack() as stack:
-        many = stack.enter_context(open_socket(live_server, EVENTS_ROUTE))
-        one = {
-            job.id: stack.enter_context(open_socket(live_server, job_path(job.id)))
-            for job in (steps, images)
-        }
+        many, one = open_sockets(stack, live_server, (steps, images))
         for job_id, ws in one.items():
             command(contract, many, {"type": "subscribe", "job_id": job_id})
             snapshot = take(contract, JOB_ROUTE, ws)
@@ -360,11 +363,7 @@ def test_cancelled_jobs_send_conforming_messages(service, live_server, contract,
     running = hold_worker(service, gate)
     queued = service.submit("record", {})
     with ExitStack() as stack:
-        many = stack.enter_context(open_socket(live_server, EVENTS_ROUTE))
-        one = {
-            job.id: stack.enter_context(open_socket(live_server, job_path(job.id)))
-            for job in (running, queued)
-        }
+        many, one = open_sockets(stack, live_server, (running, queued))
         for job_id, ws in one.items():
             command(contract, many, {"type": "subscribe", "job_id": job_id})
             assert take(contract, JOB_ROUTE, ws)["type"] == "snapshot"
@@ -658,21 +657,6 @@ class Keyed:
             return response.status, response.headers, json.loads(body) if body else None
         finally:
             connection.close()
-
-
-def create_key(env: dict[str, str], name: str, *options: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "keys", "create", name, *options],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    key = re.search(r"gsk_\S+", done.stdout)
-    assert key, done.stdout
-    return key.group()
 
 
 @pytest.fixture(scope="module")
