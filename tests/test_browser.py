@@ -218,6 +218,15 @@ def test_with_keys_the_page_asks_for_one_and_then_works(
     download.value.save_as(path)
     with zipfile.ZipFile(path) as archive:
         assert sorted(archive.namelist()) == ["image-01.png", "manifest.json"]
+    # The key is kept for the tab: a reload does not ask again, and the job is still listed.
+    page.reload()
+    expect(page.locator("#connection")).to_have_text("Live")
+    expect(key_form).to_be_hidden()
+    expect(card(page, "behind a key")).to_have_attribute("data-status", "succeeded")
+    # Another tab is another session: it asks.
+    other = context.new_page()
+    other.goto(f"http://{keyed_live_server}/")
+    expect(other.locator("#key-form")).to_be_visible()
     context.close()
 
 
