@@ -6,11 +6,14 @@ import time
 
 import pytest
 
+from app.generation import JobStatus
 from app.generation.events.bus import EventBus, EventType
 from app.generation.execution.relay import EVENTS_CHANNEL, EventRelay
 from app.generation.store.engine import create_database_engine
 from app.generation.store.jobs import JobStore
 from app.generation.store.listener import NoListener
+
+from .conftest import wait_for
 
 
 def drain(subscription):
@@ -183,3 +186,20 @@ def test_the_relay_passes_on_known_events_and_ignores_kinds_it_does_not_know(tmp
     hear(json.dumps({"o": "elsewhere", "j": "a", "t": "a-new-kind", "d": {}, "n": 1}))
     hear(json.dumps({"o": "elsewhere", "j": "a", "t": "started", "d": {}, "n": 2}))
     assert [event.type for event in drain(subscription)] == [EventType.STARTED]
+
+
+def test_an_event_sent_by_reference_arrives_as_the_rows_own_event(service):
+    """An event too large for a notification is sent without its data; the receiver
+    rebuilds the job's state from its row, as the event that state is (an `output`
+    rebuilt as if it were one would lack its file's name)."""
+    job = service.submit("record", {"tag": 1})
+    assert wait_for(service, job.id).status is JobStatus.SUCCEEDED
+    bus, listener = EventBus(), CapturingListener()
+    EventRelay(service.store.engine, service.store, bus, listener)
+    subscription = bus.subscribe([job.id])
+    hear = listener.handlers[EVENTS_CHANNEL]
+    hear(json.dumps({"o": "elsewhere", "j": job.id, "t": "output", "n": 1}))  # no "d"
+    hear(json.dumps({"o": "elsewhere", "j": "0" * 32, "t": "failed", "n": 2}))  # no such job
+    [event] = drain(subscription)
+    assert event.type is EventType.SUCCEEDED
+    assert event.data["result"]["files"] and event.data["result"]["bytes"] > 0

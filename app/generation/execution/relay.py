@@ -138,11 +138,15 @@ class EventRelay:
         if message["t"] not in KNOWN_EVENTS:  # from a newer release, mid rolling deploy
             log.debug("ignoring a %r event of job %s", message["t"], message["j"])
             return
-        data = message.get("d")
+        kind, data = message["t"], message.get("d")
         if data is None:  # sent by reference: too large for a notification
             job = self._store.get(message["j"])
-            data = event_from_row(job)[1] if job is not None else {}
-        self._deliver(message["j"], message["t"], data)
+            if job is None:
+                return
+            # The job as its row says it is now, as an event of its own kind: the data
+            # rebuilt from the row fits that kind, not necessarily the one sent.
+            kind, data = event_from_row(job)
+        self._deliver(message["j"], kind, data)
 
     def _deliver(self, job_id: str, kind: EventType | str, data: dict[str, Any]) -> None:
         if kind not in DROPPABLE_EVENTS:
