@@ -1,5 +1,7 @@
 """`/metrics`: Prometheus text that parses, and moves when jobs run."""
 
+import time
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -99,3 +101,21 @@ def test_submissions_are_counted_by_priority_and_unused_priorities_have_no_serie
     assert value(samples, submitted, priority="low") == 2
     assert value(samples, submitted, priority="normal") == 1
     assert (submitted, frozenset({("priority", "high")})) not in samples
+
+
+def test_idle_seconds_follow_the_idle_stop_and_stay_zero_without_one(config, make_service):
+    from app import create_app
+
+    without = create_app(config, service=make_service()).test_client()
+    assert value(scrape(without), "generation_idle_seconds") == 0
+
+    service = make_service(idle_stop_seconds=600)
+    client = create_app(config, service=service).test_client()
+    idle = service.ops.idle
+    stopped: list[str] = []
+    idle.on_idle = stopped.append  # as app/idle.py arms it; 600 s will not pass here
+    assert value(scrape(client), "generation_idle_seconds") == 0  # not looked yet: not idle
+    assert idle.check() is False  # nothing queued, running or open: idle from now
+    time.sleep(0.05)
+    seen = value(scrape(client), "generation_idle_seconds")
+    assert 0.05 <= seen <= idle.idle_for() and stopped == []
