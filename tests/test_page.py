@@ -6,7 +6,7 @@ import re
 def test_page_and_every_file_it_links_are_served(client):
     page = client.get("/")
     links = re.findall(r'(?:href|src)="(/[^"]+)"', page.get_data(as_text=True))
-    assert page.status_code == 200 and len(links) == 2
+    assert page.status_code == 200 and len(links) == 3  # app.css, api.js, app.js
     for link in links:
         response = client.get(link)
         assert response.status_code == 200, link

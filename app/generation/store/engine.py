@@ -1,11 +1,12 @@
-"""Engine creation: one place that knows how each backend must be tuned.
+"""Engine creation: one place that knows how each backend must be tuned, and how its
+connections are borrowed.
 The schema itself is made and changed by migrations (store/schema.py, store/migrate.py)."""
 
 from __future__ import annotations
 
 import select
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,29 @@ def checkpoint(engine: Engine) -> tuple[int, int] | None:
     with engine.connect() as connection:
         busy, logged, copied = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
     return logged, copied
+
+
+@contextmanager
+def pooled_driver_connection(engine: Engine) -> Iterator[Any]:
+    """A DB-API connection checked out of `engine`'s pool for one call, then returned.
+
+    Unlike `engine.connect()`, `raw_connection()` lets the driver's own error out when
+    the database cannot be reached: it is raised as SQLAlchemy's, like every other
+    database error (the API's 503). One an error showed dead is invalidated, so the pool
+    opens a fresh one instead of handing it out again."""
+    driver_error = engine.dialect.loaded_dbapi.Error
+    try:
+        pooled = engine.raw_connection()
+    except driver_error as error:
+        raise DBAPIError.instance(None, None, error, driver_error) from error
+    try:
+        yield pooled.dbapi_connection
+    except DBAPIError as error:
+        if error.connection_invalidated:
+            pooled.invalidate(error)
+        raise
+    finally:
+        pooled.close()
 
 
 class TableStore:

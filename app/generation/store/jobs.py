@@ -20,13 +20,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, Update
-from sqlalchemy.exc import DBAPIError
 
 from ..job import Job, JobStatus, Progress
 from ..scheduling.policy import DEFAULT_AGING_SECONDS, offset
 from . import driver_statements as hot
 from . import job_writes as statements
-from .engine import ping
+from .engine import ping, pooled_driver_connection
 from .job_reads import JobQueries
 from .job_writes import (
     PROGRESS_COLUMNS,
@@ -327,32 +326,13 @@ class JobStore(JobQueries):
                 connection, prepared, params, dialect=dialect, prelude=prelude, then=then
             )
 
-    def _raw_connection(self) -> Any:
-        """A pooled DB-API connection. Unlike `engine.connect()`, `raw_connection()` lets
-        the driver's own error out when the database cannot be reached: it is raised as
-        SQLAlchemy's, like every other database error (the API's 503)."""
-        try:
-            return self._engine.raw_connection()
-        except self._engine.dialect.loaded_dbapi.Error as error:
-            raise DBAPIError.instance(
-                None, None, error, self._engine.dialect.loaded_dbapi.Error
-            ) from error
-
     @contextmanager
     def _driver_connection(self) -> Iterator[Any]:
         """The DB-API connection of the thread's pinned connection (SQLite), or of one
-        checked out of the pool for the call; one the error showed dead is invalidated,
-        so the pool opens a fresh one instead of handing it out again."""
+        checked out of the pool for the call."""
         pinned: Connection | None = getattr(self._pinned, "connection", None)
         if pinned is not None:
             yield pinned.connection.dbapi_connection
             return
-        pooled = self._raw_connection()
-        try:
-            yield pooled.dbapi_connection
-        except DBAPIError as error:
-            if error.connection_invalidated:
-                pooled.invalidate(error)
-            raise
-        finally:
-            pooled.close()
+        with pooled_driver_connection(self._engine) as connection:
+            yield connection

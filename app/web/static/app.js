@@ -4,35 +4,8 @@
 "use strict";
 
 // ---------------------------------------------------------------------------------------
-// The server. Every HTTP request and the socket are made here, and only here: this is
-// where the API key goes (a Bearer header; for the socket, whose handshake a browser
-// cannot give headers, a one-minute token from POST /api/v1/tokens).
-// The key lives as long as the tab (sessionStorage): a shared computer keeps no key.
-const KEY_STORAGE = "generation-service-api-key";
-
-const api = {
-  base: "/api/v1",
-  key: sessionStorage.getItem(KEY_STORAGE) || "",
-  onUnauthorized: () => {},
-
-  useKey(key) {
-    this.key = key;
-    sessionStorage.setItem(KEY_STORAGE, key);
-  },
-  headers(extra = {}) {
-    return this.key ? { ...extra, Authorization: `Bearer ${this.key}` } : extra;
-  },
-  async request(method, path, body) {
-    const options = { method, headers: this.headers({ Accept: "application/json" }) };
-    if (body !== undefined) {
-      options.headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(body);
-    }
-    const response = await fetch(this.base + path, options);
-    const data = await response.json().catch(() => ({}));
-    if (response.status === 401) this.onUnauthorized(data.error);
-    return { ok: response.ok, status: response.status, headers: response.headers, data };
-  },
+// The server: `api` (api.js, loaded first) with the calls this page makes.
+Object.assign(api, {
   submit(body) { return this.request("POST", "/jobs", body); },
   me() { return this.request("GET", "/me"); },
   recent(limit, cursor) {
@@ -42,17 +15,8 @@ const api = {
   cancel(id) { return this.request("POST", `/jobs/${encodeURIComponent(id)}/cancel`); },
   // Result and file urls are signed (they open without the key), so plain links work.
   resultUrl(job) { return job.result.url; },
-  async eventsSocket() {
-    let query = "";
-    if (this.key) {
-      const token = await this.request("POST", "/tokens");
-      if (!token.ok) throw Object.assign(new Error("no socket token"), { status: token.status });
-      query = `?token=${encodeURIComponent(token.data.token)}`;
-    }
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return new WebSocket(`${scheme}//${location.host}${this.base}/events${query}`);
-  },
-};
+  async eventsSocket() { return new WebSocket(await this.socketUrl("/events")); },
+});
 
 // ---------------------------------------------------------------------------------------
 // The live connection: one socket for every job on the page. It remembers the last `seq`

@@ -4,40 +4,9 @@
 // put in the page as text only; the charts are SVG the server renders (app/web/charts.py).
 "use strict";
 
-const KEY_STORAGE = "generation-service-api-key"; // shared with the job page, per tab
 const RETRY_MAX_MS = 15000;
 const requiresKeys = document.body.dataset.requiresKeys === "true";
-
-const api = {
-  base: "/api/v1",
-  key: sessionStorage.getItem(KEY_STORAGE) || "",
-  useKey(key) {
-    this.key = key;
-    sessionStorage.setItem(KEY_STORAGE, key);
-  },
-  async request(method, path, body) {
-    const headers = { Accept: "application/json" };
-    if (this.key) headers.Authorization = `Bearer ${this.key}`;
-    const options = { method, headers };
-    if (body !== undefined) {
-      headers["Content-Type"] = "application/json";
-      options.body = JSON.stringify(body);
-    }
-    const response = await fetch(this.base + path, options);
-    const data = await response.json().catch(() => ({}));
-    return { ok: response.ok, status: response.status, data };
-  },
-  async streamUrl() {
-    let query = "";
-    if (this.key) {
-      const token = await this.request("POST", "/tokens");
-      if (!token.ok) throw Object.assign(new Error("no socket token"), { status: token.status });
-      query = `?token=${encodeURIComponent(token.data.token)}`;
-    }
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}${this.base}/admin/stream${query}`;
-  },
-};
+// The server: `api` (api.js, loaded first) reaches it, with the page's key.
 
 // ---------------------------------------------------------------------------------------
 // Small helpers: elements from text, durations, sizes.
@@ -242,7 +211,7 @@ function refuse() {
 async function connect() {
   let socket;
   try {
-    socket = new WebSocket(await api.streamUrl());
+    socket = new WebSocket(await api.socketUrl("/admin/stream"));
   } catch (error) {
     if (error.status === 401) return showKeyForm("That key is no longer valid.");
     return retry();
