@@ -32,7 +32,8 @@ def assert_conforms(app: Flask, method: str, url: str, response: TestResponse) -
     operation = document["paths"][template][method.lower()]
     status = str(response.status_code)
     assert status in operation["responses"], f"{method} {template} -> {status} not documented"
-    content = operation["responses"][status].get("content", {})
+    where, answer = _response(document, ("paths", template, method.lower(), "responses", status))
+    content = answer.get("content", {})
     if not content:  # documented without a body (304, 101)
         assert not response.get_data(), f"{method} {template} {status}: a body not documented"
         return
@@ -43,12 +44,23 @@ def assert_conforms(app: Flask, method: str, url: str, response: TestResponse) -
     assert documented, f"{method} {template} {status}: {media_type} not documented"
     if media_type != "application/json":
         return
-    pointer = _pointer(
-        "paths", template, method.lower(), "responses", status, "content", media_type, "schema"
-    )
+    pointer = _pointer(*where, "content", media_type, "schema")
     registry = Registry().with_resource(
         SPEC_URI, Resource.from_contents(document, default_specification=DRAFT202012)
     )
     validator = Draft202012Validator({"$ref": f"{SPEC_URI}#/{pointer}"}, registry=registry)
     errors = sorted(validator.iter_errors(response.get_json()), key=str)
     assert not errors, f"{method} {template} {status}: {errors[0].message}"
+
+
+def _response(document: dict, where: tuple[str, ...]) -> tuple[tuple[str, ...], dict]:
+    """The response object at `where`, following a `$ref` to a shared one
+    (`#/components/responses/...`), with the path it was found at."""
+    answer = document
+    for part in where:
+        answer = answer[part]
+    ref = answer.get("$ref")
+    if ref is None:
+        return where, answer
+    target = tuple(ref.removeprefix("#/").split("/"))
+    return _response(document, target)
